@@ -1,0 +1,86 @@
+# nodelocaldns: node-local DNS cache agent and pod DNS-config admission webhook.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+GOFLAGS   ?= -buildvcs=false
+export GOFLAGS
+# Integration tests find the real control plane here (see tests/kubeapi).
+export KUBE_APISERVER_BIN ?= $(BIN)/kube-apiserver
+export ETCD_BIN           ?= $(BIN)/etcd
+# How long each fuzz target runs inside `make test`.
+FUZZTIME  ?= 8s
+# Extra arguments to `go test` (e.g. TESTARGS='-run Webhook -v').
+TESTARGS  ?=
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: build
+build: ## Build bin/webhook and bin/agent.
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/webhook ./webhook
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agent ./agent
+
+.PHONY: fmt
+fmt: ## Format the Go sources.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: lint
+lint: ## Check formatting (gofmt) and run go vet.
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+##@ Testing
+
+.PHONY: test
+test: tools build lint ## Run everything CI runs: lint, unit, integration (real kube-apiserver, netns as root) and short fuzzing.
+	$(GO) test -count=1 -timeout 30m $(TESTARGS) ./...
+	$(MAKE) --no-print-directory fuzz
+
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target briefly (FUZZTIME each).
+	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' webhook agent pkg certs tests 2>/dev/null | xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's/:func /:/'); do \
+		file=$${spec%%:*}; target=$${spec##*:}; pkg=./$$(dirname $$file); \
+		echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+.PHONY: bench
+bench: tools build ## Run the benchmarks and print figures (Go benchmarks, webhook HTTPS load, agent vs unbound with dnsperf).
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./tests/bench/webhookload
+	bash tests/bench/agent.sh
+
+##@ Tools
+
+.PHONY: tools
+tools: $(BIN)/kube-apiserver $(BIN)/etcd ## Build the real kube-apiserver and etcd from the Go module proxy (cached in bin/).
+
+$(BIN)/kube-apiserver: tests/tools/kube-apiserver/go.mod
+	cd tests/tools/kube-apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(BIN)/etcd: tests/tools/etcd/go.mod
+	cd tests/tools/etcd && $(GO) build -o $@ .
+
+##@ Deployment
+
+.PHONY: manifests
+manifests: ## Render every kustomization and validate it (strict decode).
+	$(GO) test -count=1 -run 'Render|Decode' ./tests/manifests
+
+.PHONY: images
+images: ## Build OCI image tarballs for webhook and agent without a Docker engine (bin/images/).
+	$(GO) run ./tests/images/build -out $(BIN)/images
+
+.PHONY: demo
+demo: tools build ## Local end-to-end demo: real kube-apiserver, webhook, pods, and (as root) the agent in network namespaces.
+	bash tests/demo/demo.sh

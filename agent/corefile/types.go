@@ -1,0 +1,81 @@
+// Package corefile parses the Corefile dialect the agent understands: the
+// subset of CoreDNS plugins used by node-cache's official ConfigMap, with
+// CoreDNS semantics and defaults. Anything else is refused with its line.
+package corefile
+
+import "time"
+
+// Config is a parsed Corefile: one Server per server block, in file order.
+type Config struct {
+	Servers []Server
+}
+
+// Server is one server block, e.g. `cluster.local:53 { ... }`.
+type Server struct {
+	// Zones are the block's zones as lower-case FQDNs ("cluster.local.", ".").
+	Zones []string
+	// Port is the block's port (the `:53` suffix, or the -dns.port default).
+	Port int
+	// Bind lists the addresses to listen on; empty means all addresses.
+	Bind []string
+	// Errors and Log enable the errors and log plugins.
+	Errors bool
+	Log    bool
+	// Cache is nil when the block has no cache plugin.
+	Cache *Cache
+	// Forward is nil when the block has no forward plugin.
+	Forward *Forward
+	// Health is the address of the health plugin ("" when absent),
+	// HealthLameDuck its lameduck duration.
+	Health         string
+	HealthLameDuck time.Duration
+	// Ready is the address of the ready plugin ("" when absent).
+	Ready string
+	// Prometheus is the address of the prometheus plugin ("" when absent).
+	Prometheus string
+	// Reload is the reload interval (0 when the plugin is absent).
+	Reload time.Duration
+	// Loop enables loop detection at start.
+	Loop bool
+	// Line is the line of the block's key in the Corefile, for messages.
+	Line int
+}
+
+// Cache is the cache plugin's configuration, with CoreDNS defaults filled in.
+type Cache struct {
+	SuccessCap    int           // default 9984
+	SuccessTTL    time.Duration // max TTL of positive answers, default 3600s
+	SuccessMinTTL time.Duration // min TTL of positive answers, default 5s
+	DenialCap     int           // default 9984
+	DenialTTL     time.Duration // max TTL of negative answers, default 1800s
+	DenialMinTTL  time.Duration // default 5s
+	// Prefetch is nil when prefetching is off.
+	Prefetch *Prefetch
+	// ServeStale is how long expired entries may still be served when the
+	// upstreams fail; 0 means serve_stale is off.
+	ServeStale time.Duration
+}
+
+// Prefetch configures prefetching of popular entries before they expire.
+type Prefetch struct {
+	Amount     int           // hits within Duration that make an entry popular (default 1)
+	Duration   time.Duration // default 1m
+	Percentage int           // prefetch when this much of the TTL is left (default 10)
+}
+
+// Forward is the forward plugin's configuration, with CoreDNS defaults.
+type Forward struct {
+	// From is the zone being forwarded, as a lower-case FQDN.
+	From string
+	// To are the upstreams as host:port (IPv6 in brackets). A
+	// /etc/resolv.conf-style path has already been expanded to its nameservers.
+	To            []string
+	Except        []string
+	ForceTCP      bool
+	PreferUDP     bool
+	MaxConcurrent int           // 0 = unlimited
+	MaxFails      int           // default 2
+	Expire        time.Duration // idle connection expiry, default 10s
+	HealthCheck   time.Duration // health check interval, default 500ms
+	Policy        string        // "random" (default), "round_robin" or "sequential"
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests, benchmarks and demo use: real DNS
+# servers (nsd, unbound), real clients (dig, dnsperf, getent from libc-bin),
+# iptables/nftables and iproute2 for the network-namespace tests.
+# Safe to run again; it only installs what is missing. Needs root.
+set -euo pipefail
+
+pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+	echo "install-deps: all packages present"
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages ${missing[*]} and not root; install them first" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian's postinst may start daemons where an init system exists; the tests
+# start their own instances on private ports and namespaces.
+for svc in nsd unbound; do
+	pkill -x "$svc" 2>/dev/null || true
+done

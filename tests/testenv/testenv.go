@@ -1,0 +1,84 @@
+// Package testenv holds the small rules every integration test follows: where
+// the real binaries are, and how a test that needs root or a tool behaves when
+// it is missing (skip with a reason locally, fail under CI).
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// InCI reports whether the CI environment variable is set. Under CI a missing
+// prerequisite is a failure, never a skip.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// Unavailable skips the test with reason, or fails it when running in CI.
+func Unavailable(t testing.TB, reason string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("prerequisite missing under CI: %s", reason)
+	}
+	t.Skipf("skipping: %s (set CI=1 to make this a failure)", reason)
+}
+
+// RequireRoot skips (or fails under CI) a test that needs root, e.g. for
+// network namespaces and iptables.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "test needs root (network namespaces, iptables)")
+	}
+}
+
+// RepoRoot returns the repository root, found from this source file.
+func RepoRoot() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		wd, _ := os.Getwd()
+		return wd
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Binary returns the path of a tool. envVar (if non-empty and set) wins, then
+// bin/<name> in the repository, then $PATH. A missing tool skips the test, or
+// fails it under CI.
+func Binary(t testing.TB, name, envVar string) string {
+	t.Helper()
+	if p, err := LookBinary(name, envVar); err == nil {
+		return p
+	}
+	Unavailable(t, name+" not found (env "+envVar+", bin/, $PATH); run `make tools` or tests/install-deps.sh")
+	return ""
+}
+
+// LookBinary is Binary without a test: it reports an error instead.
+func LookBinary(name, envVar string) (string, error) {
+	if envVar != "" {
+		if p := os.Getenv(envVar); p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+	}
+	local := filepath.Join(RepoRoot(), "bin", name)
+	if _, err := os.Stat(local); err == nil {
+		return local, nil
+	}
+	for _, dir := range []string{"", "/usr/sbin", "/sbin"} {
+		if dir == "" {
+			if p, err := exec.LookPath(name); err == nil {
+				return p, nil
+			}
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", &exec.Error{Name: name, Err: exec.ErrNotFound}
+}
