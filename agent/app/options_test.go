@@ -1,0 +1,272 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// officialArgs are the container args of the official nodelocaldns.yaml after
+// the documented sed for iptables mode (kube-dns ClusterIP 10.96.0.10).
+var officialArgs = []string{"-localip", "169.254.20.10,10.96.0.10", "-conf", "/etc/Corefile",
+	"-upstreamsvc", "kube-dns-upstream", "-pidfile", "/tmp/node-cache.pid"}
+
+func TestParseFlagsDefaults(t *testing.T) {
+	o, err := ParseFlags([]string{"-localip", "169.254.20.10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Options{
+		LocalIPs:             []netip.Addr{netip.MustParseAddr("169.254.20.10")},
+		Corefile:             "/etc/Corefile",
+		BaseCorefile:         "/etc/coredns/Corefile.base",
+		KubeDNSConfigDir:     "/etc/kube-dns",
+		UpstreamSvc:          "kube-dns",
+		SetupInterface:       true,
+		SetupIPTables:        true,
+		InterfaceName:        "nodelocaldns",
+		HealthPort:           8080,
+		SyncInterval:         60 * time.Second,
+		MetricsListenAddress: "0.0.0.0:9353",
+		DNSPort:              53,
+		Mode:                 ModeInjection,
+		ModeDerived:          true,
+		RunDir:               "/run/nodelocaldns",
+		IPTablesBackend:      "auto",
+		LameDuck:             2 * time.Second,
+		ClusterDomain:        "cluster.local",
+	}
+	if !reflect.DeepEqual(o, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", o, want)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, o *Options)
+	}{
+		{
+			name: "official DaemonSet args, iptables mode",
+			args: officialArgs,
+			check: func(t *testing.T, o *Options) {
+				if got := o.LocalIPStrings(); !reflect.DeepEqual(got, []string{"169.254.20.10", "10.96.0.10"}) {
+					t.Errorf("LocalIPs = %v", got)
+				}
+				if o.Corefile != "/etc/Corefile" || o.UpstreamSvc != "kube-dns-upstream" || o.PIDFile != "/tmp/node-cache.pid" {
+					t.Errorf("got %+v", o)
+				}
+				if o.Mode != ModeInterception || !o.ModeDerived {
+					t.Errorf("Mode = %q derived=%v, want derived interception", o.Mode, o.ModeDerived)
+				}
+				if got := o.InterceptedIPs(); len(got) != 1 || got[0].String() != "10.96.0.10" {
+					t.Errorf("InterceptedIPs = %v", got)
+				}
+			},
+		},
+		{
+			name: "official args, IPVS mode sed leaves a trailing comma",
+			args: []string{"-localip", "169.254.20.10,", "-conf", "/etc/Corefile"},
+			check: func(t *testing.T, o *Options) {
+				if len(o.LocalIPs) != 1 || o.Mode != ModeInjection {
+					t.Errorf("LocalIPs=%v Mode=%q", o.LocalIPs, o.Mode)
+				}
+			},
+		},
+		{
+			name: "-corefile used when -conf absent",
+			args: []string{"-localip=169.254.20.10", "-corefile=/x/Corefile"},
+			check: func(t *testing.T, o *Options) {
+				if o.Corefile != "/x/Corefile" {
+					t.Errorf("Corefile = %q", o.Corefile)
+				}
+			},
+		},
+		{
+			name: "-conf wins over -corefile",
+			args: []string{"-localip=169.254.20.10", "-corefile=/x/Corefile", "-conf=/y/Corefile"},
+			check: func(t *testing.T, o *Options) {
+				if o.Corefile != "/y/Corefile" {
+					t.Errorf("Corefile = %q", o.Corefile)
+				}
+			},
+		},
+		{
+			name: "double-dash flags and booleans",
+			args: []string{"--localip=169.254.20.10", "--setupinterface=false", "--setupiptables=false", "--skipteardown"},
+			check: func(t *testing.T, o *Options) {
+				if o.SetupInterface || o.SetupIPTables || !o.SkipTeardown {
+					t.Errorf("got %+v", o)
+				}
+			},
+		},
+		{
+			name: "dual stack link-local is injection",
+			args: []string{"-localip", "169.254.20.10,fe80::a9fe:140a"},
+			check: func(t *testing.T, o *Options) {
+				if o.Mode != ModeInjection || len(o.LocalIPs) != 2 || !o.LocalIPs[1].Is6() {
+					t.Errorf("Mode=%q LocalIPs=%v", o.Mode, o.LocalIPs)
+				}
+			},
+		},
+		{
+			name: "IPv6 ClusterIP derives interception",
+			args: []string{"-localip", "fd00::a,169.254.20.10"},
+			check: func(t *testing.T, o *Options) {
+				if o.Mode != ModeInterception {
+					t.Errorf("Mode=%q", o.Mode)
+				}
+			},
+		},
+		{
+			name: "explicit injection with a ClusterIP in -localip",
+			args: []string{"-localip", "169.254.20.10,10.96.0.10", "-mode", "injection"},
+			check: func(t *testing.T, o *Options) {
+				if o.Mode != ModeInjection || o.ModeDerived {
+					t.Errorf("Mode=%q derived=%v", o.Mode, o.ModeDerived)
+				}
+			},
+		},
+		{
+			name: "our own flags",
+			args: []string{"-localip=169.254.20.10", "-rundir=/tmp/r", "-iptables-backend=legacy", "-lameduck=500ms",
+				"-dns.port=5353", "-health-port=18080", "-interfacename=nlc0", "-metrics-listen-address=",
+				"-cluster-domain=example.internal", "-kubednscm="},
+			check: func(t *testing.T, o *Options) {
+				if o.RunDir != "/tmp/r" || o.IPTablesBackend != "legacy" || o.LameDuck != 500*time.Millisecond ||
+					o.DNSPort != 5353 || o.HealthPort != 18080 || o.InterfaceName != "nlc0" ||
+					o.MetricsListenAddress != "" || o.ClusterDomain != "example.internal" || o.KubeDNSConfigDir != "" {
+					t.Errorf("got %+v", o)
+				}
+			},
+		},
+		{
+			name: "node-cache compatibility flags accepted",
+			args: []string{"-localip=169.254.20.10", "-setupebtables=false", "-initialdelay=10ns"},
+			check: func(t *testing.T, o *Options) {
+				if o.LocalIPs[0].String() != "169.254.20.10" {
+					t.Errorf("got %+v", o)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseFlags(tc.args)
+			if err != nil {
+				t.Fatalf("ParseFlags(%q): %v", tc.args, err)
+			}
+			tc.check(t, o)
+		})
+	}
+}
+
+func TestSyncInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		val  string
+		want time.Duration
+	}{
+		{"go duration seconds", "30s", 30 * time.Second},
+		{"go duration minutes", "2m", 2 * time.Minute},
+		{"go duration milliseconds", "250ms", 250 * time.Millisecond},
+		{"bare number is seconds", "60", 60 * time.Second},
+		{"node-cache nanoseconds are seconds", "60ns", 60 * time.Second},
+		{"node-cache default printed form", "10ns", 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseFlags([]string{"-localip=169.254.20.10", "-syncinterval=" + tc.val})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.SyncInterval != tc.want {
+				t.Errorf("-syncinterval=%s: got %s, want %s", tc.val, o.SyncInterval, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	base := "-localip=169.254.20.10"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // substring of the error
+	}{
+		{"missing localip", nil, "-localip is required"},
+		{"empty localip", []string{"-localip="}, "-localip is required"},
+		{"bad localip", []string{"-localip=169.254.20.300"}, `invalid -localip "169.254.20.300"`},
+		{"hostname localip", []string{"-localip=dns.local"}, `invalid -localip "dns.local"`},
+		{"unreplaced pillar in localip", []string{"-localip=169.254.20.10,__PILLAR__DNS__SERVER__"}, `"__PILLAR__DNS__SERVER__"`},
+		{"zoned localip", []string{"-localip=fe80::1%eth0"}, "not an IP address"},
+		{"unspecified localip", []string{"-localip=0.0.0.0"}, "unspecified"},
+		{"duplicate localip", []string{"-localip=169.254.20.10,169.254.20.10"}, "given twice"},
+		{"dns port zero", []string{base, "-dns.port=0"}, "-dns.port 0"},
+		{"dns port too big", []string{base, "-dns.port=65536"}, "-dns.port 65536"},
+		{"dns port not a number", []string{base, "-dns.port=dns"}, "dns.port"},
+		{"health port", []string{base, "-health-port=70000"}, "-health-port 70000"},
+		{"health port not a number", []string{base, "-health-port=http"}, "health-port"},
+		{"syncinterval garbage", []string{base, "-syncinterval=soon"}, "syncinterval"},
+		{"syncinterval zero", []string{base, "-syncinterval=0s"}, "syncinterval"},
+		{"syncinterval negative", []string{base, "-syncinterval=-5s"}, "must be positive"},
+		{"syncinterval too short", []string{base, "-syncinterval=1ms"}, "too short"},
+		{"mode unknown", []string{base, "-mode=proxy"}, `-mode "proxy"`},
+		{"interception without ClusterIP", []string{base, "-mode=interception"}, "needs the kube-dns ClusterIP"},
+		{"backend unknown", []string{base, "-iptables-backend=ipvs"}, `-iptables-backend "ipvs"`},
+		{"lameduck negative", []string{base, "-lameduck=-1s"}, "-lameduck"},
+		{"lameduck huge", []string{base, "-lameduck=1h"}, "-lameduck"},
+		{"interface name too long", []string{base, "-interfacename=abcdefghijklmnop"}, "-interfacename"},
+		{"interface name with slash", []string{base, "-interfacename=a/b"}, "-interfacename"},
+		{"upstreamsvc upper case", []string{base, "-upstreamsvc=Kube-DNS"}, "-upstreamsvc"},
+		{"upstreamsvc empty", []string{base, "-upstreamsvc="}, "-upstreamsvc"},
+		{"metrics address without port", []string{base, "-metrics-listen-address=0.0.0.0"}, "-metrics-listen-address"},
+		{"metrics address hostname", []string{base, "-metrics-listen-address=example.com:9353"}, "-metrics-listen-address"},
+		{"empty conf", []string{base, "-conf="}, "-conf/-corefile must not be empty"},
+		{"empty basecorefile", []string{base, "-basecorefile="}, "-basecorefile must not be empty"},
+		{"ebtables", []string{base, "-setupebtables"}, "-setupebtables"},
+		{"cluster domain", []string{base, "-cluster-domain=a..b"}, "-cluster-domain"},
+		{"unknown flag", []string{base, "-rewrite"}, "rewrite"},
+		{"positional argument", []string{base, "extra"}, "unexpected arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseFlags(tc.args)
+			if err == nil {
+				t.Fatalf("ParseFlags(%q) = %+v, want error containing %q", tc.args, o, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseFlags(%q) error %q, want it to contain %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsHelp(t *testing.T) {
+	_, err := ParseFlags([]string{"-h"})
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: got %v, want flag.ErrHelp", err)
+	}
+	for _, name := range []string{"-localip", "-syncinterval", "-mode", "-rundir", "-dns.port"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("usage lacks %s:\n%s", name, err)
+		}
+	}
+}
+
+// TestParseFlagsIndependent checks that no flag state leaks between calls.
+func TestParseFlagsIndependent(t *testing.T) {
+	a, err := ParseFlags([]string{"-localip=169.254.20.10", "-dns.port=5353"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseFlags([]string{"-localip=169.254.20.11"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.DNSPort != 5353 || b.DNSPort != 53 || b.LocalIPs[0].String() != "169.254.20.11" {
+		t.Errorf("a=%+v b=%+v", a, b)
+	}
+}
