@@ -33,8 +33,10 @@ type Server struct {
 	Ready string
 	// Prometheus is the address of the prometheus plugin ("" when absent).
 	Prometheus string
-	// Reload is the reload interval (0 when the plugin is absent).
-	Reload time.Duration
+	// Reload is the reload interval (0 when the plugin is absent),
+	// ReloadJitter the random jitter added to it.
+	Reload       time.Duration
+	ReloadJitter time.Duration
 	// Loop enables loop detection at start.
 	Loop bool
 	// Line is the line of the block's key in the Corefile, for messages.
@@ -54,6 +56,16 @@ type Cache struct {
 	// ServeStale is how long expired entries may still be served when the
 	// upstreams fail; 0 means serve_stale is off.
 	ServeStale time.Duration
+	// ServeStaleVerify is serve_stale's "verify" refresh mode: ask the
+	// upstream first and serve the stale entry only when that fails. The
+	// default ("immediate") answers stale at once and refreshes behind.
+	ServeStaleVerify bool
+	// ServfailTTL is how long SERVFAIL answers are cached (servfail
+	// option, default 5s, at most 5m; 0 disables).
+	ServfailTTL time.Duration
+	// Zones limits caching to these zones (lower-case FQDNs); it defaults to
+	// the server block's zones.
+	Zones []string
 }
 
 // Prefetch configures prefetching of popular entries before they expire.
@@ -76,6 +88,10 @@ type Forward struct {
 	MaxConcurrent int           // 0 = unlimited
 	MaxFails      int           // default 2
 	Expire        time.Duration // idle connection expiry, default 10s
-	HealthCheck   time.Duration // health check interval, default 500ms
-	Policy        string        // "random" (default), "round_robin" or "sequential"
+	HealthCheck   time.Duration // health check interval, default 500ms; 0 disables
+	// HealthCheckDomain is the name queried by health checks (default ".").
+	HealthCheckDomain string
+	// HealthCheckNoRec clears the RD bit of health check queries (no_rec).
+	HealthCheckNoRec bool
+	Policy           string // "random" (default), "round_robin" or "sequential"
 }

@@ -1,0 +1,56 @@
+package corefile
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// FuzzParse checks that no Corefile text makes Parse panic, and that what
+// it accepts is well formed.
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile("testdata/nodelocaldns.Corefile.base"); err == nil {
+		f.Add(strings.NewReplacer("__PILLAR__DNS__DOMAIN__", "cluster.local", "__PILLAR__LOCAL__DNS__", "169.254.20.10",
+			"__PILLAR__DNS__SERVER__", "", "__PILLAR__CLUSTER__DNS__", "10.96.0.10",
+			"__PILLAR__UPSTREAM__SERVERS__", "/etc/resolv.conf").Replace(string(b)))
+	}
+	for _, seed := range []string{
+		". {\ncache {\nsuccess 10 20 3\ndenial 5\nprefetch 2 1m 20%\nserve_stale 1h verify\nservfail 1s\n}\n}",
+		". {\nforward . 10.0.0.1 [::1]:53 {\nforce_tcp\nhealth_check 1s no_rec domain x.org\nexcept a.org\npolicy sequential\n}\n}",
+		"a.org:53 b.org:53 {\nbind 127.0.0.1 ::1\nhealth :8080 {\nlameduck 1s\n}\nready\nprometheus\nreload 5s 1s\nloop\nlog\nerrors\n}",
+		"(snip) {\nerrors\n}\n. {\n}",
+		". { cache { success 1 } }",
+		"{$HOME} {\n}",
+	} {
+		f.Add(seed)
+	}
+	opts := testOpts()
+	f.Fuzz(func(t *testing.T, text string) {
+		cfg, err := Parse(text, opts)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if len(cfg.Servers) == 0 {
+			t.Fatal("accepted a Corefile without servers")
+		}
+		for _, s := range cfg.Servers {
+			if s.Port < 1 || s.Port > 65535 || len(s.Zones) == 0 {
+				t.Fatalf("bad server %+v", s)
+			}
+			for _, z := range s.Zones {
+				if !strings.HasSuffix(z, ".") || z != strings.ToLower(z) {
+					t.Fatalf("zone %q not a lower-case FQDN", z)
+				}
+			}
+			if s.Forward != nil && (len(s.Forward.To) == 0 || len(s.Forward.To) > maxUpstreams) {
+				t.Fatalf("bad forward %+v", s.Forward)
+			}
+			if c := s.Cache; c != nil && (c.SuccessCap <= 0 || c.DenialCap <= 0 || c.SuccessMinTTL > c.SuccessTTL) {
+				t.Fatalf("bad cache %+v", c)
+			}
+		}
+	})
+}
