@@ -1,0 +1,463 @@
+// Package cache is the agent's DNS cache: packed answers keyed by the
+// lower-cased question name, type, class and the DO and CD bits, in a
+// success and a denial table with CoreDNS's capacities, TTL caps, minimum
+// TTLs, negative TTLs from the SOA (RFC 2308), short SERVFAIL caching,
+// prefetching of popular entries and serve-stale. Tables are sharded so
+// that every core reads them without contention, and bounded: a full shard
+// evicts an entry before it takes a new one.
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
+	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
+)
+
+const (
+	// ServfailTTL is how long a SERVFAIL answer is cached at most.
+	ServfailTTL = 5 * time.Second
+	// defaultDenialTTL is the TTL of a negative answer without a SOA.
+	defaultDenialTTL = 5 * time.Second
+	shardCount       = 32
+	success          = 0
+	denial           = 1
+)
+
+// ErrNotCacheable is returned by Set for answers the cache does not keep.
+var ErrNotCacheable = errors.New("cache: answer not cacheable")
+
+// Options configure a Cache.
+type Options struct {
+	// Server and Zones label the metrics (CoreDNS's server and zones).
+	Server string
+	Zones  []string
+	// Metrics is shared by all caches; nil disables metrics.
+	Metrics *Metrics
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Cache holds packed answers. It is safe for concurrent use.
+type Cache struct {
+	cfg    corefile.Cache
+	tables [2]table
+	m      *handles
+	now    func() time.Time
+}
+
+// New returns an empty cache configured by cfg.
+func New(cfg corefile.Cache, opts Options) *Cache {
+	if cfg.SuccessCap <= 0 {
+		cfg.SuccessCap = 9984
+	}
+	if cfg.DenialCap <= 0 {
+		cfg.DenialCap = 9984
+	}
+	c := &Cache{cfg: cfg, now: opts.Now}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	m := opts.Metrics
+	if m == nil {
+		m, _ = NewMetrics(nil)
+	}
+	c.m = m.handles(opts.Server, strings.Join(opts.Zones, ","))
+	c.tables[success].init(cfg.SuccessCap, c.m.entries[success], c.m.evictions[success])
+	c.tables[denial].init(cfg.DenialCap, c.m.entries[denial], c.m.evictions[denial])
+	return c
+}
+
+// Now returns the cache's clock in Unix nanoseconds.
+func (c *Cache) Now() int64 { return c.now().UnixNano() }
+
+// Config returns the cache's configuration.
+func (c *Cache) Config() corefile.Cache { return c.cfg }
+
+// Len returns the number of success and denial entries.
+func (c *Cache) Len() (succ, den int) {
+	return c.tables[success].len(), c.tables[denial].len()
+}
+
+// Release removes the cache's entries from the entries gauge, for a cache
+// that a new configuration replaced.
+func (c *Cache) Release() {
+	for i := range c.tables {
+		c.tables[i].entries.Sub(float64(c.tables[i].len()))
+	}
+}
+
+// Get looks key up at time now (Unix nanoseconds). A fresh entry comes
+// back with its remaining TTL and fresh set; an expired entry that may still
+// be served stale comes back with fresh false; otherwise e is nil. Get
+// counts requests, hits and misses, and does not allocate.
+func (c *Cache) Get(key []byte, now int64) (e *Entry, ttl uint32, fresh bool) {
+	c.m.requests.Inc()
+	for i := range c.tables {
+		e = c.tables[i].get(key)
+		if e == nil {
+			continue
+		}
+		if now < e.expires {
+			c.m.hits[i].Inc()
+			return e, uint32((e.expires - now + int64(time.Second) - 1) / int64(time.Second)), true
+		}
+		c.m.misses.Inc()
+		if now < e.staleUntil {
+			return e, 0, false
+		}
+		return nil, 0, false
+	}
+	c.m.misses.Inc()
+	return nil, 0, false
+}
+
+// Hit is Get for the wire-format fast path: it returns only fresh entries
+// and counts only hits (with the request), leaving misses to the Get of
+// the slow path that handles them. It does not allocate.
+func (c *Cache) Hit(key []byte, now int64) (e *Entry, ttl uint32, ok bool) {
+	for i := range c.tables {
+		e = c.tables[i].get(key)
+		if e == nil {
+			continue
+		}
+		if now < e.expires {
+			c.m.requests.Inc()
+			c.m.hits[i].Inc()
+			return e, uint32((e.expires - now + int64(time.Second) - 1) / int64(time.Second)), true
+		}
+		return nil, 0, false
+	}
+	return nil, 0, false
+}
+
+// ServedStale counts an answer served from an expired entry.
+func (c *Cache) ServedStale() { c.m.servedStale.Inc() }
+
+// Prefetched counts a prefetch.
+func (c *Cache) Prefetched() { c.m.prefetch.Inc() }
+
+// ShouldPrefetch records a hit on e with ttl seconds left and reports
+// whether e should be refreshed now: it is popular (Amount hits within
+// Duration of each other) and only Percentage of its TTL is left. It reports true once
+// per entry.
+func (c *Cache) ShouldPrefetch(e *Entry, ttl uint32, now int64) bool {
+	p := c.cfg.Prefetch
+	if p == nil {
+		return false
+	}
+	// As CoreDNS's freq: a hit within Duration of the previous one counts
+	// up, a later one starts counting again.
+	last := e.lastSeen.Swap(now)
+	var hits int32
+	if now-last > int64(p.Duration) {
+		e.hits.Store(1)
+		hits = 1
+	} else {
+		hits = e.hits.Add(1)
+	}
+	if int(hits) < p.Amount {
+		return false
+	}
+	threshold := uint32(math.Ceil(float64(p.Percentage) / 100 * float64(e.ttl)))
+	if ttl > threshold {
+		return false
+	}
+	return e.prefetching.CompareAndSwap(false, true)
+}
+
+// Set stores the answer m to the query with the given key (made by
+// dnswire.AppendKey). It returns ErrNotCacheable for answers the cache
+// does not keep (truncated, REFUSED, FORMERR, extended rcodes, ...).
+func (c *Cache) Set(key []byte, m *dns.Msg) error {
+	kind, ttl, err := c.classify(m)
+	if err != nil {
+		return err
+	}
+	e, err := newEntry(m)
+	if err != nil {
+		return err
+	}
+	now := c.Now()
+	e.ttl = uint32(ttl / time.Second)
+	e.expires = now + int64(ttl)
+	e.staleUntil = e.expires + int64(c.cfg.ServeStale)
+	e.lastSeen.Store(now)
+	k := string(key)
+	c.tables[1-kind].del(k)
+	c.tables[kind].set(k, e, now)
+	return nil
+}
+
+// classify returns which table m belongs in and for how long.
+func (c *Cache) classify(m *dns.Msg) (kind int, ttl time.Duration, err error) {
+	if m.Truncated || len(m.Question) != 1 {
+		return 0, 0, ErrNotCacheable
+	}
+	if opt := m.IsEdns0(); opt != nil && opt.ExtendedRcode() > 0xf {
+		return 0, 0, ErrNotCacheable
+	}
+	switch {
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0:
+		ttl = minTTL(m.Answer, m.Ns, m.Extra)
+		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 && !hasSOA(m.Ns) && len(m.Ns) > 0:
+		// A referral: cached like a positive answer (CoreDNS's Delegation).
+		ttl = minTTL(m.Ns, m.Extra)
+		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
+	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
+		return denial, clamp(negativeTTL(m.Ns), c.cfg.DenialMinTTL, c.cfg.DenialTTL), nil
+	case m.Rcode == dns.RcodeServerFailure:
+		return denial, min(ServfailTTL, c.cfg.DenialTTL), nil
+	}
+	return 0, 0, ErrNotCacheable
+}
+
+// clamp applies the minimum TTL and then the cap.
+func clamp(ttl, lo, hi time.Duration) time.Duration {
+	if ttl < lo {
+		ttl = lo
+	}
+	if hi > 0 && ttl > hi {
+		ttl = hi
+	}
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	return ttl
+}
+
+// minTTL is the smallest TTL of the records (OPT excluded).
+func minTTL(sections ...[]dns.RR) time.Duration {
+	low := uint32(math.MaxUint32)
+	for _, s := range sections {
+		for _, rr := range s {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			low = min(low, rr.Header().Ttl)
+		}
+	}
+	if low == math.MaxUint32 {
+		return defaultDenialTTL
+	}
+	return time.Duration(low) * time.Second
+}
+
+// negativeTTL is the RFC 2308 TTL of a negative answer: the smaller of the
+// SOA's TTL and its MINIMUM field.
+func negativeTTL(ns []dns.RR) time.Duration {
+	for _, rr := range ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+		}
+	}
+	return defaultDenialTTL
+}
+
+func hasSOA(ns []dns.RR) bool {
+	for _, rr := range ns {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			return true
+		}
+	}
+	return false
+}
+
+// Entry is one cached answer, packed without its OPT record. Entries are
+// immutable once stored, except for the prefetch bookkeeping.
+type Entry struct {
+	msg        []byte
+	ttlOffsets []uint16
+	qEnd       int
+	flags      uint16
+	ttl        uint32 // seconds, as stored
+	expires    int64
+	staleUntil int64
+
+	hits        atomic.Int32
+	lastSeen atomic.Int64
+	prefetching atomic.Bool
+}
+
+// newEntry packs m without its OPT record and finds its TTL fields.
+func newEntry(m *dns.Msg) (*Entry, error) {
+	cp := *m
+	cp.Extra = make([]dns.RR, 0, len(m.Extra))
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			cp.Extra = append(cp.Extra, rr)
+		}
+	}
+	cp.Compress = true
+	buf, err := cp.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("cache: pack answer: %w", err)
+	}
+	lay, err := dnswire.Walk(buf)
+	if err != nil {
+		return nil, fmt.Errorf("cache: walk packed answer: %w", err)
+	}
+	return &Entry{msg: buf, ttlOffsets: lay.TTLOffsets, qEnd: lay.QEnd, flags: dnswire.Flags(buf)}, nil
+}
+
+// Msg unpacks the entry with every TTL set to ttl.
+func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	if err := m.Unpack(e.msg); err != nil {
+		return nil, fmt.Errorf("cache: unpack entry: %w", err)
+	}
+	for _, s := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range s {
+			rr.Header().Ttl = ttl
+		}
+	}
+	m.Authoritative = false
+	return m, nil
+}
+
+// Rcode returns the entry's response code.
+func (e *Entry) Rcode() int { return dnswire.Rcode(e.flags) }
+
+// Size returns the length of the reply Reply builds for a query without
+// EDNS.
+func (e *Entry) Size() int { return len(e.msg) }
+
+// Reply appends to dst the answer to query (parsed as q), with the query's
+// ID, question case, RD and CD bits, every TTL set to ttl and, when the
+// query had EDNS, an OPT record advertising ednsSize. An answer longer than
+// limit is replaced by the header and question with TC set. Reply does not
+// allocate when dst has room.
+func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16) []byte {
+	need := len(e.msg)
+	if q.EDNS {
+		need += dnswire.OPTLen
+	}
+	start := len(dst)
+	flags := e.flags&^(dnswire.FlagAA|dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
+		q.Flags&(dnswire.FlagRD|dnswire.FlagCD)
+	if need > limit {
+		dst = append(dst, e.msg[:e.qEnd]...)
+		out := dst[start:]
+		for i := 1; i < 4; i++ {
+			dnswire.SetCount(out, i, 0)
+		}
+		flags |= dnswire.FlagTC
+	} else {
+		dst = append(dst, e.msg...)
+		dnswire.SetTTLs(dst[start:], e.ttlOffsets, ttl)
+	}
+	out := dst[start:]
+	dnswire.SetID(out, q.ID)
+	dnswire.SetFlags(out, flags)
+	copy(out[dnswire.HeaderLen:q.NameEnd], query[dnswire.HeaderLen:q.NameEnd])
+	if q.EDNS {
+		dst = dnswire.AppendOPT(dst, ednsSize, q.DO)
+		dnswire.SetCount(dst[start:], 3, dnswire.Count(dst[start:], 3)+1)
+	}
+	return dst
+}
+
+// table is one sharded, bounded map.
+type table struct {
+	shards    [shardCount]shard
+	entries   prometheus.Gauge
+	evictions prometheus.Counter
+}
+
+type shard struct {
+	mu  sync.RWMutex
+	m   map[string]*Entry
+	cap int
+}
+
+func (t *table) init(capacity int, entries prometheus.Gauge, evictions prometheus.Counter) {
+	t.entries, t.evictions = entries, evictions
+	per := (capacity + shardCount - 1) / shardCount
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*Entry)
+		t.shards[i].cap = per
+	}
+}
+
+func (t *table) shard(key []byte) *shard {
+	h := uint32(2166136261)
+	for _, c := range key {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return &t.shards[h%shardCount]
+}
+
+func (t *table) get(key []byte) *Entry {
+	s := t.shard(key)
+	s.mu.RLock()
+	e := s.m[string(key)]
+	s.mu.RUnlock()
+	return e
+}
+
+func (t *table) del(key string) {
+	s := t.shard([]byte(key))
+	s.mu.Lock()
+	if _, ok := s.m[key]; ok {
+		delete(s.m, key)
+		t.entries.Dec()
+	}
+	s.mu.Unlock()
+}
+
+func (t *table) set(key string, e *Entry, now int64) {
+	s := t.shard([]byte(key))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[key]; !ok {
+		if len(s.m) >= s.cap {
+			s.evict(now)
+			t.evictions.Inc()
+		} else {
+			t.entries.Inc()
+		}
+	}
+	s.m[key] = e
+}
+
+// evict removes one entry: an expired one among a few sampled, else a
+// random one (map iteration starts at a random place).
+func (s *shard) evict(now int64) {
+	var victim string
+	n := 0
+	for k, e := range s.m {
+		if n == 0 {
+			victim = k
+		}
+		if now >= e.staleUntil {
+			victim = k
+			break
+		}
+		if n++; n >= 8 {
+			break
+		}
+	}
+	delete(s.m, victim)
+}
+
+func (t *table) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}
