@@ -285,7 +285,7 @@ type Entry struct {
 	staleUntil int64
 
 	hits        atomic.Int32
-	lastSeen atomic.Int64
+	lastSeen    atomic.Int64
 	prefetching atomic.Bool
 }
 
