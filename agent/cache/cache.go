@@ -53,6 +53,7 @@ type Cache struct {
 	tables [2]table
 	m      *handles
 	now    func() time.Time
+	fake   bool // now is not time.Now
 }
 
 // New returns an empty cache configured by cfg.
@@ -63,7 +64,7 @@ func New(cfg corefile.Cache, opts Options) *Cache {
 	if cfg.DenialCap <= 0 {
 		cfg.DenialCap = 9984
 	}
-	c := &Cache{cfg: cfg, now: opts.Now}
+	c := &Cache{cfg: cfg, now: opts.Now, fake: opts.Now != nil}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -79,6 +80,15 @@ func New(cfg corefile.Cache, opts Options) *Cache {
 
 // Now returns the cache's clock in Unix nanoseconds.
 func (c *Cache) Now() int64 { return c.now().UnixNano() }
+
+// NowOr returns wall, a time.Now the caller already took in Unix
+// nanoseconds, unless the cache runs on a clock of its own (tests).
+func (c *Cache) NowOr(wall int64) int64 {
+	if c.fake {
+		return c.Now()
+	}
+	return wall
+}
 
 // Config returns the cache's configuration.
 func (c *Cache) Config() corefile.Cache { return c.cfg }

@@ -1,0 +1,357 @@
+// Package app is the agent's program: Run parses the node-cache compatible
+// flags, renders and parses the Corefile, sets the node up, serves DNS,
+// health and metrics, applies configuration changes without dropping
+// queries, and shuts down in order on cancellation.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
+	"github.com/nodelocaldns/nodelocaldns/agent/forward"
+	"github.com/nodelocaldns/nodelocaldns/agent/health"
+	"github.com/nodelocaldns/nodelocaldns/agent/server"
+)
+
+// Shutdown bounds: every step of the shutdown ends within these.
+const (
+	teardownTimeout = 10 * time.Second
+	drainTimeout    = 5 * time.Second
+)
+
+// Run runs the agent with the command-line args (without the program
+// name) until ctx is done, then shuts down: node teardown first, then the
+// lame-duck period (still answering), then the listeners close.
+func Run(ctx context.Context, args []string) error {
+	opts, err := ParseFlags(args)
+	if err != nil {
+		return err
+	}
+	logger := log.New(os.Stderr, "", log.LstdFlags)
+	a := &agent{opts: opts, logger: logger, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return a.run(ctx)
+}
+
+// agent is one running agent.
+type agent struct {
+	opts   *Options
+	logger *log.Logger
+	reg    *prometheus.Registry
+
+	srv          *server.Server
+	cacheMetrics *cache.Metrics
+	ready        atomic.Bool
+
+	mu      sync.Mutex
+	current *generation
+	socks   server.Sockets
+}
+
+// generation is what one configuration built: its blocks and the
+// forwarders and caches they own.
+type generation struct {
+	cfg        *corefile.Config
+	text       string
+	blocks     []*server.Block
+	forwarders []*forward.Forwarder
+	caches     []*cache.Cache
+}
+
+func (a *agent) run(ctx context.Context) error {
+	text, err := a.corefileText()
+	if err != nil {
+		return err
+	}
+	cfg, err := a.parse(text)
+	if err != nil {
+		return err
+	}
+	if a.cacheMetrics, err = cache.NewMetrics(a.reg); err != nil {
+		return err
+	}
+	gen, err := a.build(cfg, text)
+	if err != nil {
+		return err
+	}
+	n, err := setupNode(ctx, a.opts, a.reg)
+	if err != nil {
+		gen.close()
+		return fmt.Errorf("node setup: %w", err)
+	}
+	defer n.Close()
+	if a.srv, err = server.New(server.Options{Registerer: a.reg, Logger: a.logger}); err != nil {
+		gen.close()
+		return err
+	}
+	if err := a.srv.SetBlocks(gen.blocks); err != nil {
+		gen.close()
+		return err
+	}
+	a.current = gen
+	a.socks, err = server.OpenSockets(server.Keys(cfg), n.Inherited())
+	if err != nil {
+		gen.close()
+		return err
+	}
+	if err := a.srv.Serve(a.socks); err != nil {
+		a.socks.Close()
+		gen.close()
+		return err
+	}
+	web, err := health.Start(a.endpoints(cfg))
+	if err != nil {
+		a.stopServing(n)
+		return err
+	}
+	a.ready.Store(true)
+	n.Serving(a.socks)
+	if err := a.writePIDFile(); err != nil {
+		a.logger.Printf("[WARNING] %v", err)
+	}
+	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
+	var wg sync.WaitGroup
+	wctx, stopWatch := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watch(wctx, cfg)
+	}()
+
+	<-ctx.Done()
+	stopWatch()
+	wg.Wait()
+	a.ready.Store(false)
+	a.logger.Printf("[INFO] shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
+	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	if err := n.Teardown(tctx); err != nil {
+		a.logger.Printf("[ERROR] teardown: %v", err)
+	}
+	cancel()
+	time.Sleep(a.lameDuck(cfg))
+	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	web.Close(hctx)
+	cancel()
+	return a.stopServing(n)
+}
+
+// stopServing closes the listeners, waits (bounded) for in-flight queries
+// and releases the configuration.
+func (a *agent) stopServing(_ *node) error {
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	err := a.srv.Shutdown(sctx)
+	cancel()
+	a.socks.Close()
+	a.mu.Lock()
+	if a.current != nil {
+		a.current.close()
+	}
+	a.mu.Unlock()
+	if a.opts.PIDFile != "" {
+		_ = os.Remove(a.opts.PIDFile)
+	}
+	return err
+}
+
+// lameDuck is how long the agent keeps answering after teardown: the
+// health plugin's lameduck when set, else -lameduck.
+func (a *agent) lameDuck(cfg *corefile.Config) time.Duration {
+	d := a.opts.LameDuck
+	for _, s := range cfg.Servers {
+		d = max(d, s.HealthLameDuck)
+	}
+	return min(d, MaxLameDuck)
+}
+
+// parse parses the Corefile text.
+func (a *agent) parse(text string) (*corefile.Config, error) {
+	cfg, err := corefile.Parse(text, corefile.ParseOptions{Filename: a.opts.Corefile, DefaultPort: a.opts.DNSPort})
+	if err != nil {
+		return nil, fmt.Errorf("corefile: %w", err)
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, fmt.Errorf("corefile %s: no server blocks", a.opts.Corefile)
+	}
+	return cfg, nil
+}
+
+// build creates the caches, forwarders and blocks of cfg.
+func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
+	g := &generation{cfg: cfg, text: text}
+	for _, s := range cfg.Servers {
+		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
+		if s.Cache != nil {
+			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
+			g.caches = append(g.caches, b.Cache)
+		}
+		if s.Forward != nil {
+			f, err := forward.New(*s.Forward, forward.Options{Registerer: a.reg})
+			if err != nil {
+				g.close()
+				return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+			}
+			g.forwarders = append(g.forwarders, f)
+			b.Forward = f
+		}
+		g.blocks = append(g.blocks, b)
+	}
+	return g, nil
+}
+
+// close releases the forwarders and the caches' gauges.
+func (g *generation) close() {
+	for _, f := range g.forwarders {
+		f.Close()
+	}
+	for _, c := range g.caches {
+		c.Release()
+	}
+}
+
+// endpoints groups the health, ready and prometheus addresses of cfg (and
+// -metrics-listen-address) by address.
+func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
+	eps := map[string]health.Endpoints{}
+	put := func(addr string, mk func() health.Endpoints) {
+		if addr == "" {
+			return
+		}
+		if eps[addr] == nil {
+			eps[addr] = health.Endpoints{}
+		}
+		for p, h := range mk() {
+			if _, ok := eps[addr][p]; !ok {
+				eps[addr][p] = h
+			}
+		}
+	}
+	metrics := func() health.Endpoints { return health.Endpoints{"/metrics": health.MetricsHandler(a.reg)} }
+	for _, s := range cfg.Servers {
+		put(s.Health, func() health.Endpoints {
+			return health.Endpoints{"/health": health.HealthHandler(a.srv.Check)}
+		})
+		put(s.Ready, func() health.Endpoints {
+			return health.Endpoints{"/ready": health.ReadyHandler(a.ready.Load)}
+		})
+		put(s.Prometheus, metrics)
+	}
+	put(a.opts.MetricsListenAddress, metrics)
+	return eps
+}
+
+// corefileText returns the Corefile to serve.
+func (a *agent) corefileText() (string, error) {
+	b, err := os.ReadFile(a.opts.Corefile)
+	if err != nil {
+		return "", fmt.Errorf("read corefile: %w", err)
+	}
+	return string(b), nil
+}
+
+// watch applies Corefile changes: every reload interval (when a block has
+// the reload plugin) the Corefile is read again and, when it changed and
+// parses, swapped in. A bad Corefile leaves the old one in force.
+func (a *agent) watch(ctx context.Context, cfg *corefile.Config) {
+	interval := time.Duration(0)
+	for _, s := range cfg.Servers {
+		if s.Reload > 0 && (interval == 0 || s.Reload < interval) {
+			interval = s.Reload
+		}
+	}
+	if interval == 0 {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			text, err := a.corefileText()
+			if err != nil {
+				a.logger.Printf("[ERROR] reload: %v", err)
+				continue
+			}
+			if err := a.apply(text); err != nil {
+				a.logger.Printf("[ERROR] reload: keeping the old configuration: %v", err)
+			}
+		}
+	}
+}
+
+// apply swaps in the configuration of text when it differs from the
+// current one. New listen addresses are opened; the handler table is
+// replaced atomically, so no query is dropped.
+func (a *agent) apply(text string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current != nil && a.current.text == text {
+		return nil
+	}
+	cfg, err := a.parse(text)
+	if err != nil {
+		return err
+	}
+	gen, err := a.build(cfg, text)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, k := range server.Keys(cfg) {
+		if _, ok := a.socks[k]; !ok {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		socks, err := server.OpenSockets(missing, nil)
+		if err != nil {
+			gen.close()
+			return err
+		}
+		if err := a.srv.Serve(socks); err != nil {
+			socks.Close()
+			gen.close()
+			return err
+		}
+		for k, f := range socks {
+			a.socks[k] = f
+		}
+	}
+	if err := a.srv.SetBlocks(gen.blocks); err != nil {
+		gen.close()
+		return err
+	}
+	old := a.current
+	a.current = gen
+	if old != nil {
+		// Queries in flight may still use the old forwarders: close them
+		// once those have had time to finish.
+		time.AfterFunc(10*time.Second, old.close)
+	}
+	a.logger.Printf("[INFO] reloaded configuration")
+	return nil
+}
+
+// writePIDFile writes the process ID to -pidfile.
+func (a *agent) writePIDFile() error {
+	if a.opts.PIDFile == "" {
+		return nil
+	}
+	if err := os.WriteFile(a.opts.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write pidfile: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,377 @@
+// Package server answers DNS queries on the agent's listeners: UDP readers
+// that batch reads and writes (recvmmsg/sendmmsg) and answer cache hits in
+// wire format without allocating, a small worker pool that handles misses
+// with miekg/dns and the block's forwarder, and TCP connections with
+// pipelined queries. Queries go to the server block whose zone is the
+// longest match of the question name; the table of blocks can be swapped
+// at any time without dropping queries.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+)
+
+// Exchanger sends a query upstream and returns the answer; the forwarder
+// implements it (the interface is the seam for tests).
+type Exchanger interface {
+	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+}
+
+// Block is one server block: zones, port, bind addresses and its plugins.
+type Block struct {
+	// Zones are lower-case FQDNs ("cluster.local.", ".").
+	Zones []string
+	Port  int
+	// Bind lists the IPs the block listens on; empty means 0.0.0.0.
+	Bind []string
+	// Cache may be nil (no cache plugin).
+	Cache *cache.Cache
+	// Forward may be nil (no forward plugin: queries are REFUSED).
+	Forward Exchanger
+	// Errors logs upstream failures; Log logs every query (and keeps the
+	// block off the wire-format fast path).
+	Errors, Log bool
+}
+
+// route is one zone of a block as the server sees it.
+type route struct {
+	block *Block
+	zone  string
+	m     *routeMetrics
+}
+
+// zoneMap maps zones in lower-case wire format to routes.
+type zoneMap map[string]*route
+
+// lookup returns the route of the longest zone that contains the
+// wire-format name (already lower-cased), or nil.
+func (z zoneMap) lookup(name []byte) *route {
+	for off := 0; off < len(name); {
+		if r, ok := z[string(name[off:])]; ok {
+			return r
+		}
+		if name[off] == 0 {
+			break
+		}
+		off += 1 + int(name[off])
+	}
+	return nil
+}
+
+// table is an immutable set of routes per listen address ("IP:port").
+type table struct {
+	byAddr map[string]zoneMap
+	byPort map[int]zoneMap // blocks without bind, for listeners not in byAddr
+}
+
+// zonesFor returns the routes for a listener address.
+func (t *table) zonesFor(addr netip.AddrPort) zoneMap {
+	if z, ok := t.byAddr[addr.String()]; ok {
+		return z
+	}
+	return t.byPort[int(addr.Port())]
+}
+
+// Options configure a Server.
+type Options struct {
+	// Registerer receives the request metrics; nil disables them.
+	Registerer prometheus.Registerer
+	// Workers is the size of the miss worker pool (default 64).
+	Workers int
+	// Timeout bounds one upstream exchange (default 5s).
+	Timeout time.Duration
+	// Logger receives the errors and log plugins' output (default: stderr).
+	Logger *log.Logger
+}
+
+// Server answers DNS queries on a set of sockets.
+type Server struct {
+	opts    Options
+	metrics *Metrics
+	table   atomic.Pointer[table]
+	jobs    chan *job
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	udp     []*net.UDPConn
+	tcp     []*tcpListener
+	started bool
+	closed  bool
+	readers sync.WaitGroup
+	workers sync.WaitGroup
+	// probeAddr is a UDP address the health check queries.
+	probeAddr netip.AddrPort
+}
+
+// New returns a server without blocks and listeners.
+func New(opts Options) (*Server, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 64
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr, "", log.LstdFlags)
+	}
+	m, err := NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, metrics: m, jobs: make(chan *job, 4096)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.table.Store(&table{})
+	return s, nil
+}
+
+// SetBlocks makes blocks the server's configuration. Queries already being
+// answered finish with the old blocks; new queries use the new ones.
+func (s *Server) SetBlocks(blocks []*Block) error {
+	t, err := s.buildTable(blocks)
+	if err != nil {
+		return err
+	}
+	s.table.Store(t)
+	return nil
+}
+
+func (s *Server) buildTable(blocks []*Block) (*table, error) {
+	t := &table{byAddr: map[string]zoneMap{}, byPort: map[int]zoneMap{}}
+	// Every listen address of every block, and the no-bind blocks per port.
+	addrs := map[string]int{}
+	for _, b := range blocks {
+		for _, ip := range b.Bind {
+			ap, err := netip.ParseAddrPort(net.JoinHostPort(ip, strconv.Itoa(b.Port)))
+			if err != nil {
+				return nil, fmt.Errorf("server block %v: bind %q: %w", b.Zones, ip, err)
+			}
+			addrs[ap.String()] = b.Port
+		}
+	}
+	routes := map[*Block]map[string]*route{}
+	add := func(z zoneMap, b *Block) error {
+		if routes[b] == nil {
+			routes[b] = map[string]*route{}
+		}
+		for _, zone := range b.Zones {
+			r := routes[b][zone]
+			if r == nil {
+				r = &route{block: b, zone: zone, m: &routeMetrics{m: s.metrics, server: "dns://:" + strconv.Itoa(b.Port), zone: zone}}
+				routes[b][zone] = r
+			}
+			wire, err := zoneWire(zone)
+			if err != nil {
+				return fmt.Errorf("server block %v: zone %q: %w", b.Zones, zone, err)
+			}
+			if _, dup := z[wire]; !dup {
+				z[wire] = r
+			}
+		}
+		return nil
+	}
+	for _, b := range blocks {
+		if len(b.Bind) == 0 {
+			if t.byPort[b.Port] == nil {
+				t.byPort[b.Port] = zoneMap{}
+			}
+			if err := add(t.byPort[b.Port], b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for addr, port := range addrs {
+		z := zoneMap{}
+		for _, b := range blocks {
+			if b.Port != port || !bindsAddr(b, addr) {
+				continue
+			}
+			if err := add(z, b); err != nil {
+				return nil, err
+			}
+		}
+		t.byAddr[addr] = z
+	}
+	return t, nil
+}
+
+// bindsAddr reports whether b listens on addr: it binds its IP, or it binds
+// nothing (0.0.0.0).
+func bindsAddr(b *Block, addr string) bool {
+	if len(b.Bind) == 0 {
+		return true
+	}
+	for _, ip := range b.Bind {
+		if ap, err := netip.ParseAddrPort(net.JoinHostPort(ip, strconv.Itoa(b.Port))); err == nil && ap.String() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// zoneWire returns a zone as a lower-case wire-format name.
+func zoneWire(zone string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := dns.PackDomainName(dns.Fqdn(strings.ToLower(zone)), buf, 0, nil, false)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// Serve starts answering on socks and returns at once. Serve may be called
+// again with more sockets (after a reload added listen addresses).
+func (s *Server) Serve(socks Sockets) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("server: serve after shutdown")
+	}
+	if !s.started {
+		s.started = true
+		for i := 0; i < s.opts.Workers; i++ {
+			s.workers.Add(1)
+			go s.worker()
+		}
+	}
+	for key, f := range socks {
+		proto, addr, err := parseKey(key)
+		if err != nil {
+			return err
+		}
+		if proto == "udp" {
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				return fmt.Errorf("server: socket %s: %w", key, err)
+			}
+			conn, ok := pc.(*net.UDPConn)
+			if !ok {
+				pc.Close()
+				return fmt.Errorf("server: socket %s is not a UDP socket", key)
+			}
+			local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			if !s.probeAddr.IsValid() {
+				s.probeAddr = probeTarget(local)
+			}
+			r, err := newReader(s, conn, canonical(addr, local))
+			if err != nil {
+				conn.Close()
+				return err
+			}
+			s.udp = append(s.udp, conn)
+			s.readers.Add(1)
+			go r.run()
+			continue
+		}
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return fmt.Errorf("server: socket %s: %w", key, err)
+		}
+		tl := newTCPListener(s, ln.(*net.TCPListener), canonical(addr, ln.Addr().(*net.TCPAddr).AddrPort()))
+		s.tcp = append(s.tcp, tl)
+		s.readers.Add(1)
+		go tl.run()
+	}
+	return nil
+}
+
+// canonical is the listen address used for routing: the key's address, with
+// the actual port when the key asked for port 0.
+func canonical(key, local netip.AddrPort) netip.AddrPort {
+	if key.Port() == 0 {
+		return netip.AddrPortFrom(key.Addr().Unmap(), local.Port())
+	}
+	return netip.AddrPortFrom(key.Addr().Unmap(), key.Port())
+}
+
+// probeTarget is where the health check sends its query.
+func probeTarget(local netip.AddrPort) netip.AddrPort {
+	a := local.Addr().Unmap()
+	if a.IsUnspecified() {
+		if a.Is4() {
+			a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		} else {
+			a = netip.IPv6Loopback()
+		}
+	}
+	return netip.AddrPortFrom(a, local.Port())
+}
+
+// Shutdown stops reading queries, closes the listeners and the TCP
+// connections, and waits for the readers and workers until ctx is done.
+// The socket files given to Serve are not closed (they may have been
+// handed to another instance); the caller closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, t := range s.tcp {
+		t.close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.readers.Wait()
+		close(s.jobs)
+		s.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		return fmt.Errorf("server: shutdown: %w", ctx.Err())
+	}
+}
+
+// Check sends a real query to the server's first UDP listener and waits
+// for any answer: a STATUS opcode query, answered NOTIMP by the miss
+// workers without going upstream. It proves that the readers and the
+// workers answer.
+func (s *Server) Check(ctx context.Context) error {
+	s.mu.Lock()
+	target, closed := s.probeAddr, s.closed
+	s.mu.Unlock()
+	if closed || !target.IsValid() {
+		return errors.New("server: not serving")
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("health.nodelocaldns.", dns.TypeA)
+	m.Opcode = dns.OpcodeStatus
+	c := &dns.Client{Net: "udp", Timeout: time.Second}
+	if dl, ok := ctx.Deadline(); ok {
+		c.Timeout = time.Until(dl)
+	}
+	r, _, err := c.ExchangeContext(ctx, m, target.String())
+	if err != nil {
+		return fmt.Errorf("server: self-query to %s: %w", target, err)
+	}
+	if r.Id != m.Id {
+		return fmt.Errorf("server: self-query to %s: wrong ID", target)
+	}
+	return nil
+}

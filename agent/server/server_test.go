@@ -1,0 +1,507 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
+	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
+	"github.com/nodelocaldns/nodelocaldns/agent/forward"
+)
+
+func cacheCfg() corefile.Cache {
+	return corefile.Cache{SuccessCap: 9984, SuccessTTL: 3600 * time.Second, SuccessMinTTL: 5 * time.Second,
+		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second}
+}
+
+// freePort returns a port free for both UDP and TCP on 127.0.0.1.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// upstream starts a fake authoritative server and a forwarder to it.
+func upstream(t testing.TB, h dnstest.Handler) (*dnstest.Server, *forward.Forwarder) {
+	t.Helper()
+	up := dnstest.NewServer(t, h)
+	f, err := forward.New(corefile.Forward{From: ".", To: []string{up.Addr}}, forward.Options{Timeout: time.Second, AttemptTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return up, f
+}
+
+// start serves blocks (all on one port of 127.0.0.1) and returns the address.
+func start(t testing.TB, reg prometheus.Registerer, blocks ...*Block) (*Server, string) {
+	t.Helper()
+	port := freePort(t)
+	for _, b := range blocks {
+		b.Port = port
+		b.Bind = []string{"127.0.0.1"}
+	}
+	s, err := New(Options{Registerer: reg, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetBlocks(blocks); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	socks, err := OpenSockets([]string{"udp/" + addr, "tcp/" + addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		socks.Close()
+	})
+	return s, addr
+}
+
+func exchange(t testing.TB, netw, addr string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: netw, Timeout: 2 * time.Second, UDPSize: 65535}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("%s exchange %s: %v", netw, m.Question[0].Name, err)
+	}
+	return r
+}
+
+func q(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+var zone = dnstest.MustZone(
+	"example. 300 IN SOA ns.example. h.example. 1 2 3 4 60",
+	"www.example. 300 IN A 192.0.2.1",
+	"www.cluster.local. 30 IN A 10.0.0.1",
+)
+
+func bigZone() *dnstest.Zone {
+	var rrs []string
+	for i := 0; i < 40; i++ {
+		rrs = append(rrs, fmt.Sprintf("big.example. 300 IN TXT \"%s-%02d\"", strings.Repeat("x", 40), i))
+	}
+	return dnstest.MustZone(rrs...)
+}
+
+func TestAnswerCacheAndEcho(t *testing.T) {
+	up, f := upstream(t, zone.Handler())
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+	for i, netw := range []string{"udp", "udp", "tcp", "udp"} {
+		m := q("WwW.ExAmple.", dns.TypeA)
+		m.Id = uint16(1000 + i)
+		r := exchange(t, netw, addr, m)
+		if r.Id != m.Id || r.Question[0].Name != "WwW.ExAmple." || !r.Response {
+			t.Fatalf("%d: id/question not echoed: %v", i, r)
+		}
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
+			t.Fatalf("%d: answer %v", i, r)
+		}
+		if r.IsEdns0() != nil {
+			t.Errorf("%d: OPT in reply to a query without EDNS", i)
+		}
+	}
+	if n := up.Count(""); n != 1 {
+		t.Errorf("upstream saw %d queries, want 1 (the rest from cache)", n)
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	_, f := upstream(t, bigZone().Handler())
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+	for _, tc := range []struct {
+		name    string
+		netw    string
+		edns    uint16
+		wantTC  bool
+		maxSize int
+	}{
+		{"udp no edns (miss)", "udp", 0, true, 512},
+		{"udp no edns (hit)", "udp", 0, true, 512},
+		{"udp edns 1232", "udp", 1232, true, 1232},
+		{"udp edns 4096", "udp", 4096, false, 4096},
+		{"tcp", "tcp", 0, false, 65535},
+		{"tcp edns 512", "tcp", 512, false, 65535},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := q("big.example.", dns.TypeTXT)
+			if tc.edns > 0 {
+				m.SetEdns0(tc.edns, false)
+			}
+			r := exchange(t, tc.netw, addr, m)
+			if r.Truncated != tc.wantTC {
+				t.Fatalf("TC = %v, want %v", r.Truncated, tc.wantTC)
+			}
+			r.Compress = true
+			if n := r.Len(); n > tc.maxSize {
+				t.Errorf("reply of %d bytes > %d", n, tc.maxSize)
+			}
+			if !tc.wantTC && len(r.Answer) != 40 {
+				t.Errorf("%d answers, want 40", len(r.Answer))
+			}
+			if (tc.edns > 0) != (r.IsEdns0() != nil) {
+				t.Errorf("OPT in reply = %v, want %v", r.IsEdns0() != nil, tc.edns > 0)
+			}
+		})
+	}
+}
+
+func TestPipelinedTCP(t *testing.T) {
+	slow := dnstest.Func(func(qq *dnstest.Query) *dns.Msg {
+		if strings.HasPrefix(qq.Msg.Question[0].Name, "slow") {
+			time.Sleep(300 * time.Millisecond)
+		}
+		m := new(dns.Msg)
+		m.SetReply(qq.Msg)
+		rr, _ := dns.NewRR(qq.Msg.Question[0].Name + " 60 IN A 192.0.2.9")
+		m.Answer = []dns.RR{rr}
+		return m
+	})
+	_, f := upstream(t, slow)
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Forward: f})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	names := []string{"slow.example.", "fast1.example.", "fast2.example."}
+	var out []byte
+	for i, n := range names {
+		m := q(n, dns.TypeA)
+		m.Id = uint16(i + 1)
+		b, _ := m.Pack()
+		out = binary.BigEndian.AppendUint16(out, uint16(len(b)))
+		out = append(out, b...)
+	}
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var order []uint16
+	for range names {
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		var r dns.Msg
+		if err := r.Unpack(b); err != nil {
+			t.Fatal(err)
+		}
+		if r.Question[0].Name != names[r.Id-1] || len(r.Answer) != 1 {
+			t.Errorf("reply %d for the wrong question: %v", r.Id, &r)
+		}
+		order = append(order, r.Id)
+	}
+	if order[len(order)-1] != 1 {
+		t.Errorf("reply order %v: the slow query should come last (answered out of order)", order)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+	good, _ := q("www.example.", dns.TypeA).Pack()
+	resp := append([]byte(nil), good...)
+	resp[2] |= 0x80
+	noQuestion := append([]byte(nil), good[:12]...)
+	notify := q("www.example.", dns.TypeSOA)
+	notify.Opcode = dns.OpcodeNotify
+	nb, _ := notify.Pack()
+	badVers := q("www.example.", dns.TypeA)
+	badVers.SetEdns0(1232, false)
+	badVers.IsEdns0().SetVersion(1)
+	bv, _ := badVers.Pack()
+	for _, tc := range []struct {
+		name      string
+		pkt       []byte
+		wantReply bool
+		rcode     int
+	}{
+		{"too short", []byte{1, 2, 3}, false, 0},
+		{"a response", resp, false, 0},
+		{"header without question", noQuestion, true, dns.RcodeFormatError},
+		{"cut question", good[:len(good)-3], true, dns.RcodeFormatError},
+		{"garbage", []byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff\xff"), true, dns.RcodeFormatError},
+		{"notify", nb, true, dns.RcodeNotImplemented},
+		{"edns version 1", bv, true, dns.RcodeBadVers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("udp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.pkt); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			buf := make([]byte, 1500)
+			n, err := c.Read(buf)
+			if !tc.wantReply {
+				if err == nil {
+					t.Fatalf("got a %d-byte reply, want none", n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			var r dns.Msg
+			if err := r.Unpack(buf[:n]); err != nil {
+				t.Fatalf("reply does not unpack: %v", err)
+			}
+			if r.Rcode != tc.rcode || r.Id != binary.BigEndian.Uint16(tc.pkt) {
+				t.Errorf("rcode %s id %d, want %s", dns.RcodeToString[r.Rcode], r.Id, dns.RcodeToString[tc.rcode])
+			}
+		})
+	}
+	// Still serving.
+	if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+		t.Errorf("after malformed input: %v", r)
+	}
+}
+
+func TestZoneDispatch(t *testing.T) {
+	cluster, fc := upstream(t, zone.Handler())
+	other, fo := upstream(t, zone.Handler())
+	_, addr := start(t, nil,
+		&Block{Zones: []string{"cluster.local."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: fc},
+		&Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: fo},
+		&Block{Zones: []string{"refused.example."}},
+	)
+	for _, tc := range []struct {
+		name    string
+		qname   string
+		want    *dnstest.Server
+		wantRC  int
+		wantAns int
+	}{
+		{"cluster zone", "www.cluster.local.", cluster, dns.RcodeSuccess, 1},
+		{"cluster zone upper case", "WWW2.Cluster.Local.", cluster, dns.RcodeNameError, 0},
+		{"root zone", "www.example.", other, dns.RcodeSuccess, 1},
+		{"block without forward", "a.refused.example.", nil, dns.RcodeRefused, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster.Reset()
+			other.Reset()
+			r := exchange(t, "udp", addr, q(tc.qname, dns.TypeA))
+			if r.Rcode != tc.wantRC || len(r.Answer) != tc.wantAns {
+				t.Fatalf("reply %v", r)
+			}
+			for _, s := range []*dnstest.Server{cluster, other} {
+				if got, want := s.Count(""), 0; s == tc.want {
+					if got != 1 {
+						t.Errorf("right upstream saw %d queries", got)
+					}
+				} else if got != want {
+					t.Errorf("wrong upstream saw %d queries", got)
+				}
+			}
+		})
+	}
+}
+
+func TestNoMatchingBlock(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	_, addr := start(t, nil, &Block{Zones: []string{"cluster.local."}, Forward: f})
+	if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); r.Rcode != dns.RcodeRefused {
+		t.Errorf("rcode %s, want REFUSED", dns.RcodeToString[r.Rcode])
+	}
+}
+
+func TestUpstreamFailure(t *testing.T) {
+	up, f := upstream(t, zone.Handler())
+	cfg := cacheCfg()
+	cfg.ServeStale = time.Hour
+	clk := time.Now()
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }
+	c := cache.New(cfg, cache.Options{Now: now})
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: c, Forward: f})
+	if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+		t.Fatalf("first answer %v", r)
+	}
+	up.SetHandler(dnstest.Drop)
+	mu.Lock()
+	clk = clk.Add(time.Hour - time.Minute) // expired, within serve_stale
+	mu.Unlock()
+	r := exchange(t, "udp", addr, q("www.example.", dns.TypeA))
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 0 {
+		t.Errorf("stale answer %v", r)
+	}
+	if r := exchange(t, "udp", addr, q("nocache.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("rcode %s, want SERVFAIL without a stale entry", dns.RcodeToString[r.Rcode])
+	}
+}
+
+func TestMetricsAndCheck(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, f := upstream(t, zone.Handler())
+	cm, _ := cache.NewMetrics(reg)
+	s, addr := start(t, reg, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{Metrics: cm, Server: "dns://:53", Zones: []string{"."}}), Forward: f})
+	for i := 0; i < 3; i++ {
+		exchange(t, "udp", addr, q("www.example.", dns.TypeA))
+	}
+	exchange(t, "tcp", addr, q("www.example.", dns.TypeAAAA))
+	port := addr[strings.LastIndex(addr, ":")+1:]
+	server := "dns://:" + port
+	m := s.metrics
+	for _, tc := range []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"udp A requests", m.requests.WithLabelValues(server, ".", "", "udp", "1", "A"), 3},
+		{"tcp AAAA requests", m.requests.WithLabelValues(server, ".", "", "tcp", "1", "AAAA"), 1},
+		{"cache responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "cache"), 2},
+		{"forward responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "forward"), 2},
+	} {
+		if got := testutil.ToFloat64(tc.c); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.duration); n != 2 {
+		t.Errorf("%d duration series, want 2 (A, AAAA)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.Check(ctx); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+}
+
+func TestSwapBlocksUnderLoad(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	s, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+	stop := make(chan struct{})
+	var swaps sync.WaitGroup
+	swaps.Add(1)
+	go func() {
+		defer swaps.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			port, _ := strconv.Atoi(addr[strings.LastIndex(addr, ":")+1:])
+			_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+			t.Fatalf("query %d during swaps: %v", i, r)
+		}
+	}
+	close(stop)
+	swaps.Wait()
+}
+
+func TestShutdownClosesTCP(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	socks, err := OpenSockets([]string{"udp/" + addr, "tcp/" + addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer socks.Close()
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", addr) // idle client
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	begin := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with an idle TCP client: %v", err)
+	}
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+}
+
+func TestOpenSocketsReusePort(t *testing.T) {
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	keys := []string{"udp/" + addr, "tcp/" + addr}
+	a, err := OpenSockets(keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if len(a) != UDPSocketsPerAddr+1 {
+		t.Errorf("%d sockets, want %d", len(a), UDPSocketsPerAddr+1)
+	}
+	b, err := OpenSockets(keys, nil) // a second instance binds beside the first
+	if err != nil {
+		t.Fatalf("second bind: %v", err)
+	}
+	defer b.Close()
+	c, err := OpenSockets(keys, a) // inherited sockets are reused
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, f := range c {
+		if a[k] != f {
+			t.Errorf("socket %s not reused", k)
+		}
+	}
+	if _, err := OpenSockets([]string{"sctp/1.2.3.4:5"}, nil); err == nil {
+		t.Error("bad key accepted")
+	}
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
+)
+
+// job is one query for the worker pool: a miss, a query the fast path does
+// not handle, or a prefetch.
+type job struct {
+	pkt      []byte
+	conn     *net.UDPConn // nil for a prefetch
+	client   netip.AddrPort
+	listener netip.AddrPort
+	v6       bool
+	start    time.Time
+	prefetch *route
+}
+
+// enqueue hands a copy of pkt to the worker pool; a full queue drops it (the
+// client retries, as with any overloaded server).
+func (s *Server) enqueue(pkt []byte, conn *net.UDPConn, client, listener netip.AddrPort, v6 bool, start time.Time) {
+	j := &job{pkt: append([]byte(nil), pkt...), conn: conn, client: client, listener: listener, v6: v6, start: start}
+	select {
+	case s.jobs <- j:
+	default:
+	}
+}
+
+// prefetch queues a refresh of the cached answer to pkt.
+func (s *Server) prefetch(pkt []byte, rt *route) {
+	j := &job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()}
+	select {
+	case s.jobs <- j:
+	default:
+	}
+}
+
+// worker answers queued queries until the queue is closed.
+func (s *Server) worker() {
+	defer s.workers.Done()
+	for j := range s.jobs {
+		if j.prefetch != nil {
+			s.refresh(j)
+			continue
+		}
+		zones := s.table.Load().zonesFor(j.listener)
+		resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start)
+		if resp != nil {
+			_, _ = j.conn.WriteToUDPAddrPort(resp, j.client)
+		}
+	}
+}
+
+// refresh re-asks the upstream for a popular entry about to expire.
+func (s *Server) refresh(j *job) {
+	req := new(dns.Msg)
+	if err := req.Unpack(j.pkt); err != nil || len(req.Question) != 1 {
+		return
+	}
+	b := j.prefetch.block
+	if b.Forward == nil || b.Cache == nil {
+		return
+	}
+	resp, err := s.exchange(s.ctx, b, req)
+	if err != nil {
+		return
+	}
+	b.Cache.Prefetched()
+	_ = b.Cache.Set(msgKey(req), resp)
+}
+
+// answer handles one query with miekg/dns: cache, forwarding, stale answers,
+// and every error reply. It returns the packed reply, or nil to drop.
+func (s *Server) answer(ctx context.Context, pkt []byte, zones zoneMap, tcp, v6 bool, start time.Time) []byte {
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		return formErr(pkt)
+	}
+	if req.Response {
+		return nil
+	}
+	if req.Opcode != dns.OpcodeQuery {
+		return pack(errReply(req, dns.RcodeNotImplemented), req, tcp)
+	}
+	if len(req.Question) != 1 {
+		return pack(errReply(req, dns.RcodeFormatError), req, tcp)
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
+		r := errReply(req, dns.RcodeBadVers)
+		return pack(r, req, tcp)
+	}
+	key := msgKey(req)
+	rt := zones.lookup(dnswire.KeyName(key))
+	if rt == nil {
+		return pack(errReply(req, dns.RcodeRefused), req, tcp)
+	}
+	ti := typeIndex(req.Question[0].Qtype)
+	rt.m.request(tcp, v6, ti)
+	resp, plugin := s.resolve(ctx, rt, req, key)
+	rt.m.response(resp.Rcode, plugin)
+	rt.m.observer(ti).Observe(time.Since(start).Seconds())
+	if rt.block.Log {
+		s.logQuery(req, resp, tcp, time.Since(start))
+	}
+	return pack(resp, req, tcp)
+}
+
+// resolve finds the answer to req in rt's block: cache, upstream, stale
+// cache, or an error reply.
+func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byte) (*dns.Msg, int) {
+	b := rt.block
+	var stale *cache.Entry
+	if b.Cache != nil {
+		e, ttl, fresh := b.Cache.Get(key, b.Cache.Now())
+		if e != nil {
+			if m, err := e.Msg(ttl); err == nil {
+				if fresh {
+					return m, pluginCache
+				}
+				stale = e
+			}
+		}
+	}
+	if b.Forward == nil {
+		return errReply(req, dns.RcodeRefused), pluginNone
+	}
+	resp, err := s.exchange(ctx, b, req)
+	if err == nil && resp.Rcode != dns.RcodeServerFailure {
+		if b.Cache != nil {
+			_ = b.Cache.Set(key, resp)
+		}
+		return resp, pluginForward
+	}
+	if err != nil && b.Errors {
+		s.opts.Logger.Printf("[ERROR] plugin/forward: %s %s: %v", req.Question[0].Name, dns.TypeToString[req.Question[0].Qtype], err)
+	}
+	if stale != nil {
+		if m, serr := stale.Msg(0); serr == nil {
+			b.Cache.ServedStale()
+			return m, pluginCache
+		}
+	}
+	if err != nil {
+		return errReply(req, dns.RcodeServerFailure), pluginForward
+	}
+	if b.Cache != nil {
+		_ = b.Cache.Set(key, resp) // a SERVFAIL, cached briefly
+	}
+	return resp, pluginForward
+}
+
+// exchange asks b's upstreams: the question with the client's RD, CD and
+// DO bits, and an EDNS0 buffer large enough that most answers are whole.
+func (s *Server) exchange(ctx context.Context, b *Block, req *dns.Msg) (*dns.Msg, error) {
+	up := new(dns.Msg)
+	up.Id = dns.Id()
+	up.RecursionDesired = req.RecursionDesired
+	up.CheckingDisabled = req.CheckingDisabled
+	up.Question = []dns.Question{req.Question[0]}
+	do := false
+	if opt := req.IsEdns0(); opt != nil {
+		do = opt.Do()
+	}
+	up.SetEdns0(EDNSSize, do)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	resp, err := b.Forward.Exchange(ctx, up)
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, errNoRoute
+	}
+	return resp, nil
+}
+
+// msgKey is dnswire.AppendKey for an unpacked query.
+func msgKey(req *dns.Msg) []byte {
+	q := req.Question[0]
+	buf := make([]byte, 256, 256+5)
+	n, err := dns.PackDomainName(q.Name, buf, 0, nil, false)
+	if err != nil {
+		n, _ = dns.PackDomainName(".", buf, 0, nil, false)
+	}
+	key := buf[:n]
+	for i, c := range key {
+		if 'A' <= c && c <= 'Z' {
+			key[i] = c + 'a' - 'A'
+		}
+	}
+	var bits byte
+	if opt := req.IsEdns0(); opt != nil && opt.Do() {
+		bits |= 1
+	}
+	if req.CheckingDisabled {
+		bits |= 2
+	}
+	return append(key, byte(q.Qtype>>8), byte(q.Qtype), byte(q.Qclass>>8), byte(q.Qclass), bits)
+}
+
+// errReply is an empty reply to req with rcode.
+func errReply(req *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, rcode)
+	m.RecursionAvailable = true
+	return m
+}
+
+// formErr answers a message that does not unpack with FORMERR and an empty
+// body, when its header is readable; otherwise it is dropped.
+func formErr(pkt []byte) []byte {
+	if len(pkt) < dnswire.HeaderLen || dnswire.Flags(pkt)&dnswire.FlagQR != 0 {
+		return nil
+	}
+	out := make([]byte, dnswire.HeaderLen)
+	copy(out, pkt[:2])
+	flags := dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD) | dnswire.FlagQR | dns.RcodeFormatError
+	binary.BigEndian.PutUint16(out[2:], flags)
+	return out
+}
+
+// pack turns resp into the reply to req: req's ID, question (with its
+// case) and RD bit, an OPT record only when req had one, truncated to the
+// client's UDP size with TC set.
+func pack(resp, req *dns.Msg, tcp bool) []byte {
+	m := resp.Copy()
+	m.Id = req.Id
+	m.Response = true
+	m.Opcode = req.Opcode
+	m.RecursionDesired = req.RecursionDesired
+	m.CheckingDisabled = req.CheckingDisabled
+	if len(req.Question) > 0 {
+		m.Question = []dns.Question{req.Question[0]}
+	}
+	extra := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr)
+		}
+	}
+	m.Extra = extra
+	size := dnswire.MinUDPSize
+	if opt := req.IsEdns0(); opt != nil {
+		o := new(dns.OPT)
+		o.Hdr.Name = "."
+		o.Hdr.Rrtype = dns.TypeOPT
+		o.SetUDPSize(EDNSSize)
+		o.SetDo(opt.Do())
+		if resp.Rcode > 0xf {
+			o.SetExtendedRcode(uint16(resp.Rcode))
+		}
+		m.Extra = append(m.Extra, o)
+		size = max(size, int(opt.UDPSize()))
+	}
+	if tcp {
+		size = dns.MaxMsgSize
+	}
+	m.Truncate(size)
+	m.Compress = true
+	out, err := m.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// logQuery writes one line per query, like CoreDNS's log plugin.
+func (s *Server) logQuery(req, resp *dns.Msg, tcp bool, d time.Duration) {
+	proto := "udp"
+	if tcp {
+		proto = "tcp"
+	}
+	q := req.Question[0]
+	s.opts.Logger.Printf("[INFO] %d \"%s IN %s %s\" %s %s %.6fs", req.Id, dns.TypeToString[q.Qtype],
+		strings.ToLower(q.Name), proto, dns.RcodeToString[resp.Rcode], flagString(resp), d.Seconds())
+}
+
+func flagString(m *dns.Msg) string {
+	var f []string
+	if m.Response {
+		f = append(f, "qr")
+	}
+	if m.Authoritative {
+		f = append(f, "aa")
+	}
+	if m.Truncated {
+		f = append(f, "tc")
+	}
+	if m.RecursionDesired {
+		f = append(f, "rd")
+	}
+	if m.RecursionAvailable {
+		f = append(f, "ra")
+	}
+	return strings.Join(f, ",")
+}

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
+)
+
+const (
+	batchSize = 32
+	// inBufSize is the largest query read; longer ones are dropped.
+	inBufSize = 4096
+	// outBufSize is the largest UDP answer the fast path writes.
+	outBufSize = 4096
+	// EDNSSize is the UDP payload size the agent advertises.
+	EDNSSize = 1232
+)
+
+// mmsghdr is struct mmsghdr of recvmmsg(2) and sendmmsg(2).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// reader reads one UDP socket in batches and answers cache hits in place.
+type reader struct {
+	s    *Server
+	conn *net.UDPConn
+	rc   syscall.RawConn
+	addr netip.AddrPort
+	v6   bool
+
+	hot hotPath
+
+	in    [batchSize]mmsghdr
+	inIov [batchSize]unix.Iovec
+	inBuf [batchSize][inBufSize]byte
+	names [batchSize]unix.RawSockaddrInet6
+
+	out    [batchSize]mmsghdr
+	outIov [batchSize]unix.Iovec
+	outBuf [batchSize][outBufSize]byte
+	obs    [batchSize]prometheus.Observer
+
+	n, nout, sent int
+	errno         syscall.Errno
+	readFn        func(fd uintptr) bool
+	writeFn       func(fd uintptr) bool
+}
+
+func newReader(s *Server, conn *net.UDPConn, addr netip.AddrPort) (*reader, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("server: raw conn %s: %w", addr, err)
+	}
+	r := &reader{s: s, conn: conn, rc: rc, addr: addr, v6: addr.Addr().Is6()}
+	r.hot.init(s, false, r.v6)
+	for i := range r.in {
+		r.inIov[i].Base = &r.inBuf[i][0]
+		r.inIov[i].SetLen(inBufSize)
+		r.in[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.in[i].hdr.Iov = &r.inIov[i]
+		r.in[i].hdr.SetIovlen(1)
+		r.out[i].hdr.Iov = &r.outIov[i]
+		r.out[i].hdr.SetIovlen(1)
+		r.outIov[i].Base = &r.outBuf[i][0]
+	}
+	r.readFn = r.doRead
+	r.writeFn = r.doWrite
+	return r, nil
+}
+
+// doRead is one non-blocking recvmmsg; false means "wait until readable".
+func (r *reader) doRead(fd uintptr) bool {
+	for i := range r.in {
+		r.in[i].hdr.Namelen = unix.SizeofSockaddrInet6
+		r.in[i].hdr.Flags = 0
+	}
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.in[0])), batchSize, unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			r.n, r.errno = int(n), 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = 0, e
+		return true
+	}
+}
+
+// doWrite sends the pending answers; false means "wait until writable".
+func (r *reader) doWrite(fd uintptr) bool {
+	for r.sent < r.nout {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.out[r.sent])), uintptr(r.nout-r.sent), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			r.sent += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			r.sent++ // the first message failed (e.g. unreachable client): skip it
+		}
+	}
+	return true
+}
+
+// run reads batches until the socket is closed.
+func (r *reader) run() {
+	defer r.s.readers.Done()
+	for {
+		if err := r.rc.Read(r.readFn); err != nil {
+			return // closed
+		}
+		if r.errno != 0 {
+			if r.errno == unix.EBADF || r.errno == unix.ENOTSOCK {
+				return
+			}
+			continue // e.g. ECONNREFUSED from an ICMP error: keep reading
+		}
+		r.batch()
+	}
+}
+
+// batch answers the packets of one recvmmsg: hits in place, the rest
+// through the worker pool.
+func (r *reader) batch() {
+	start := time.Now()
+	now := start.UnixNano()
+	zones := r.s.table.Load().zonesFor(r.addr)
+	r.nout, r.sent = 0, 0
+	for i := 0; i < r.n; i++ {
+		h := &r.in[i]
+		pkt := r.inBuf[i][:h.n]
+		if h.hdr.Flags&unix.MSG_TRUNC != 0 {
+			continue
+		}
+		resp, obs, verdict := r.hot.handle(r.outBuf[r.nout][:0], pkt, zones, now)
+		switch verdict {
+		case verdictReply:
+			o := &r.out[r.nout]
+			r.outIov[r.nout].SetLen(len(resp))
+			o.hdr.Name = h.hdr.Name
+			o.hdr.Namelen = h.hdr.Namelen
+			r.obs[r.nout] = obs
+			r.nout++
+		case verdictSlow:
+			r.s.enqueue(pkt, r.conn, sockaddrToAddrPort(&r.names[i], h.hdr.Namelen), r.addr, r.v6, start)
+		}
+	}
+	if r.nout == 0 {
+		return
+	}
+	if err := r.rc.Write(r.writeFn); err != nil {
+		return
+	}
+	d := time.Since(start).Seconds()
+	for i := 0; i < r.nout; i++ {
+		r.obs[i].Observe(d)
+		r.obs[i] = nil
+	}
+}
+
+// sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {
+	b := (*[unix.SizeofSockaddrInet6]byte)(unsafe.Pointer(sa))
+	port := binary.BigEndian.Uint16(b[2:4])
+	switch sa.Family {
+	case unix.AF_INET:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port)
+	}
+	return netip.AddrPort{}
+}
+
+// Verdicts of the hot path.
+const (
+	verdictDrop = iota
+	verdictReply
+	verdictSlow
+)
+
+// hotPath answers cache hits in wire format. One per reader; not safe for
+// concurrent use.
+type hotPath struct {
+	s   *Server
+	tcp bool
+	v6  bool
+	q   dnswire.Query
+	key [dnswire.MaxKeyLen]byte
+}
+
+func (h *hotPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 }
+
+// errNoRoute is returned when no block serves the name.
+var errNoRoute = errors.New("server: no server block for the name")
+
+// handle answers pkt from the cache into dst when it can. verdictSlow sends
+// the query to the miss path; verdictDrop ignores it.
+func (h *hotPath) handle(dst, pkt []byte, zones zoneMap, now int64) ([]byte, prometheus.Observer, int) {
+	q := &h.q
+	if err := dnswire.ParseQuery(pkt, q); err != nil {
+		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
+			return nil, nil, verdictDrop
+		}
+		return nil, nil, verdictSlow
+	}
+	if q.QClass != dnswire.ClassINET {
+		return nil, nil, verdictSlow
+	}
+	key := dnswire.AppendKey(h.key[:0], pkt, q)
+	rt := zones.lookup(dnswire.KeyName(key))
+	if rt == nil || rt.block.Cache == nil || rt.block.Log {
+		return nil, nil, verdictSlow
+	}
+	c := rt.block.Cache
+	now = c.NowOr(now)
+	e, ttl, fresh := c.Hit(key, now)
+	if !fresh {
+		return nil, nil, verdictSlow
+	}
+	limit := outBufSize
+	if h.tcp {
+		limit = dns65535
+	} else {
+		limit = min(limit, q.MaxUDPSize())
+	}
+	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize)
+	ti := typeIndex(q.QType)
+	rt.m.request(h.tcp, h.v6, ti)
+	rt.m.response(e.Rcode(), pluginCache)
+	if c.ShouldPrefetch(e, ttl, now) {
+		h.s.prefetch(pkt, rt)
+	}
+	return dst, rt.m.observer(ti), verdictReply
+}
+
+const dns65535 = 65535
