@@ -2,38 +2,294 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/instance"
+	"github.com/nodelocaldns/nodelocaldns/agent/iptables"
+	"github.com/nodelocaldns/nodelocaldns/agent/netif"
+)
+
+// Bounds of the node set-up: no step waits longer than these.
+const (
+	// xtablesWait is the `--wait` of every iptables command.
+	xtablesWait = 5 // seconds
+	// detectTimeout bounds each iptables-save run of the backend detection.
+	detectTimeout = 5 * time.Second
+	// handoverTimeout bounds asking a running instance for its sockets.
+	handoverTimeout = 3 * time.Second
+	// setupLockTimeout bounds the wait for the node lock at start.
+	setupLockTimeout = 20 * time.Second
+	// syncLockTimeout bounds the wait for the node lock in one sync.
+	syncLockTimeout = 10 * time.Second
+	// closeTimeout bounds the teardown run by Close after a failed start.
+	closeTimeout = 10 * time.Second
 )
 
 // node is the agent's footprint on the node: the interface holding the
 // local IPs, the iptables rules, the instance lock and the socket hand-over.
-// This file is a stub with no-op hooks; the NODE engineer owns it.
 //
 // Run calls, in order:
-//  1. setupNode before opening any listener (interface, rules, lock);
+//  1. setupNode before opening any listener (instance registration, socket
+//     hand-over from a running twin, interface, rules);
 //  2. (*node).Inherited to reuse sockets handed over by a running twin;
 //  3. (*node).Serving once the listeners are open and answering;
 //  4. (*node).Teardown on shutdown, BEFORE the lame-duck period;
 //  5. (*node).Close at the very end.
-type node struct{}
+type node struct {
+	opts   *Options
+	logger *log.Logger
+	ips    []net.IP
+	errs   *prometheus.CounterVec
+	reg    *instance.Registry
+	rules  *iptables.Manager // nil with -setupiptables=false
 
-// setupNode prepares the node before the agent serves.
+	inherited map[string]*os.File
+
+	stopSync context.CancelFunc
+	syncDone chan struct{}
+
+	mu      sync.Mutex
+	serving bool
+	left    bool
+}
+
+// setupNode prepares the node before the agent serves: it registers this
+// instance in the run directory, fetches the listening sockets of a running
+// twin, and (under the node lock) ensures the interface and the rules, at
+// once rather than after a first sync interval. Then a sync loop re-ensures
+// both every -syncinterval.
 func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*node, error) {
-	return &node{}, nil
+	errs, err := iptables.NewSetupErrors(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register setup metrics: %w", err)
+	}
+	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags)}
+	for _, ip := range opts.LocalIPs {
+		n.ips = append(n.ips, net.IP(ip.AsSlice()))
+	}
+	if opts.SetupIPTables {
+		v4, v6, chosen, err := iptables.NewRunners(opts.IPTablesBackend, xtablesWait, iptables.ExecSave(detectTimeout))
+		if err != nil {
+			return nil, err
+		}
+		n.logf("iptables backend %s (-iptables-backend=%s)", chosen, opts.IPTablesBackend)
+		n.rules, err = iptables.New(iptables.Config{
+			IPs: n.ips, DNSPort: opts.DNSPort, HealthPort: opts.HealthPort, V4: v4, V6: v6, Errors: errs,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if n.reg, err = instance.Register(opts.RunDir); err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, handoverTimeout)
+	socks, from, err := n.reg.FetchSockets(hctx)
+	cancel()
+	switch {
+	case err != nil:
+		n.logf("no socket hand-over, opening new sockets: %v", err)
+	case from != "":
+		n.logf("took over %d listening sockets from instance %s", len(socks), from)
+	}
+	n.inherited = socks
+
+	lctx, cancel := context.WithTimeout(ctx, setupLockTimeout)
+	err = n.reg.WithNodeLock(lctx, func() error { return n.ensure(true) })
+	cancel()
+	if err != nil {
+		n.reg.Close()
+		n.closeInherited(nil)
+		return nil, err
+	}
+	n.logf("instance %s set up the node (%s mode, local IPs %v)", n.reg.ID(), opts.Mode, opts.LocalIPStrings())
+	sctx, stop := context.WithCancel(context.Background())
+	n.stopSync, n.syncDone = stop, make(chan struct{})
+	go n.syncLoop(sctx)
+	return n, nil
 }
 
 // Inherited returns listening sockets handed over by another instance
 // (nil when there are none), keyed like server.Sockets.
-func (n *node) Inherited() map[string]*os.File { return nil }
+func (n *node) Inherited() map[string]*os.File { return n.inherited }
 
-// Serving is called with the open listening sockets once the agent answers.
-func (n *node) Serving(socks map[string]*os.File) {}
+// Serving is called with the open listening sockets once the agent answers:
+// from now on this instance hands them to any new instance that asks.
+// Handed-over sockets the server did not take are closed.
+func (n *node) Serving(socks map[string]*os.File) {
+	snapshot := make(map[string]*os.File, len(socks))
+	for k, f := range socks {
+		snapshot[k] = f
+	}
+	n.closeInherited(snapshot)
+	n.mu.Lock()
+	n.serving = true
+	n.mu.Unlock()
+	if err := n.reg.ServeHandover(func() map[string]*os.File { return snapshot }); err != nil {
+		n.logf("[WARNING] no socket hand-over for later instances: %v", err)
+	}
+}
 
-// Teardown stops intercepting (rules and addresses, unless another instance
-// still runs or -skipteardown). It must return within ctx's deadline.
-func (n *node) Teardown(ctx context.Context) error { return nil }
+// Teardown stops intercepting: unless another instance still runs or
+// -skipteardown is set, the rules go first (so that, in interception mode,
+// kube-proxy's DNAT to kube-dns applies again), then the interface and its
+// addresses. It returns within ctx's deadline.
+func (n *node) Teardown(ctx context.Context) error {
+	return n.leave(ctx, "SIGTERM")
+}
 
-// Close releases what the node set-up holds (locks, sync loops).
-func (n *node) Close() {}
+// Close releases what the node set-up holds. After a start that failed
+// before serving, it also undoes the set-up (same rules as Teardown), so a
+// failed start never leaves the node's DNS pointing at nothing.
+func (n *node) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := n.leave(ctx, "exit"); err != nil {
+		n.logf("[ERROR] %v", err)
+	}
+	n.closeInherited(nil)
+}
+
+func (n *node) leave(ctx context.Context, why string) error {
+	n.mu.Lock()
+	if n.left {
+		n.mu.Unlock()
+		return nil
+	}
+	n.left = true
+	n.mu.Unlock()
+	n.stopSyncLoop(ctx)
+	last, err := n.reg.Leave(ctx, func() error {
+		if n.opts.SkipTeardown {
+			return nil
+		}
+		return n.teardown()
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("teardown on %s: %w", why, err)
+	case !last:
+		n.logf("%s: another instance is running, leaving rules and addresses in place", why)
+	case n.opts.SkipTeardown:
+		n.logf("%s: last instance, -skipteardown: leaving rules and addresses in place", why)
+	default:
+		n.logf("%s: last instance, removed rules and interface %s", why, n.opts.InterfaceName)
+	}
+	return nil
+}
+
+// ensure brings the interface and the rules to the wanted state. At start
+// (first) an interface that cannot be set up is fatal; in the sync loop
+// every failure is counted and retried at the next sync.
+func (n *node) ensure(first bool) error {
+	var errs []error
+	if n.opts.SetupInterface {
+		res, err := netif.Ensure(n.opts.InterfaceName, n.ips)
+		switch {
+		case err != nil:
+			n.errs.WithLabelValues("interfaceadd").Inc()
+			if first {
+				return fmt.Errorf("set up interface %s: %w", n.opts.InterfaceName, err)
+			}
+			errs = append(errs, err)
+		case res.Fallback:
+			n.logf("interface %s: the kernel has no dummy link type, created a bridge without ports instead", n.opts.InterfaceName)
+		case res.Created:
+			n.logf("interface %s (%s) created", n.opts.InterfaceName, res.Kind)
+		case first:
+			n.logf("interface %s (%s) adopted", n.opts.InterfaceName, res.Kind)
+		}
+		if err == nil && len(res.Added) > 0 && !res.Created {
+			n.logf("interface %s: added back %v", n.opts.InterfaceName, res.Added)
+		}
+	}
+	if n.rules != nil {
+		ch, err := n.rules.Ensure()
+		switch {
+		case err != nil && first:
+			// Counted already; the sync loop retries. Serving without the
+			// rules still works where the filter policy accepts.
+			n.logf("[ERROR] iptables at start (retried every %s): %v", n.opts.SyncInterval, err)
+		case err != nil:
+			errs = append(errs, err)
+		}
+		if ch.Inserted > 0 || ch.Deleted > 0 || first {
+			n.logf("iptables: %d rules in place, %d inserted, %d duplicate or stale deleted", len(n.rules.Rules()), ch.Inserted, ch.Deleted)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// teardown removes the rules, then the interface.
+func (n *node) teardown() error {
+	var errs []error
+	if n.rules != nil {
+		if _, err := n.rules.Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.opts.SetupInterface {
+		if err := netif.Remove(n.opts.InterfaceName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// syncLoop re-ensures interface and rules every -syncinterval.
+func (n *node) syncLoop(ctx context.Context) {
+	defer close(n.syncDone)
+	t := time.NewTicker(n.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, min(syncLockTimeout, n.opts.SyncInterval))
+		err := n.reg.WithNodeLock(lctx, func() error { return n.ensure(false) })
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			n.logf("[ERROR] sync: %v", err)
+		}
+	}
+}
+
+func (n *node) stopSyncLoop(ctx context.Context) {
+	if n.stopSync == nil {
+		return
+	}
+	n.stopSync()
+	select {
+	case <-n.syncDone:
+	case <-ctx.Done():
+	}
+}
+
+// closeInherited closes handed-over sockets that are not in keep (those
+// belong to the server now) and forgets all of them.
+func (n *node) closeInherited(keep map[string]*os.File) {
+	for k, f := range n.inherited {
+		if keep[k] != f {
+			f.Close()
+		}
+	}
+	n.inherited = nil
+}
+
+func (n *node) logf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > 0 && msg[0] != '[' {
+		msg = "[INFO] " + msg
+	}
+	n.logger.Printf("node: %s", msg)
+}
