@@ -32,8 +32,12 @@ func TestValidateDNS(t *testing.T) {
 		{name: "nameserver with zone", policy: corev1.DNSNone, cfg: &corev1.PodDNSConfig{Nameservers: []string{"fe80::1%eth0"}}, wantErr: "zone"},
 		{name: "nameserver with leading zero", policy: corev1.DNSNone, cfg: &corev1.PodDNSConfig{Nameservers: []string{"010.0.0.1"}}, wantErr: "not a valid IP"},
 		{name: "33 searches", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: many(33, func(i int) string { return fmt.Sprintf("d%d", i) })}, wantErr: "at most 32"},
-		{name: "2049 characters", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: many(11, func(i int) string { return strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 59) })}, wantErr: "characters"},
-		{name: "2048 characters", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: append(many(10, func(i int) string { return strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 59) }), strings.Repeat("d", 37))}},
+		{name: "2049 characters", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: many(11, func(i int) string {
+			return strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 59)
+		})}, wantErr: "characters"},
+		{name: "2048 characters", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: append(many(10, func(i int) string {
+			return strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 59)
+		}), strings.Repeat("d", 37))}},
 		{name: "underscore search", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: []string{"_srv.example"}}, wantErr: "searches[0]"},
 		{name: "dot search", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Searches: []string{"."}}, wantErr: "searches[0]"},
 		{name: "empty option name", policy: corev1.DNSClusterFirst, cfg: &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: ""}}}, wantErr: "options[0]"},
