@@ -1,0 +1,411 @@
+// Package forward sends the agent's cache misses to upstream DNS servers
+// with the semantics of CoreDNS's forward plugin: persistent pipelined TCP
+// connections (force_tcp) or UDP with a TCP retry on truncation, random
+// source ports and IDs, anti-spoofing (answers whose ID or question do not
+// match are dropped), coalescing of identical concurrent queries, timeouts,
+// health checks with failover and the random/round_robin/sequential policies.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
+)
+
+// Defaults as in CoreDNS's forward plugin.
+const (
+	// DefaultTimeout bounds one Exchange over all upstreams tried.
+	DefaultTimeout = 5 * time.Second
+	// DefaultAttemptTimeout bounds the wait for one upstream's answer.
+	DefaultAttemptTimeout = 2 * time.Second
+	// DefaultHealthTimeout bounds one health-check probe.
+	DefaultHealthTimeout = time.Second
+	// DefaultUDPSize is the EDNS0 buffer size advertised to upstreams.
+	DefaultUDPSize = 1232
+
+	defaultExpire      = 10 * time.Second
+	defaultHealthCheck = 500 * time.Millisecond
+)
+
+// Errors returned by Exchange; the server answers SERVFAIL for ErrNoUpstream
+// and REFUSED for ErrMaxConcurrent (as CoreDNS).
+var (
+	// ErrMaxConcurrent means max_concurrent queries are already in flight.
+	ErrMaxConcurrent = errors.New("forward: max_concurrent queries in flight")
+	// ErrNoUpstream means no upstream answered in time.
+	ErrNoUpstream = errors.New("forward: no upstream answered")
+	// ErrClosed means the Forwarder was closed.
+	ErrClosed = errors.New("forward: forwarder closed")
+)
+
+// Options are the knobs of a Forwarder that the Corefile does not set.
+// Zero values mean the defaults.
+type Options struct {
+	// Registerer receives the coredns_forward_* metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Timeout bounds one Exchange (DefaultTimeout).
+	Timeout time.Duration
+	// AttemptTimeout bounds the wait for one upstream (DefaultAttemptTimeout).
+	AttemptTimeout time.Duration
+	// HealthTimeout bounds one health-check probe (DefaultHealthTimeout).
+	HealthTimeout time.Duration
+	// UDPSize is the EDNS0 buffer size sent upstream (DefaultUDPSize).
+	UDPSize uint16
+}
+
+// forwardConfig is corefile.Forward with defaults applied.
+type forwardConfig struct {
+	from          string
+	except        []string
+	forceTCP      bool
+	maxConcurrent int
+	maxFails      int
+	expire        time.Duration
+	healthCheck   time.Duration
+	policy        string
+}
+
+// Forwarder forwards queries for one zone to its upstreams.
+type Forwarder struct {
+	cfg       forwardConfig
+	opts      Options
+	upstreams []*upstream
+	m         *metrics
+	rr        atomic.Uint32
+
+	mu    sync.Mutex
+	calls map[callKey]*call
+
+	stop   chan struct{}
+	closed bool // under mu
+	wg     sync.WaitGroup
+}
+
+// callKey identifies identical queries: lower-cased name, type, class and
+// the DO and CD bits.
+type callKey struct {
+	name          string
+	qtype, qclass uint16
+	do, cd        bool
+}
+
+// call is one upstream query shared by every identical concurrent Exchange.
+type call struct {
+	done chan struct{}
+	msg  *dns.Msg
+	err  error
+}
+
+// New returns a Forwarder for cfg. cfg.To must hold IP:port addresses.
+func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
+	if len(cfg.To) == 0 {
+		return nil, errors.New("forward: no upstream addresses")
+	}
+	fc := forwardConfig{
+		from:          dns.CanonicalName(cmpOr(cfg.From, ".")),
+		forceTCP:      cfg.ForceTCP,
+		maxConcurrent: cfg.MaxConcurrent,
+		maxFails:      cfg.MaxFails,
+		expire:        cmpOr(cfg.Expire, defaultExpire),
+		healthCheck:   cmpOr(cfg.HealthCheck, defaultHealthCheck),
+		policy:        cmpOr(cfg.Policy, "random"),
+	}
+	for _, e := range cfg.Except {
+		fc.except = append(fc.except, dns.CanonicalName(e))
+	}
+	switch fc.policy {
+	case "random", "round_robin", "sequential":
+	default:
+		return nil, fmt.Errorf("forward: unknown policy %q (want random, round_robin or sequential)", fc.policy)
+	}
+	if fc.maxConcurrent < 0 || fc.maxFails < 0 {
+		return nil, fmt.Errorf("forward: negative max_concurrent (%d) or max_fails (%d)", fc.maxConcurrent, fc.maxFails)
+	}
+	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
+	opts.AttemptTimeout = min(cmpOr(opts.AttemptTimeout, DefaultAttemptTimeout), opts.Timeout)
+	opts.HealthTimeout = cmpOr(opts.HealthTimeout, DefaultHealthTimeout)
+	opts.UDPSize = cmpOr(opts.UDPSize, DefaultUDPSize)
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
+	for _, addr := range cfg.To {
+		u, err := newUpstream(addr, &fc, m)
+		if err != nil {
+			return nil, err
+		}
+		f.upstreams = append(f.upstreams, u)
+	}
+	f.wg.Add(1)
+	go f.janitor()
+	return f, nil
+}
+
+// cmpOr returns v, or def when v is the zero value.
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Upstreams returns the upstream addresses in configuration order.
+func (f *Forwarder) Upstreams() []string {
+	out := make([]string, len(f.upstreams))
+	for i, u := range f.upstreams {
+		out[i] = u.addr
+	}
+	return out
+}
+
+// Match reports whether the forwarder handles name: it is in the FROM zone
+// and not in an `except` zone.
+func (f *Forwarder) Match(name string) bool {
+	if !dns.IsSubDomain(f.cfg.from, name) {
+		return false
+	}
+	for _, e := range f.cfg.except {
+		if dns.IsSubDomain(e, name) {
+			return false
+		}
+	}
+	return true
+}
+
+// Exchange forwards req (exactly one question) and returns the upstream's
+// answer with req's ID and question. Identical concurrent queries share one
+// upstream query. The returned message is the caller's own copy.
+func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+	if req == nil || len(req.Question) != 1 {
+		return nil, errors.New("forward: query must have exactly one question")
+	}
+	select {
+	case <-f.stop:
+		return nil, ErrClosed
+	default:
+	}
+	key := keyOf(req)
+	f.mu.Lock()
+	c, ok := f.calls[key]
+	if !ok {
+		if f.cfg.maxConcurrent > 0 && len(f.calls) >= f.cfg.maxConcurrent {
+			f.mu.Unlock()
+			f.m.maxConcurrentRejects.Inc()
+			return nil, ErrMaxConcurrent
+		}
+		c = &call{done: make(chan struct{})}
+		f.calls[key] = c
+		go f.run(key, c, f.upstreamQuery(req, key))
+	}
+	f.mu.Unlock()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return personalize(c.msg, req), nil
+}
+
+// Close stops health checks and closes the upstream connections.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.stop)
+		for _, u := range f.upstreams {
+			u.tcp.close()
+		}
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// spawn runs fn in a goroutine that Close waits for; it reports false (and
+// does not run fn) once the Forwarder is closed.
+func (f *Forwarder) spawn(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Healthy reports, per upstream address, whether it is considered up.
+func (f *Forwarder) Healthy() map[string]bool {
+	out := make(map[string]bool, len(f.upstreams))
+	for _, u := range f.upstreams {
+		out[u.addr] = !u.down()
+	}
+	return out
+}
+
+func keyOf(req *dns.Msg) callKey {
+	q := req.Question[0]
+	k := callKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	if opt := req.IsEdns0(); opt != nil {
+		k.do = opt.Do()
+	}
+	return k
+}
+
+// upstreamQuery builds the query sent upstream: the client's question and
+// RD/CD flags, and an EDNS0 record of our own (buffer size, DO bit); client
+// EDNS options (cookies, subnets) are not passed on.
+func (f *Forwarder) upstreamQuery(req *dns.Msg, key callKey) *dns.Msg {
+	q := new(dns.Msg)
+	q.Opcode = dns.OpcodeQuery
+	q.RecursionDesired = req.RecursionDesired
+	q.CheckingDisabled = key.cd
+	q.AuthenticatedData = req.AuthenticatedData
+	q.Question = []dns.Question{req.Question[0]}
+	q.SetEdns0(f.opts.UDPSize, key.do)
+	return q
+}
+
+// personalize copies the shared answer for one caller: the caller's ID and
+// question (its case), and an OPT record only if the caller sent one.
+func personalize(shared, req *dns.Msg) *dns.Msg {
+	r := shared.Copy()
+	r.Id = req.Id
+	r.Question = []dns.Question{req.Question[0]}
+	if req.IsEdns0() == nil {
+		extra := r.Extra[:0]
+		for _, rr := range r.Extra {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				extra = append(extra, rr)
+			}
+		}
+		r.Extra = extra
+	}
+	return r
+}
+
+// run performs the shared upstream query of a call and publishes its result.
+func (f *Forwarder) run(key callKey, c *call, q *dns.Msg) {
+	c.msg, c.err = f.resolve(q)
+	f.mu.Lock()
+	delete(f.calls, key)
+	f.mu.Unlock()
+	close(c.done)
+}
+
+// resolve tries the upstreams in policy order, skipping those marked down
+// (unless all are), each at most once, within the overall timeout.
+func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), f.opts.Timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-f.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	deadline, _ := ctx.Deadline()
+	list := f.order()
+	allDown := true
+	for _, u := range list {
+		if !u.down() {
+			allDown = false
+			break
+		}
+	}
+	if allDown && len(list) > 0 && f.cfg.maxFails > 0 {
+		// Health checking itself seems broken: try them anyway (as CoreDNS).
+		f.m.healthcheckBroken.Inc()
+	}
+	var errs []error
+	for _, u := range list {
+		if !allDown && u.down() {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		attempt := time.Now().Add(f.opts.AttemptTimeout)
+		if deadline.Before(attempt) {
+			attempt = deadline
+		}
+		start := time.Now()
+		u.requests.Inc()
+		r, err := u.exchange(ctx, q, attempt)
+		if err == nil {
+			rcode := rcodeName(r.Rcode)
+			f.m.responses.WithLabelValues(rcode, u.addr).Inc()
+			f.m.duration.WithLabelValues(u.addr, rcode).Observe(time.Since(start).Seconds())
+			return r, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
+		u.startHealthCheck(f.cfg.healthCheck, f.opts.HealthTimeout, f.stop, f.spawn)
+	}
+	if len(errs) == 0 {
+		errs = append(errs, context.Cause(ctx))
+	}
+	return nil, fmt.Errorf("%w for %s %s: %w", ErrNoUpstream, q.Question[0].Name, dns.TypeToString[q.Question[0].Qtype], errors.Join(errs...))
+}
+
+func rcodeName(rcode int) string {
+	if s, ok := dns.RcodeToString[rcode]; ok {
+		return s
+	}
+	return strconv.Itoa(rcode)
+}
+
+// order returns the upstreams in the order the policy tries them.
+func (f *Forwarder) order() []*upstream {
+	n := len(f.upstreams)
+	out := make([]*upstream, n)
+	switch f.cfg.policy {
+	case "sequential":
+		copy(out, f.upstreams)
+	case "round_robin":
+		start := int(f.rr.Add(1)-1) % n
+		for i := range n {
+			out[i] = f.upstreams[(start+i)%n]
+		}
+	default: // random
+		for i, j := range rand.Perm(n) {
+			out[i] = f.upstreams[j]
+		}
+	}
+	return out
+}
+
+// janitor closes idle TCP connections after `expire`.
+func (f *Forwarder) janitor() {
+	defer f.wg.Done()
+	t := time.NewTicker(max(f.cfg.expire/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+			for _, u := range f.upstreams {
+				u.tcp.reap()
+			}
+		}
+	}
+}

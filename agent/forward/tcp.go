@@ -1,0 +1,307 @@
+package forward
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// errConnClosed reports that a pipelined connection died while a query was
+// waiting on it.
+var errConnClosed = errors.New("upstream connection closed")
+
+// Limits of the TCP pool of one upstream: a new connection is opened when
+// every open one has perConnInflight queries in flight, up to maxConns.
+const (
+	maxConns        = 4
+	perConnInflight = 128
+)
+
+// tcpPool holds the persistent, pipelined TCP connections to one upstream.
+type tcpPool struct {
+	addr   string
+	expire time.Duration
+
+	mu     sync.Mutex
+	conns  []*tcpConn
+	closed bool
+	dialMu sync.Mutex // one dial at a time
+}
+
+func newTCPPool(addr string, expire time.Duration) *tcpPool {
+	return &tcpPool{addr: addr, expire: expire}
+}
+
+// exchange sends q over a pooled connection and waits for the matching
+// answer until deadline. A query that was lost because a reused connection
+// died before answering is retried once on a fresh connection.
+func (p *tcpPool) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.get(ctx, deadline)
+		if err != nil {
+			return nil, err
+		}
+		r, err := c.exchange(ctx, q, deadline)
+		if errors.Is(err, errConnClosed) && reused && attempt == 0 && time.Now().Before(deadline) {
+			continue
+		}
+		return r, err
+	}
+}
+
+// get returns the least loaded live connection, dialing a new one when
+// there is none or all are busy.
+func (p *tcpPool) get(ctx context.Context, deadline time.Time) (*tcpConn, bool, error) {
+	if c := p.pick(); c != nil {
+		return c, true, nil
+	}
+	p.dialMu.Lock()
+	defer p.dialMu.Unlock()
+	if c := p.pick(); c != nil { // another caller dialed meanwhile
+		return c, true, nil
+	}
+	d := net.Dialer{Deadline: deadline}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, false, fmt.Errorf("dial tcp %s: %w", p.addr, err)
+	}
+	c := newTCPConn(nc)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.close(errConnClosed)
+		return nil, false, errConnClosed
+	}
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+	return c, false, nil
+}
+
+// pick returns a usable connection or nil when a new one should be dialed.
+// Dead and idle-expired connections are dropped on the way.
+func (p *tcpPool) pick() *tcpConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reapLocked(time.Now())
+	var best *tcpConn
+	bestLoad := int(^uint(0) >> 1)
+	for _, c := range p.conns {
+		if n := c.inflight(); n < bestLoad {
+			best, bestLoad = c, n
+		}
+	}
+	if best == nil || (bestLoad >= perConnInflight && len(p.conns) < maxConns) {
+		return nil
+	}
+	return best
+}
+
+// reapLocked drops dead connections and closes idle ones older than expire.
+func (p *tcpPool) reapLocked(now time.Time) {
+	live := p.conns[:0]
+	for _, c := range p.conns {
+		if c.dead() {
+			continue
+		}
+		if p.expire > 0 && c.inflight() == 0 && now.Sub(c.lastUsed()) > p.expire {
+			c.close(errConnClosed)
+			continue
+		}
+		live = append(live, c)
+	}
+	clear(p.conns[len(live):])
+	p.conns = live
+}
+
+// reap closes idle-expired connections; called periodically.
+func (p *tcpPool) reap() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reapLocked(time.Now())
+}
+
+// size returns the number of open connections.
+func (p *tcpPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reapLocked(time.Now())
+	return len(p.conns)
+}
+
+func (p *tcpPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, c := range p.conns {
+		c.close(errConnClosed)
+	}
+	p.conns = nil
+}
+
+// tcpConn is one TCP connection with several queries in flight, matched to
+// their answers by ID and question.
+type tcpConn struct {
+	nc   net.Conn
+	wmu  sync.Mutex
+	done chan struct{} // closed when the connection is dead
+
+	mu      sync.Mutex
+	pending map[uint16]*waiter
+	err     error
+	used    atomic.Int64 // unix nanoseconds of the last write or read
+}
+
+type waiter struct {
+	q  dns.Question
+	ch chan *dns.Msg // buffered, receives the answer once
+}
+
+func newTCPConn(nc net.Conn) *tcpConn {
+	c := &tcpConn{nc: nc, done: make(chan struct{}), pending: map[uint16]*waiter{}}
+	c.touch()
+	go c.readLoop()
+	return c
+}
+
+func (c *tcpConn) touch()              { c.used.Store(time.Now().UnixNano()) }
+func (c *tcpConn) lastUsed() time.Time { return time.Unix(0, c.used.Load()) }
+
+func (c *tcpConn) inflight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+func (c *tcpConn) dead() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// close marks the connection dead with err; waiting queries see errConnClosed.
+func (c *tcpConn) close(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	close(c.done)
+	c.nc.Close()
+}
+
+// register picks a random ID unused on this connection for question q.
+func (c *tcpConn) register(q dns.Question) (uint16, *waiter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, nil, errConnClosed
+	}
+	w := &waiter{q: q, ch: make(chan *dns.Msg, 1)}
+	for {
+		id := uint16(rand.N(1 << 16))
+		if _, busy := c.pending[id]; !busy {
+			c.pending[id] = w
+			return id, w, nil
+		}
+	}
+}
+
+func (c *tcpConn) unregister(id uint16, w *waiter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[id] == w {
+		delete(c.pending, id)
+	}
+}
+
+func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+	id, w, err := c.register(q.Question[0])
+	if err != nil {
+		return nil, err
+	}
+	defer c.unregister(id, w)
+	out := q.Copy()
+	out.Id = id
+	buf, err := out.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("pack query: %w", err)
+	}
+	if len(buf) > 0xffff {
+		return nil, fmt.Errorf("query too large for tcp: %d bytes", len(buf))
+	}
+	frame := make([]byte, 2+len(buf))
+	binary.BigEndian.PutUint16(frame, uint16(len(buf)))
+	copy(frame[2:], buf)
+	c.wmu.Lock()
+	c.nc.SetWriteDeadline(deadline)
+	_, err = c.nc.Write(frame)
+	c.wmu.Unlock()
+	if err != nil {
+		c.close(err)
+		return nil, fmt.Errorf("%w: write: %v", errConnClosed, err)
+	}
+	c.touch()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case r := <-w.ch:
+		return r, nil
+	case <-c.done:
+		return nil, errConnClosed
+	case <-timer.C:
+		return nil, fmt.Errorf("tcp %s: %w", c.nc.RemoteAddr(), errTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// readLoop delivers answers to their waiters. Answers with an unknown ID
+// or a question that does not match are dropped; the waiter keeps waiting.
+func (c *tcpConn) readLoop() {
+	var lenBuf [2]byte
+	for {
+		if _, err := io.ReadFull(c.nc, lenBuf[:]); err != nil {
+			c.close(err)
+			return
+		}
+		buf := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
+		if _, err := io.ReadFull(c.nc, buf); err != nil {
+			c.close(err)
+			return
+		}
+		c.touch()
+		if len(buf) < 12 {
+			continue
+		}
+		id := binary.BigEndian.Uint16(buf)
+		c.mu.Lock()
+		w := c.pending[id]
+		c.mu.Unlock()
+		if w == nil {
+			continue
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf); err != nil || !matches(w.q, id, r) {
+			continue
+		}
+		c.mu.Lock()
+		if c.pending[id] == w {
+			delete(c.pending, id)
+			w.ch <- r
+		}
+		c.mu.Unlock()
+	}
+}
