@@ -21,6 +21,7 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 	"github.com/nodelocaldns/nodelocaldns/agent/health"
+	"github.com/nodelocaldns/nodelocaldns/agent/loop"
 	"github.com/nodelocaldns/nodelocaldns/agent/server"
 )
 
@@ -67,6 +68,8 @@ type generation struct {
 	blocks     []*server.Block
 	forwarders []*forward.Forwarder
 	caches     []*cache.Cache
+	// probes are the loop detection of the blocks with the loop plugin.
+	probes []*loop.Probe
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -110,9 +113,13 @@ func (a *agent) run(ctx context.Context) error {
 		gen.close()
 		return err
 	}
+	if err := loop.CheckAll(ctx, gen.probes); err != nil {
+		a.abort(n)
+		return err
+	}
 	web, err := health.Start(a.endpoints(cfg))
 	if err != nil {
-		a.stopServing(n)
+		a.abort(n)
 		return err
 	}
 	a.ready.Store(true)
@@ -144,6 +151,16 @@ func (a *agent) run(ctx context.Context) error {
 	web.Close(hctx)
 	cancel()
 	return a.stopServing(n)
+}
+
+// abort undoes a start that failed after the node was set up.
+func (a *agent) abort(n *node) {
+	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	if err := n.Teardown(tctx); err != nil {
+		a.logger.Printf("[ERROR] teardown: %v", err)
+	}
+	cancel()
+	_ = a.stopServing(n)
 }
 
 // stopServing closes the listeners, waits (bounded) for in-flight queries
@@ -203,6 +220,11 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			}
 			g.forwarders = append(g.forwarders, f)
 			b.Forward = f
+			if s.Loop {
+				p := loop.New(s.Zones[0], f)
+				g.probes = append(g.probes, p)
+				b.Forward = p
+			}
 		}
 		g.blocks = append(g.blocks, b)
 	}
