@@ -1,0 +1,295 @@
+package manifests
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/app"
+)
+
+const localDNSIP = "169.254.20.10"
+
+// TestRenderAgentDaemonSet checks every agent DaemonSet of every overlay
+// against the node issue's requirements, and parses its arguments with the
+// agent's own flag parser.
+func TestRenderAgentDaemonSet(t *testing.T) {
+	for _, dir := range overlays(t) {
+		t.Run(dir, func(t *testing.T) {
+			r := renderRepo(t, dir)
+			dss := all[*appsv1.DaemonSet](r)
+			if len(dss) == 0 {
+				t.Fatal("no agent DaemonSet")
+			}
+			cilium := len(loose(r, schema.GroupKind{Group: "cilium.io", Kind: "CiliumLocalRedirectPolicy"})) > 0
+			for _, ds := range dss {
+				checkDaemonSet(t, ds, cilium)
+			}
+		})
+	}
+}
+
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	if spec.HostNetwork == cilium {
+		t.Errorf("%s: hostNetwork=%v, want %v (cilium=%v)", ds.Name, spec.HostNetwork, !cilium, cilium)
+	}
+	if spec.DNSPolicy != corev1.DNSDefault {
+		t.Errorf("%s: dnsPolicy=%q, want Default", ds.Name, spec.DNSPolicy)
+	}
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("%s: priorityClassName=%q", ds.Name, spec.PriorityClassName)
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("%s: nodeSelector %v, want kubernetes.io/os=linux", ds.Name, spec.NodeSelector)
+	}
+	tolerateAll := slices.ContainsFunc(spec.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Key == "" && tl.Operator == corev1.TolerationOpExists && tl.Effect == ""
+	})
+	if !tolerateAll {
+		t.Errorf("%s: tolerations %+v do not tolerate every taint", ds.Name, spec.Tolerations)
+	}
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil ||
+		ru.MaxSurge == nil || *ru.MaxSurge != intstr.FromInt32(1) ||
+		ru.MaxUnavailable == nil || *ru.MaxUnavailable != intstr.FromInt32(0) {
+		t.Errorf("%s: updateStrategy %+v, want RollingUpdate maxSurge 1 maxUnavailable 0", ds.Name, ds.Spec.UpdateStrategy)
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%s: want 1 container, got %d", ds.Name, len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}) {
+		t.Errorf("%s: capabilities %+v, want add [NET_ADMIN] only", ds.Name, sc)
+	}
+	if sc != nil && sc.Privileged != nil && *sc.Privileged {
+		t.Errorf("%s: privileged", ds.Name)
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		t.Errorf("%s: CPU limit set", ds.Name)
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+		t.Errorf("%s: requests %v, want cpu and memory", ds.Name, c.Resources.Requests)
+	}
+	checkProbe(t, ds.Name, "liveness", c.LivenessProbe, "/health", !cilium)
+	checkProbe(t, ds.Name, "readiness", c.ReadinessProbe, "/ready", !cilium)
+
+	opts, err := app.ParseFlags(c.Args)
+	if err != nil {
+		t.Fatalf("%s: the agent rejects its arguments %v: %v", ds.Name, c.Args, err)
+	}
+	if !slices.Contains(opts.LocalIPStrings(), localDNSIP) {
+		t.Errorf("%s: -localip %v lacks %s", ds.Name, opts.LocalIPs, localDNSIP)
+	}
+	if cilium {
+		if opts.SetupInterface || opts.SetupIPTables {
+			t.Errorf("%s: in Cilium mode the agent must not set up the interface or iptables", ds.Name)
+		}
+	} else {
+		if !opts.SetupInterface || !opts.SetupIPTables {
+			t.Errorf("%s: the agent must set up its interface and rules", ds.Name)
+		}
+		if hostPathAt(t, spec, c, "/run/xtables.lock") != "/run/xtables.lock" {
+			t.Errorf("%s: /run/xtables.lock is not the host's", ds.Name)
+		}
+		if got := hostPathAt(t, spec, c, opts.RunDir); got == "" {
+			t.Errorf("%s: run dir %s is not a hostPath", ds.Name, opts.RunDir)
+		}
+		// Probes reach the health plugin on the local IP and its port.
+		if got := c.LivenessProbe.HTTPGet.Port.IntValue(); got != opts.HealthPort {
+			t.Errorf("%s: liveness probe port %d, -health-port %d", ds.Name, got, opts.HealthPort)
+		}
+	}
+	base := volumeAt(t, spec, c, filepath.Dir(opts.BaseCorefile))
+	if base.ConfigMap == nil || base.ConfigMap.Name != "node-local-dns" {
+		t.Errorf("%s: -basecorefile %s is not the node-local-dns ConfigMap", ds.Name, opts.BaseCorefile)
+	}
+	if spec.ServiceAccountName == "" {
+		t.Errorf("%s: no serviceAccountName", ds.Name)
+	}
+}
+
+func checkProbe(t *testing.T, ds, kind string, p *corev1.Probe, path string, onLocalIP bool) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
+		t.Errorf("%s: %s probe %+v, want HTTP GET %s", ds, kind, p, path)
+		return
+	}
+	if onLocalIP && p.HTTPGet.Host != localDNSIP {
+		t.Errorf("%s: %s probe host %q, want %s (hostNetwork)", ds, kind, p.HTTPGet.Host, localDNSIP)
+	}
+}
+
+// hostPathAt returns the host path mounted at path, "" if it is not a hostPath.
+func hostPathAt(t *testing.T, spec corev1.PodSpec, c corev1.Container, path string) string {
+	t.Helper()
+	v := volumeAt(t, spec, c, path)
+	if v.HostPath == nil {
+		return ""
+	}
+	return v.HostPath.Path
+}
+
+// TestRenderAgentModes checks what distinguishes the modes: injection binds
+// only the link-local IP, interception adds the kube-dns IP from the settings,
+// Cilium redirects kube-dns and the link-local IP to the agent pod, twin adds a
+// second DaemonSet that does not share the first one's pods.
+func TestRenderAgentModes(t *testing.T) {
+	settingsIP := func(r rendered) string {
+		return get[*corev1.ConfigMap](t, r, "node-local-dns-settings").Data["kubeDNSIP"]
+	}
+	localIPs := func(t *testing.T, ds *appsv1.DaemonSet) []string {
+		opts, err := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return opts.LocalIPStrings()
+	}
+	for _, tc := range []struct {
+		name  string
+		dir   string
+		check func(t *testing.T, r rendered)
+	}{
+		{"injection", ".", func(t *testing.T, r rendered) {
+			ds := get[*appsv1.DaemonSet](t, r, "node-local-dns")
+			if got := localIPs(t, ds); !slices.Equal(got, []string{localDNSIP}) {
+				t.Errorf("injection mode binds %v, want [%s]", got, localDNSIP)
+			}
+		}},
+		{"interception", "overlays/interception", func(t *testing.T, r rendered) {
+			ds := get[*appsv1.DaemonSet](t, r, "node-local-dns")
+			if got, want := localIPs(t, ds), []string{localDNSIP, settingsIP(r)}; !slices.Equal(got, want) {
+				t.Errorf("interception mode binds %v, want %v", got, want)
+			}
+			opts, _ := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
+			if opts.Mode != app.ModeInterception {
+				t.Errorf("mode = %q, want interception", opts.Mode)
+			}
+		}},
+		{"cilium", "overlays/cilium", func(t *testing.T, r rendered) {
+			lrps := loose(r, schema.GroupKind{Group: "cilium.io", Kind: "CiliumLocalRedirectPolicy"})
+			var frontends []string
+			for _, lrp := range lrps {
+				if svc, ok, _ := unstructured.NestedString(lrp.Object, "spec", "redirectFrontend", "serviceMatcher", "serviceName"); ok {
+					frontends = append(frontends, "service:"+svc)
+				}
+				if ip, ok, _ := unstructured.NestedString(lrp.Object, "spec", "redirectFrontend", "addressMatcher", "ip"); ok {
+					frontends = append(frontends, "ip:"+ip)
+				}
+				sel, _, _ := unstructured.NestedString(lrp.Object, "spec", "redirectBackend", "localEndpointSelector", "matchLabels", "k8s-app")
+				if sel != "node-local-dns" {
+					t.Errorf("%s redirects to pods %q, want k8s-app=node-local-dns", lrp.GetName(), sel)
+				}
+			}
+			slices.Sort(frontends)
+			if want := []string{"ip:" + localDNSIP, "service:kube-dns"}; !slices.Equal(frontends, want) {
+				t.Errorf("redirect frontends %v, want %v", frontends, want)
+			}
+			cm := get[*corev1.ConfigMap](t, r, "node-local-dns")
+			if strings.Contains(cm.Data["Corefile"], "__PILLAR__LOCAL__DNS__") || !strings.Contains(cm.Data["Corefile"], "bind 0.0.0.0") {
+				t.Errorf("Cilium Corefile must listen on the pod IP (bind 0.0.0.0):\n%s", cm.Data["Corefile"])
+			}
+		}},
+		{"twin", "overlays/twin", func(t *testing.T, r rendered) {
+			a := get[*appsv1.DaemonSet](t, r, "node-local-dns")
+			b := get[*appsv1.DaemonSet](t, r, "node-local-dns-twin")
+			if podsSelected(a.Spec.Selector.MatchLabels, b.Spec.Template.Labels) || podsSelected(b.Spec.Selector.MatchLabels, a.Spec.Template.Labels) {
+				t.Errorf("the DaemonSets' selectors overlap: %v / %v", a.Spec.Selector.MatchLabels, b.Spec.Selector.MatchLabels)
+			}
+			if !slices.Equal(a.Spec.Template.Spec.Containers[0].Args, b.Spec.Template.Spec.Containers[0].Args) {
+				t.Errorf("twin runs different arguments:\n%v\n%v", a.Spec.Template.Spec.Containers[0].Args, b.Spec.Template.Spec.Containers[0].Args)
+			}
+			svc := get[*corev1.Service](t, r, "node-local-dns")
+			if !podsSelected(svc.Spec.Selector, a.Spec.Template.Labels) || !podsSelected(svc.Spec.Selector, b.Spec.Template.Labels) {
+				t.Errorf("metrics Service %v does not select both DaemonSets' pods", svc.Spec.Selector)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.check(t, renderRepo(t, tc.dir))
+		})
+	}
+}
+
+// TestRenderMonitoring checks the alerts and the dashboard against the metric
+// names the agent exports.
+func TestRenderMonitoring(t *testing.T) {
+	r := renderRepo(t, "overlays/monitoring")
+	sms := loose(r, schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"})
+	if len(sms) != 1 {
+		t.Fatalf("want 1 ServiceMonitor, got %d", len(sms))
+	}
+	svc := get[*corev1.Service](t, r, "node-local-dns")
+	sel, _, _ := unstructured.NestedString(sms[0].Object, "spec", "selector", "matchLabels", "k8s-app")
+	if svc.Labels["k8s-app"] != sel {
+		t.Errorf("ServiceMonitor selects k8s-app=%q, metrics Service has %v", sel, svc.Labels)
+	}
+	endpoints, _, _ := unstructured.NestedSlice(sms[0].Object, "spec", "endpoints")
+	for _, e := range endpoints {
+		port, _ := e.(map[string]any)["port"].(string)
+		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == port }) {
+			t.Errorf("ServiceMonitor scrapes port %q, the Service has %v", port, svc.Spec.Ports)
+		}
+	}
+
+	rules := loose(r, schema.GroupKind{Group: "monitoring.coreos.com", Kind: "PrometheusRule"})
+	if len(rules) != 1 {
+		t.Fatalf("want 1 PrometheusRule, got %d", len(rules))
+	}
+	groups, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+	alerts := map[string]string{}
+	for _, g := range groups {
+		rs, _ := g.(map[string]any)["rules"].([]any)
+		for _, rule := range rs {
+			m := rule.(map[string]any)
+			name, _ := m["alert"].(string)
+			expr, _ := m["expr"].(string)
+			alerts[name] = expr
+		}
+	}
+	for name, metric := range map[string]string{
+		"NodeLocalDNSAgentDown":    "up{",
+		"NodeLocalDNSHighServfail": "coredns_dns_responses_total",
+		"NodeLocalDNSSetupErrors":  "coredns_nodecache_setup_errors_total",
+	} {
+		if !strings.Contains(alerts[name], metric) {
+			t.Errorf("alert %s: expr %q does not use %s", name, alerts[name], metric)
+		}
+	}
+
+	dash := get[*corev1.ConfigMap](t, r, "node-local-dns-dashboard")
+	if dash.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap labels %v lack grafana_dashboard=1", dash.Labels)
+	}
+	var board struct {
+		Title  string
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal([]byte(dash.Data["node-local-dns.json"]), &board); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var exprs strings.Builder
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			exprs.WriteString(tg.Expr + "\n")
+		}
+	}
+	for _, m := range []string{"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total", "coredns_dns_request_duration_seconds_bucket", "coredns_forward_requests_total", "coredns_nodecache_setup_errors_total"} {
+		if !strings.Contains(exprs.String(), m) {
+			t.Errorf("dashboard %q has no panel on %s", board.Title, m)
+		}
+	}
+}
