@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
+	"github.com/nodelocaldns/nodelocaldns/agent/pillar"
 )
 
 // Mode says which addresses the agent takes over on the node.
@@ -131,6 +135,26 @@ func (o *Options) LocalIPStrings() []string {
 		out[i] = ip.String()
 	}
 	return out
+}
+
+// PillarOptions returns the options of a pillar.Watcher for these flags:
+// template -basecorefile, rendered to -conf, kube-dns ConfigMap -kubednscm,
+// local IPs, -dns.port, -cluster-domain, and the ClusterIP of -upstreamsvc
+// from the process environment. The caller sets OnChange and OnError.
+func (o *Options) PillarOptions() pillar.Options {
+	return pillar.Options{
+		Template:         o.BaseCorefile,
+		Output:           o.Corefile,
+		KubeDNSConfigDir: o.KubeDNSConfigDir,
+		Params: pillar.Params{
+			LocalIPs:      o.LocalIPStrings(),
+			DNSPort:       o.DNSPort,
+			ClusterDomain: o.ClusterDomain,
+			UpstreamSvc:   o.UpstreamSvc,
+			LookupEnv:     os.LookupEnv,
+		},
+		Parse: corefile.ParseOptions{Filename: o.Corefile, DefaultPort: o.DNSPort},
+	}
 }
 
 // ParseFlags parses the agent's command line (without the program name) with

@@ -270,3 +270,17 @@ func TestParseFlagsIndependent(t *testing.T) {
 		t.Errorf("a=%+v b=%+v", a, b)
 	}
 }
+
+func TestPillarOptions(t *testing.T) {
+	o, err := ParseFlags(append([]string{"-basecorefile=/cm/Corefile.base", "-kubednscm=/kd", "-dns.port=1053"}, officialArgs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := o.PillarOptions()
+	if p.Template != "/cm/Corefile.base" || p.Output != "/etc/Corefile" || p.KubeDNSConfigDir != "/kd" ||
+		p.Params.DNSPort != 1053 || p.Params.UpstreamSvc != "kube-dns-upstream" || p.Params.ClusterDomain != "cluster.local" ||
+		!reflect.DeepEqual(p.Params.LocalIPs, []string{"169.254.20.10", "10.96.0.10"}) ||
+		p.Parse.Filename != "/etc/Corefile" || p.Parse.DefaultPort != 1053 || p.Params.LookupEnv == nil {
+		t.Errorf("PillarOptions = %+v", p)
+	}
+}

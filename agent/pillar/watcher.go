@@ -26,7 +26,9 @@ const tmpSuffix = ".tmp-"
 
 // Options configure a Watcher.
 type Options struct {
-	// Template is the Corefile template (-basecorefile).
+	// Template is the Corefile template (-basecorefile). When it does not
+	// exist at start but Output does, Output is served as it is and
+	// watched instead (node-cache then runs CoreDNS on -conf unchanged).
 	Template string
 	// Output is where the rendered Corefile is written (-conf); "" means
 	// not written. It is replaced atomically and only by Corefiles that
@@ -59,6 +61,8 @@ type Options struct {
 // date with the template and the kube-dns ConfigMap.
 type Watcher struct {
 	opts Options
+	// direct is true when there is no template: Output is the Corefile.
+	direct bool
 
 	mu      sync.Mutex
 	cfg     *corefile.Config // in force
@@ -73,6 +77,11 @@ type Watcher struct {
 // write failure only goes to OnError (the file is informational).
 func NewWatcher(opts Options) (*Watcher, error) {
 	w := &Watcher{opts: opts}
+	if _, err := os.Stat(opts.Template); errors.Is(err, fs.ErrNotExist) && opts.Output != "" {
+		if _, err := os.Stat(opts.Output); err == nil {
+			w.direct = true
+		}
+	}
 	text, err := w.render()
 	if err != nil {
 		return nil, err
@@ -86,6 +95,12 @@ func NewWatcher(opts Options) (*Watcher, error) {
 		w.report(err)
 	}
 	return w, nil
+}
+
+// Direct reports whether there is no template and Output is served as it
+// is (no rendering, no writing).
+func (w *Watcher) Direct() bool {
+	return w.direct
 }
 
 // Config returns the configuration in force and its text.
@@ -196,6 +211,9 @@ func (w *Watcher) pollInterval() time.Duration {
 
 // dirs are the directories whose changes matter.
 func (w *Watcher) dirs() []string {
+	if w.direct {
+		return []string{filepath.Dir(w.opts.Output)}
+	}
 	d := []string{filepath.Dir(w.opts.Template)}
 	if w.opts.KubeDNSConfigDir != "" {
 		d = append(d, filepath.Clean(w.opts.KubeDNSConfigDir))
@@ -218,7 +236,7 @@ func (w *Watcher) addWatches(fw *fsnotify.Watcher) {
 // relevant drops the events of writing Output (and its temporary file)
 // when Output is in a watched directory.
 func (w *Watcher) relevant(ev fsnotify.Event) bool {
-	if w.opts.Output == "" {
+	if w.opts.Output == "" || w.direct {
 		return true
 	}
 	outDir, outBase := filepath.Split(filepath.Clean(w.opts.Output))
@@ -255,6 +273,13 @@ func (w *Watcher) report(err error) {
 
 // render reads the template and the kube-dns ConfigMap and renders them.
 func (w *Watcher) render() (string, error) {
+	if w.direct {
+		b, err := os.ReadFile(w.opts.Output)
+		if err != nil {
+			return "", fmt.Errorf("reading Corefile: %w", err)
+		}
+		return string(b), nil
+	}
 	tmpl, err := os.ReadFile(w.opts.Template)
 	if err != nil {
 		return "", fmt.Errorf("reading Corefile template: %w", err)
@@ -274,7 +299,7 @@ func (w *Watcher) render() (string, error) {
 
 // write replaces Output atomically (temporary file and rename).
 func (w *Watcher) write(text string) error {
-	if w.opts.Output == "" {
+	if w.opts.Output == "" || w.direct {
 		return nil
 	}
 	dir, base := filepath.Split(w.opts.Output)

@@ -385,3 +385,45 @@ func TestWatcherNoReload(t *testing.T) {
 	default:
 	}
 }
+
+// TestWatcherDirect: without a template, the -conf Corefile is served as it
+// is and watched (node-cache runs CoreDNS on it unchanged).
+func TestWatcherDirect(t *testing.T) {
+	root := t.TempDir()
+	conf := filepath.Join(root, "Corefile")
+	text := ". {\n    reload\n    forward . 192.0.2.1\n}\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	w, err := NewWatcher(Options{
+		Template: filepath.Join(root, "missing", "Corefile.base"), Output: conf,
+		Params:   Params{LocalIPs: []string{"169.254.20.10"}},
+		OnChange: rec.onChange, OnError: rec.onError, PollInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Direct() {
+		t.Fatal("Direct() = false without a template")
+	}
+	if _, got := w.Config(); got != text {
+		t.Errorf("config text %q, want %q", got, text)
+	}
+	f := &fixture{}
+	f.run(t, w)
+	next := strings.Replace(text, "192.0.2.1", "192.0.2.2", 1)
+	if err := os.WriteFile(conf+".new", []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(conf+".new", conf); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rec.waitChange(t)
+	if got := cfg.Servers[0].Forward.To[0]; got != "192.0.2.2:53" {
+		t.Errorf("forward to %s after the edit", got)
+	}
+	if got := readOutput(t, conf); got != next {
+		t.Errorf("the Corefile was rewritten: %q", got)
+	}
+}
