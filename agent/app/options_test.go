@@ -4,10 +4,14 @@ import (
 	"errors"
 	"flag"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/pillar"
 )
 
 // officialArgs are the container args of the official nodelocaldns.yaml after
@@ -282,5 +286,66 @@ func TestPillarOptions(t *testing.T) {
 		!reflect.DeepEqual(p.Params.LocalIPs, []string{"169.254.20.10", "10.96.0.10"}) ||
 		p.Parse.Filename != "/etc/Corefile" || p.Parse.DefaultPort != 1053 || p.Params.LookupEnv == nil {
 		t.Errorf("PillarOptions = %+v", p)
+	}
+}
+
+// TestOfficialDaemonSetConfig goes from the official DaemonSet's arguments
+// and ConfigMap to the parsed configuration, the way Run does: flags, then
+// the template rendered by pillar from those flags, then the Corefile.
+func TestOfficialDaemonSetConfig(t *testing.T) {
+	dir := t.TempDir()
+	tmpl, err := os.ReadFile("../corefile/testdata/nodelocaldns.Corefile.base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The documented install-time sed for the domain; the rest is left to the agent.
+	tmpl = []byte(strings.ReplaceAll(string(tmpl), "__PILLAR__DNS__DOMAIN__", "cluster.local"))
+	base := filepath.Join(dir, "Corefile.base")
+	if err := os.WriteFile(base, tmpl, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-localip", "169.254.20.10", "-conf", filepath.Join(dir, "Corefile"),
+		"-upstreamsvc", "kube-dns-upstream", "-pidfile", "/tmp/node-cache.pid",
+		"-basecorefile", base, "-kubednscm", filepath.Join(dir, "kube-dns")}
+	o, err := ParseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	po := o.PillarOptions()
+	po.Params.LookupEnv = func(k string) (string, bool) {
+		return "10.96.0.20", k == "KUBE_DNS_UPSTREAM_SERVICE_HOST"
+	}
+	po.Parse.ReadFile = func(path string) ([]byte, error) {
+		if path == "/etc/resolv.conf" {
+			return []byte("nameserver 192.0.2.1\n"), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	w, err := pillar.NewWatcher(po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, text := w.Config()
+	written, err := os.ReadFile(filepath.Join(dir, "Corefile"))
+	if err != nil || string(written) != text {
+		t.Fatalf("rendered Corefile not written to -conf: %v", err)
+	}
+	if len(cfg.Servers) != 4 {
+		t.Fatalf("%d server blocks, want 4", len(cfg.Servers))
+	}
+	for _, s := range cfg.Servers {
+		if !reflect.DeepEqual(s.Bind, []string{"169.254.20.10"}) || s.Port != 53 || s.Prometheus != ":9253" {
+			t.Errorf("block %v: bind %v port %d prometheus %q", s.Zones, s.Bind, s.Port, s.Prometheus)
+		}
+		wantTo, tcp := "10.96.0.20:53", true
+		if s.Zones[0] == "." {
+			wantTo, tcp = "192.0.2.1:53", false
+		}
+		if s.Forward.To[0] != wantTo || s.Forward.ForceTCP != tcp {
+			t.Errorf("block %v forwards to %v force_tcp=%v", s.Zones, s.Forward.To, s.Forward.ForceTCP)
+		}
+	}
+	if cfg.Servers[0].Health != "169.254.20.10:8080" {
+		t.Errorf("health %q", cfg.Servers[0].Health)
 	}
 }
