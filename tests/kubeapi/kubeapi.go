@@ -91,10 +91,12 @@ func StartT(t testing.TB) *Env {
 	t.Helper()
 	apiserver := testenv.Binary(t, "kube-apiserver", APIServerEnv)
 	etcd := testenv.Binary(t, "etcd", EtcdEnv)
+	began := time.Now()
 	env, err := Start(context.Background(), Options{APIServerBin: apiserver, EtcdBin: etcd})
 	if err != nil {
 		t.Fatalf("start kube-apiserver: %v", err)
 	}
+	t.Logf("etcd + kube-apiserver ready at %s in %v", env.URL, time.Since(began).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			env.ownDir = false // keep the evidence
