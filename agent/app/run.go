@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 	"github.com/nodelocaldns/nodelocaldns/agent/health"
 	"github.com/nodelocaldns/nodelocaldns/agent/loop"
+	"github.com/nodelocaldns/nodelocaldns/agent/pillar"
 	"github.com/nodelocaldns/nodelocaldns/agent/server"
 )
 
@@ -73,13 +75,16 @@ type generation struct {
 }
 
 func (a *agent) run(ctx context.Context) error {
-	text, err := a.corefileText()
+	popts := a.opts.PillarOptions()
+	popts.OnChange = a.apply
+	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
+	w, err := pillar.NewWatcher(popts)
 	if err != nil {
 		return err
 	}
-	cfg, err := a.parse(text)
-	if err != nil {
-		return err
+	cfg, text := w.Config()
+	if len(cfg.Servers) == 0 {
+		return fmt.Errorf("corefile %s: no server blocks", a.opts.Corefile)
 	}
 	if a.cacheMetrics, err = cache.NewMetrics(a.reg); err != nil {
 		return err
@@ -133,7 +138,9 @@ func (a *agent) run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a.watch(wctx, cfg)
+		if err := w.Run(wctx); err != nil {
+			a.logger.Printf("[ERROR] config watcher: %v", err)
+		}
 	}()
 
 	<-ctx.Done()
@@ -189,18 +196,6 @@ func (a *agent) lameDuck(cfg *corefile.Config) time.Duration {
 		d = max(d, s.HealthLameDuck)
 	}
 	return min(d, MaxLameDuck)
-}
-
-// parse parses the Corefile text.
-func (a *agent) parse(text string) (*corefile.Config, error) {
-	cfg, err := corefile.Parse(text, corefile.ParseOptions{Filename: a.opts.Corefile, DefaultPort: a.opts.DNSPort})
-	if err != nil {
-		return nil, fmt.Errorf("corefile: %w", err)
-	}
-	if len(cfg.Servers) == 0 {
-		return nil, fmt.Errorf("corefile %s: no server blocks", a.opts.Corefile)
-	}
-	return cfg, nil
 }
 
 // build creates the caches, forwarders and blocks of cfg.
@@ -272,60 +267,18 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 	return eps
 }
 
-// corefileText returns the Corefile to serve.
-func (a *agent) corefileText() (string, error) {
-	b, err := os.ReadFile(a.opts.Corefile)
-	if err != nil {
-		return "", fmt.Errorf("read corefile: %w", err)
-	}
-	return string(b), nil
-}
-
-// watch applies Corefile changes: every reload interval (when a block has
-// the reload plugin) the Corefile is read again and, when it changed and
-// parses, swapped in. A bad Corefile leaves the old one in force.
-func (a *agent) watch(ctx context.Context, cfg *corefile.Config) {
-	interval := time.Duration(0)
-	for _, s := range cfg.Servers {
-		if s.Reload > 0 && (interval == 0 || s.Reload < interval) {
-			interval = s.Reload
-		}
-	}
-	if interval == 0 {
-		<-ctx.Done()
-		return
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			text, err := a.corefileText()
-			if err != nil {
-				a.logger.Printf("[ERROR] reload: %v", err)
-				continue
-			}
-			if err := a.apply(text); err != nil {
-				a.logger.Printf("[ERROR] reload: keeping the old configuration: %v", err)
-			}
-		}
-	}
-}
-
-// apply swaps in the configuration of text when it differs from the
-// current one. New listen addresses are opened; the handler table is
-// replaced atomically, so no query is dropped.
-func (a *agent) apply(text string) error {
+// apply swaps in a new configuration (the pillar watcher's OnChange). New
+// listen addresses are opened; the handler table is replaced atomically,
+// so no query is dropped. An error leaves the old configuration in force.
+// Loop probes of a reloaded configuration are armed but not sent.
+func (a *agent) apply(cfg *corefile.Config, text string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.current != nil && a.current.text == text {
 		return nil
 	}
-	cfg, err := a.parse(text)
-	if err != nil {
-		return err
+	if len(cfg.Servers) == 0 {
+		return errors.New("no server blocks")
 	}
 	gen, err := a.build(cfg, text)
 	if err != nil {

@@ -1,0 +1,263 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
+)
+
+// freePort returns a port free for UDP and TCP on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+const corefileTmpl = `cluster.local:%[1]d {
+    errors
+    cache {
+        success 9984 30
+        denial 9984 5
+    }
+    reload 2s
+    loop
+    bind 127.0.0.1
+    forward . %[2]s {
+        force_tcp
+    }
+    prometheus 127.0.0.1:%[3]d
+    health 127.0.0.1:%[4]d
+}
+.:%[1]d {
+    errors
+    cache 30
+    reload 2s
+    bind 127.0.0.1
+    forward . %[5]s
+    prometheus 127.0.0.1:%[3]d
+}
+`
+
+type agentFixture struct {
+	dir                         string
+	dnsPort, promPort, hlthPort int
+	done                        chan error
+	cancel                      context.CancelFunc
+	addr                        string
+}
+
+func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixture {
+	t.Helper()
+	f := &agentFixture{dir: t.TempDir(), dnsPort: freePort(t), promPort: freePort(t), hlthPort: freePort(t), done: make(chan error, 1)}
+	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.dnsPort))
+	f.writeCorefile(t, cluster, other)
+	args := append([]string{
+		"-localip", "127.0.0.1", "-conf", filepath.Join(f.dir, "Corefile"),
+		"-basecorefile", filepath.Join(f.dir, "absent.base"), "-kubednscm", "",
+		"-setupinterface=false", "-setupiptables=false", "-dns.port", strconv.Itoa(f.dnsPort),
+		"-metrics-listen-address", "", "-rundir", filepath.Join(f.dir, "run"), "-lameduck", "200ms",
+		"-pidfile", filepath.Join(f.dir, "agent.pid"),
+	}, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	go func() { f.done <- Run(ctx, args) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-f.done:
+		case <-time.After(15 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-f.done:
+			t.Fatalf("agent exited: %v", err)
+		default:
+		}
+		if _, err := f.query("kube-dns.kube-system.svc.cluster.local.", "udp"); err == nil {
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agent did not answer within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (f *agentFixture) writeCorefile(t *testing.T, cluster, other string) {
+	t.Helper()
+	text := fmt.Sprintf(corefileTmpl, f.dnsPort, cluster, f.promPort, f.hlthPort, other)
+	tmp := filepath.Join(f.dir, "Corefile.tmp")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(f.dir, "Corefile")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *agentFixture) query(name, netw string) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c := &dns.Client{Net: netw, Timeout: time.Second}
+	r, _, err := c.Exchange(m, f.addr)
+	return r, err
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var (
+	clusterZone = dnstest.MustZone("kube-dns.kube-system.svc.cluster.local. 30 IN A 10.0.0.10")
+	otherZone   = dnstest.MustZone("www.example. 300 IN A 192.0.2.1", "new.example. 300 IN A 192.0.2.2")
+)
+
+func TestRunServesHealthMetricsAndStops(t *testing.T) {
+	cluster := dnstest.NewServer(t, clusterZone.Handler())
+	other := dnstest.NewServer(t, otherZone.Handler())
+	f := startAgent(t, cluster.Addr, other.Addr)
+
+	for _, tc := range []struct {
+		name, qname, netw, want string
+		upstream                *dnstest.Server
+		proto                   string
+	}{
+		{"cluster over force_tcp", "kube-dns.kube-system.svc.cluster.local.", "udp", "10.0.0.10", cluster, "tcp"},
+		{"other zone", "www.example.", "udp", "192.0.2.1", other, "udp"},
+		{"tcp client", "www.example.", "tcp", "192.0.2.1", other, "udp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := f.query(tc.qname, tc.netw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != tc.want {
+				t.Fatalf("answer %v", r)
+			}
+			if tc.upstream.Count(tc.proto) == 0 {
+				t.Errorf("upstream saw no %s query", tc.proto)
+			}
+		})
+	}
+	if code, _ := get(t, fmt.Sprintf("http://127.0.0.1:%d/health", f.hlthPort)); code != 200 {
+		t.Errorf("/health = %d", code)
+	}
+	code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
+	for _, want := range []string{
+		`coredns_dns_requests_total{family="1",proto="udp",server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
+		`coredns_cache_hits_total{server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
+		`coredns_forward_requests_total`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics (%d) lacks %s", code, want)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(f.dir, "agent.pid")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		t.Errorf("pidfile %q, %v", b, err)
+	}
+
+	f.cancel()
+	begin := time.Now()
+	select {
+	case err := <-f.done:
+		if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of cancellation")
+	}
+	t.Logf("stopped in %v", time.Since(begin))
+	if _, err := f.query("www.example.", "udp"); err == nil {
+		t.Error("still answering after Run returned")
+	}
+	f.done <- nil // for the cleanup
+}
+
+func TestRunReloadsWithoutDroppingQueries(t *testing.T) {
+	cluster := dnstest.NewServer(t, clusterZone.Handler())
+	other := dnstest.NewServer(t, otherZone.Handler())
+	f := startAgent(t, cluster.Addr, other.Addr)
+	replacement := dnstest.NewServer(t, otherZone.Handler())
+	f.writeCorefile(t, cluster.Addr, replacement.Addr)
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; replacement.Count("") == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the new Corefile was not applied within 15s")
+		}
+		r, err := f.query(fmt.Sprintf("n%d.new.example.", i), "udp")
+		if err != nil {
+			t.Fatalf("query %d during reload: %v", i, err)
+		}
+		_ = r
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A bad Corefile keeps the old configuration.
+	if err := os.WriteFile(filepath.Join(f.dir, "Corefile"), []byte(". {\n  nosuchplugin\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if r, err := f.query("www.example.", "udp"); err != nil || len(r.Answer) != 1 {
+		t.Errorf("after a bad Corefile: %v, %v", r, err)
+	}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "Corefile")
+	if err := os.WriteFile(bad, []byte(".:5300 {\n  errors\n  frobnicate\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"-nosuchflag"}, "nosuchflag"},
+		{"unknown plugin", []string{"-localip", "127.0.0.1", "-conf", bad, "-basecorefile", filepath.Join(dir, "none"),
+			"-setupinterface=false", "-setupiptables=false", "-rundir", filepath.Join(dir, "run")}, "frobnicate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := Run(ctx, tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one naming %q", err, tc.want)
+			}
+		})
+	}
+}
