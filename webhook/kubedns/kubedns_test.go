@@ -1,0 +1,150 @@
+package kubedns
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func service(ns, name string, ips ...string) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{ClusterIPs: ips},
+	}
+	if len(ips) > 0 {
+		s.Spec.ClusterIP = ips[0]
+	}
+	return s
+}
+
+// waitFor polls until the watcher reports want (an eventual condition of the
+// informer, not a speed check).
+func waitFor(t *testing.T, w *Watcher, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(w.IPs(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("IPs = %v, want %v", w.IPs(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWatcherFollowsService(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(service("kube-system", "kube-dns", "10.96.0.10"), service("kube-system", "other", "10.96.0.99"))
+	w := New(client, "kube-system", "kube-dns")
+	if err := w.Ready(nil); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("Ready before start = %v, want ErrUnknown", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Start(ctx) }()
+
+	waitFor(t, w, []string{"10.96.0.10"})
+	if err := w.Ready(nil); err != nil {
+		t.Fatalf("Ready = %v", err)
+	}
+	svcs := client.CoreV1().Services("kube-system")
+
+	// Dual stack update.
+	if _, err := svcs.Update(ctx, service("kube-system", "kube-dns", "10.96.0.10", "fd00::a"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, w, []string{"10.96.0.10", "fd00::a"})
+
+	// Another service changing does not matter.
+	if _, err := svcs.Update(ctx, service("kube-system", "other", "10.96.0.98"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Deleted: unknown and not ready.
+	if err := svcs.Delete(ctx, "kube-dns", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, w, nil)
+	if err := w.Ready(nil); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("Ready after delete = %v, want ErrUnknown", err)
+	}
+
+	// Recreated with another IP: followed.
+	if _, err := svcs.Create(ctx, service("kube-system", "kube-dns", "10.100.0.10"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, w, []string{"10.100.0.10"})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Start returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after cancel")
+	}
+}
+
+func TestStatic(t *testing.T) {
+	w := Static([]string{"10.0.0.10"})
+	if got := w.IPs(); !slices.Equal(got, []string{"10.0.0.10"}) {
+		t.Fatalf("IPs = %v", got)
+	}
+	if err := w.Ready(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := Static(nil).Ready(nil); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("empty static Ready = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServiceIPs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		svc  *corev1.Service
+		want []string
+	}{
+		{name: "single", svc: service("a", "b", "10.0.0.1"), want: []string{"10.0.0.1"}},
+		{name: "dual", svc: service("a", "b", "10.0.0.1", "fd00::1"), want: []string{"10.0.0.1", "fd00::1"}},
+		{name: "headless", svc: service("a", "b", "None"), want: nil},
+		{name: "legacy clusterIP only", svc: &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.2"}}, want: []string{"10.0.0.2"}},
+		{name: "none", svc: &corev1.Service{}, want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ServiceIPs(tc.svc); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseService(t *testing.T) {
+	for _, tc := range []struct {
+		in, ns, name string
+		wantErr      bool
+	}{
+		{in: "kube-system/kube-dns", ns: "kube-system", name: "kube-dns"},
+		{in: "coredns", ns: "kube-system", name: "coredns"},
+		{in: "/x", wantErr: true},
+		{in: "x/", wantErr: true},
+		{in: "a/b/c", wantErr: true},
+		{in: "", wantErr: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			ns, name, err := ParseService(tc.in)
+			if (err != nil) != tc.wantErr || ns != tc.ns || name != tc.name {
+				t.Errorf("ParseService(%q) = %q, %q, %v", tc.in, ns, name, err)
+			}
+		})
+	}
+}
