@@ -12,6 +12,11 @@ import (
 // MaxSize bounds the Corefile text Parse accepts.
 const MaxSize = 1 << 20
 
+// maxToken bounds one token (a path is at most 4096 bytes). It also keeps
+// the caddyfile parser's {$ENV} substitution, quadratic in a token's
+// length, cheap.
+const maxToken = 4096
+
 // ParseOptions are the inputs of Parse besides the text.
 type ParseOptions struct {
 	// Filename names the Corefile in error messages (default "Corefile").
@@ -122,6 +127,9 @@ func scan(text, filename string) ([]int, error) {
 	snippet := false
 	for d.Next() {
 		v := d.Val()
+		if len(v) > maxToken {
+			return nil, &Error{File: filename, Line: d.Line(), Msg: fmt.Sprintf("token of %d bytes is longer than %d", len(v), maxToken)}
+		}
 		if v == "import" {
 			return nil, &Error{File: filename, Line: d.Line(), Msg: `"import" is not supported`}
 		}
@@ -163,6 +171,7 @@ func cleanCaddyError(err error) string {
 type blockParser struct {
 	opts   *ParseOptions
 	server *Server
+	bound  map[string]bool // the bind addresses so far
 }
 
 func (p *blockParser) errf(d *caddyfile.Dispenser, format string, args ...any) error {

@@ -359,6 +359,7 @@ func TestParseRefusals(t *testing.T) {
 		{"unmatched close brace", ". {\ncache 30 }\n}", `Corefile:2: Unexpected '}' because no matching opening brace`},
 		{"unclosed block", ". {\ncache {\n", `Corefile:2: Unexpected EOF`},
 		{"trailing token after block", ". {\ncache {\nsuccess 10\n} extra\n}", `Corefile:4: unexpected "extra" after plugin "cache"`},
+		{"token too long", ". {\nforward . /" + strings.Repeat("a", 5000) + "\n}", `Corefile:2: token of 5001 bytes is longer than 4096`},
 		{"empty", "", `Corefile: no server blocks`},
 		{"only comments", "# nothing\n", `Corefile: no server blocks`},
 	} {
@@ -394,5 +395,23 @@ func TestParseOptionsChecks(t *testing.T) {
 	_, err := Parse(". {\nfoo\n}", ParseOptions{Filename: "/etc/Corefile"})
 	if err == nil || err.Error() != `/etc/Corefile:2: unknown plugin "foo"` {
 		t.Errorf("Filename not used: %v", err)
+	}
+}
+
+// BenchmarkParseOfficial parses the rendered official ConfigMap Corefile.
+func BenchmarkParseOfficial(b *testing.B) {
+	raw, err := os.ReadFile("testdata/nodelocaldns.Corefile.base")
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := strings.NewReplacer("__PILLAR__DNS__DOMAIN__", "cluster.local", "__PILLAR__LOCAL__DNS__", "169.254.20.10",
+		"__PILLAR__DNS__SERVER__", "", "__PILLAR__CLUSTER__DNS__", "10.96.0.10",
+		"__PILLAR__UPSTREAM__SERVERS__", "/etc/resolv.conf").Replace(string(raw))
+	opts := testOpts()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(text, opts); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -88,20 +88,15 @@ func parseBind(p *blockParser, d *caddyfile.Dispenser) error {
 			return p.errf(d, "plugin \"bind\": %q is not an IP address (interface names are not supported)", a)
 		}
 		s := ip.Unmap().String()
-		if !contains(p.server.Bind, s) {
+		if p.bound == nil {
+			p.bound = map[string]bool{}
+		}
+		if !p.bound[s] {
+			p.bound[s] = true
 			p.server.Bind = append(p.server.Bind, s)
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // listenAddr parses the optional single address argument of health, ready
