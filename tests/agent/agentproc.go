@@ -46,7 +46,7 @@ func BuildAgent(dir string) (string, error) {
 func ManifestCorefile(manifest []byte) (string, error) {
 	for _, doc := range strings.Split(string(manifest), "\n---") {
 		var obj struct {
-			Kind     string            `json:"kind"`
+			Kind     string `json:"kind"`
 			Metadata struct{ Name string }
 			Data     map[string]string `json:"data"`
 		}
@@ -112,7 +112,7 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	kubeDNS := filepath.Join(dir, "kube-dns")
 	ups, _ := json.Marshal(opts.Upstreams)
 	for path, content := range map[string][]byte{
-		filepath.Join(dir, "Corefile.base"):         []byte(opts.Template),
+		filepath.Join(dir, "Corefile.base"):           []byte(opts.Template),
 		filepath.Join(kubeDNS, "upstreamNameservers"): ups,
 	} {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
