@@ -10,6 +10,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"strings"
 	"sync"
@@ -132,8 +133,9 @@ func (c *Cache) Get(key []byte, now int64) (e *Entry, ttl uint32, fresh bool) {
 }
 
 // Hit is Get for the wire-format fast path: it returns only fresh entries
-// and counts only hits (with the request), leaving misses to the Get of
-// the slow path that handles them. It does not allocate.
+// and counts nothing, so that the caller can count hits in batches (see
+// HitCounters); misses are counted by the Get of the slow path that
+// handles them. It does not allocate.
 func (c *Cache) Hit(key []byte, now int64) (e *Entry, ttl uint32, ok bool) {
 	for i := range c.tables {
 		e = c.tables[i].get(key)
@@ -141,13 +143,23 @@ func (c *Cache) Hit(key []byte, now int64) (e *Entry, ttl uint32, ok bool) {
 			continue
 		}
 		if now < e.expires {
-			c.m.requests.Inc()
-			c.m.hits[i].Inc()
 			return e, uint32((e.expires - now + int64(time.Second) - 1) / int64(time.Second)), true
 		}
 		return nil, 0, false
 	}
 	return nil, 0, false
+}
+
+// HitCounters returns the request and hit counters a hit on e counts in
+// (pointers, so that callers batching counts compare them cheaply).
+func (c *Cache) HitCounters(e *Entry) (requests, hits *prometheus.Counter) {
+	return &c.m.requests, &c.m.hits[e.kind]
+}
+
+// CountHit counts a hit on e at once.
+func (c *Cache) CountHit(e *Entry) {
+	c.m.requests.Inc()
+	c.m.hits[e.kind].Inc()
 }
 
 // ServedStale counts an answer served from an expired entry.
@@ -199,6 +211,7 @@ func (c *Cache) Set(key []byte, m *dns.Msg) error {
 	}
 	now := c.Now()
 	e.ttl = uint32(ttl / time.Second)
+	e.kind = kind
 	e.expires = now + int64(ttl)
 	e.staleUntil = e.expires + int64(c.cfg.ServeStale)
 	e.lastSeen.Store(now)
@@ -290,6 +303,7 @@ type Entry struct {
 	ttlOffsets []uint16
 	qEnd       int
 	flags      uint16
+	kind       int    // success or denial
 	ttl        uint32 // seconds, as stored
 	expires    int64
 	staleUntil int64
@@ -379,6 +393,7 @@ func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int
 
 // table is one sharded, bounded map.
 type table struct {
+	seed      maphash.Seed
 	shards    [shardCount]shard
 	entries   prometheus.Gauge
 	evictions prometheus.Counter
@@ -392,6 +407,7 @@ type shard struct {
 
 func (t *table) init(capacity int, entries prometheus.Gauge, evictions prometheus.Counter) {
 	t.entries, t.evictions = entries, evictions
+	t.seed = maphash.MakeSeed()
 	per := (capacity + shardCount - 1) / shardCount
 	for i := range t.shards {
 		t.shards[i].m = make(map[string]*Entry)
@@ -400,12 +416,7 @@ func (t *table) init(capacity int, entries prometheus.Gauge, evictions prometheu
 }
 
 func (t *table) shard(key []byte) *shard {
-	h := uint32(2166136261)
-	for _, c := range key {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return &t.shards[h%shardCount]
+	return &t.shards[maphash.Bytes(t.seed, key)%shardCount]
 }
 
 func (t *table) get(key []byte) *Entry {

@@ -327,7 +327,9 @@ func TestMetricsCount(t *testing.T) {
 	key := keyOf(t, "m.example.", dns.TypeA)
 	c.Get(key, c.Now())
 	_ = c.Set(key, answer("m.example.", 0, "m.example. 60 IN A 192.0.2.1"))
-	c.Hit(key, c.Now())
+	if e, _, ok := c.Hit(key, c.Now()); ok {
+		c.CountHit(e)
+	}
 	c.Get(key, c.Now())
 	for _, tc := range []struct {
 		name string

@@ -3,8 +3,12 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
+	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +18,7 @@ import (
 type Metrics struct {
 	requests  *prometheus.CounterVec
 	responses *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
+	duration  *durationVec
 }
 
 // NewMetrics registers the DNS request metrics with reg (nil: not
@@ -29,11 +33,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "coredns", Subsystem: "dns", Name: "responses_total",
 			Help: "Counter of response status codes.",
 		}, []string{"server", "zone", "view", "rcode", "plugin"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "coredns", Subsystem: "dns", Name: "request_duration_seconds",
-			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
-			Help:    "Histogram of the time (in seconds) each request took per zone.",
-		}, []string{"server", "zone", "view", "type"}),
+		duration: newDurationVec(),
 	}
 	var err error
 	if m.requests, err = register(reg, m.requests); err != nil {
@@ -109,11 +109,12 @@ type routeMetrics struct {
 	server, zone string
 	requests     [2][2][numTypes]atomic.Pointer[prometheus.Counter]
 	responses    [numRcodes][numPlugins]atomic.Pointer[prometheus.Counter]
-	duration     [numTypes]atomic.Pointer[prometheus.Observer]
+	duration     [numTypes]atomic.Pointer[durationHist]
 }
 
-// request counts a request; tcp and v6 select the proto and family labels.
-func (r *routeMetrics) request(tcp, v6 bool, ti int) {
+// request returns the request counter; tcp and v6 select the proto and
+// family labels.
+func (r *routeMetrics) request(tcp, v6 bool, ti int) *prometheus.Counter {
 	p, f := 0, 0
 	if tcp {
 		p = 1
@@ -129,11 +130,11 @@ func (r *routeMetrics) request(tcp, v6 bool, ti int) {
 		c = &cc
 		slot.Store(c)
 	}
-	(*c).Inc()
+	return c
 }
 
-// response counts a response with rcode, written by plugin.
-func (r *routeMetrics) response(rcode, plugin int) {
+// response returns the counter of responses with rcode written by plugin.
+func (r *routeMetrics) response(rcode, plugin int) *prometheus.Counter {
 	if rcode >= numRcodes || rcode < 0 {
 		rcode = numRcodes - 1
 	}
@@ -148,17 +149,165 @@ func (r *routeMetrics) response(rcode, plugin int) {
 		c = &cc
 		slot.Store(c)
 	}
-	(*c).Inc()
+	return c
 }
 
 // observer returns the duration histogram of a query type.
-func (r *routeMetrics) observer(ti int) prometheus.Observer {
+func (r *routeMetrics) observer(ti int) *durationHist {
 	slot := &r.duration[ti]
 	o := slot.Load()
 	if o == nil {
-		oo := r.m.duration.WithLabelValues(r.server, r.zone, "", typeName(ti))
-		o = &oo
+		o = r.m.duration.child(r.server, r.zone, "", typeName(ti))
 		slot.Store(o)
 	}
-	return *o
+	return o
+}
+
+// durationVec is coredns_dns_request_duration_seconds with CoreDNS's
+// labels and buckets. Unlike a prometheus.HistogramVec its children take n
+// observations of one value at once, so that the UDP readers count a whole
+// batch with a few atomic operations.
+type durationVec struct {
+	desc    *prometheus.Desc
+	buckets []float64
+
+	mu       sync.Mutex
+	children map[[4]string]*durationHist
+}
+
+func newDurationVec() *durationVec {
+	return &durationVec{
+		desc: prometheus.NewDesc("coredns_dns_request_duration_seconds",
+			"Histogram of the time (in seconds) each request took per zone.",
+			[]string{"server", "zone", "view", "type"}, nil),
+		buckets:  prometheus.ExponentialBuckets(0.00025, 2, 16),
+		children: map[[4]string]*durationHist{},
+	}
+}
+
+// child returns the histogram of one label set, creating it.
+func (v *durationVec) child(labels ...string) *durationHist {
+	var k [4]string
+	copy(k[:], labels)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	h := v.children[k]
+	if h == nil {
+		h = &durationHist{labels: k, buckets: v.buckets, counts: make([]atomic.Uint64, len(v.buckets))}
+		v.children[k] = h
+	}
+	return h
+}
+
+// Describe implements prometheus.Collector.
+func (v *durationVec) Describe(ch chan<- *prometheus.Desc) { ch <- v.desc }
+
+// Collect implements prometheus.Collector.
+func (v *durationVec) Collect(ch chan<- prometheus.Metric) {
+	v.mu.Lock()
+	hs := make([]*durationHist, 0, len(v.children))
+	for _, h := range v.children {
+		hs = append(hs, h)
+	}
+	v.mu.Unlock()
+	for _, h := range hs {
+		cum := make(map[float64]uint64, len(h.buckets))
+		var acc uint64
+		for i, b := range h.buckets {
+			acc += h.counts[i].Load()
+			cum[b] = acc
+		}
+		m, err := prometheus.NewConstHistogram(v.desc, h.count.Load(), math.Float64frombits(h.sum.Load()), cum, h.labels[:]...)
+		if err == nil {
+			ch <- m
+		}
+	}
+}
+
+// durationHist is one histogram of a durationVec.
+type durationHist struct {
+	labels  [4]string
+	buckets []float64
+	counts  []atomic.Uint64 // per bucket, not cumulative; +Inf is count
+	count   atomic.Uint64
+	sum     atomic.Uint64 // float64 bits
+}
+
+// observeN records n observations of v seconds.
+func (h *durationHist) observeN(v float64, n uint64) {
+	if i := sort.SearchFloat64s(h.buckets, v); i < len(h.buckets) {
+		h.counts[i].Add(n)
+	}
+	h.count.Add(n)
+	for {
+		old := h.sum.Load()
+		if h.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v*float64(n))) {
+			return
+		}
+	}
+}
+
+// tally accumulates the counts of a batch of answers, so that the shared
+// counters are touched once per batch rather than once per query (atomic
+// adds on cache lines shared by the cores are what a hit costs most).
+type tally struct {
+	start    time.Time
+	counters [24]struct {
+		c *prometheus.Counter
+		n int
+	}
+	nc    int
+	hists [8]struct {
+		h *durationHist
+		n uint64
+	}
+	nh int
+}
+
+// inc counts one in c.
+func (t *tally) inc(c *prometheus.Counter) {
+	for i := 0; i < t.nc; i++ {
+		if t.counters[i].c == c {
+			t.counters[i].n++
+			return
+		}
+	}
+	if t.nc == len(t.counters) {
+		t.flush()
+	}
+	t.counters[t.nc].c, t.counters[t.nc].n = c, 1
+	t.nc++
+}
+
+// observe records one answer in h; its duration is taken at flush.
+func (t *tally) observe(h *durationHist) {
+	for i := 0; i < t.nh; i++ {
+		if t.hists[i].h == h {
+			t.hists[i].n++
+			return
+		}
+	}
+	if t.nh == len(t.hists) {
+		t.flush()
+	}
+	t.hists[t.nh].h, t.hists[t.nh].n = h, 1
+	t.nh++
+}
+
+// flush adds the counts to the shared metrics; every answer of the batch
+// is observed with the time since start.
+func (t *tally) flush() {
+	for i := 0; i < t.nc; i++ {
+		(*t.counters[i].c).Add(float64(t.counters[i].n))
+		t.counters[i].c = nil
+	}
+	t.nc = 0
+	if t.nh > 0 {
+		d := time.Since(t.start).Seconds()
+		for i := 0; i < t.nh; i++ {
+			t.hists[i].h.observeN(d, t.hists[i].n)
+			t.hists[i].h = nil
+		}
+		t.nh = 0
+	}
 }

@@ -57,14 +57,34 @@ type route struct {
 }
 
 // zoneMap maps zones in lower-case wire format to routes.
-type zoneMap map[string]*route
+type zoneMap struct {
+	routes map[string]*route
+	// lens marks the wire lengths of the zones, so that lookup hashes only
+	// the suffixes that can match.
+	lens [256]bool
+}
+
+func newZoneMap() *zoneMap { return &zoneMap{routes: map[string]*route{}} }
+
+// add maps a wire-format zone to r unless it is mapped already.
+func (z *zoneMap) add(wire string, r *route) {
+	if _, dup := z.routes[wire]; !dup && len(wire) < len(z.lens) {
+		z.routes[wire] = r
+		z.lens[len(wire)] = true
+	}
+}
 
 // lookup returns the route of the longest zone that contains the
 // wire-format name (already lower-cased), or nil.
-func (z zoneMap) lookup(name []byte) *route {
+func (z *zoneMap) lookup(name []byte) *route {
+	if z == nil {
+		return nil
+	}
 	for off := 0; off < len(name); {
-		if r, ok := z[string(name[off:])]; ok {
-			return r
+		if z.lens[len(name)-off] {
+			if r, ok := z.routes[string(name[off:])]; ok {
+				return r
+			}
 		}
 		if name[off] == 0 {
 			break
@@ -76,12 +96,12 @@ func (z zoneMap) lookup(name []byte) *route {
 
 // table is an immutable set of routes per listen address ("IP:port").
 type table struct {
-	byAddr map[string]zoneMap
-	byPort map[int]zoneMap // blocks without bind, for listeners not in byAddr
+	byAddr map[string]*zoneMap
+	byPort map[int]*zoneMap // blocks without bind, for listeners not in byAddr
 }
 
 // zonesFor returns the routes for a listener address.
-func (t *table) zonesFor(addr netip.AddrPort) zoneMap {
+func (t *table) zonesFor(addr netip.AddrPort) *zoneMap {
 	if z, ok := t.byAddr[addr.String()]; ok {
 		return z
 	}
@@ -153,7 +173,7 @@ func (s *Server) SetBlocks(blocks []*Block) error {
 }
 
 func (s *Server) buildTable(blocks []*Block) (*table, error) {
-	t := &table{byAddr: map[string]zoneMap{}, byPort: map[int]zoneMap{}}
+	t := &table{byAddr: map[string]*zoneMap{}, byPort: map[int]*zoneMap{}}
 	// Every listen address of every block, and the no-bind blocks per port.
 	addrs := map[string]int{}
 	for _, b := range blocks {
@@ -166,7 +186,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 		}
 	}
 	routes := map[*Block]map[string]*route{}
-	add := func(z zoneMap, b *Block) error {
+	add := func(z *zoneMap, b *Block) error {
 		if routes[b] == nil {
 			routes[b] = map[string]*route{}
 		}
@@ -180,16 +200,14 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 			if err != nil {
 				return fmt.Errorf("server block %v: zone %q: %w", b.Zones, zone, err)
 			}
-			if _, dup := z[wire]; !dup {
-				z[wire] = r
-			}
+			z.add(wire, r)
 		}
 		return nil
 	}
 	for _, b := range blocks {
 		if len(b.Bind) == 0 {
 			if t.byPort[b.Port] == nil {
-				t.byPort[b.Port] = zoneMap{}
+				t.byPort[b.Port] = newZoneMap()
 			}
 			if err := add(t.byPort[b.Port], b); err != nil {
 				return nil, err
@@ -197,7 +215,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 		}
 	}
 	for addr, port := range addrs {
-		z := zoneMap{}
+		z := newZoneMap()
 		for _, b := range blocks {
 			if b.Port != port || !bindsAddr(b, addr) {
 				continue

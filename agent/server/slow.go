@@ -81,7 +81,7 @@ func (s *Server) refresh(j *job) {
 
 // answer handles one query with miekg/dns: cache, forwarding, stale answers,
 // and every error reply. It returns the packed reply, or nil to drop.
-func (s *Server) answer(ctx context.Context, pkt []byte, zones zoneMap, tcp, v6 bool, start time.Time) []byte {
+func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time) []byte {
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		return formErr(pkt)
@@ -105,10 +105,10 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones zoneMap, tcp, v6 
 		return pack(errReply(req, dns.RcodeRefused), req, tcp)
 	}
 	ti := typeIndex(req.Question[0].Qtype)
-	rt.m.request(tcp, v6, ti)
+	(*rt.m.request(tcp, v6, ti)).Inc()
 	resp, plugin := s.resolve(ctx, rt, req, key)
-	rt.m.response(resp.Rcode, plugin)
-	rt.m.observer(ti).Observe(time.Since(start).Seconds())
+	(*rt.m.response(resp.Rcode, plugin)).Inc()
+	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	if rt.block.Log {
 		s.logQuery(req, resp, tcp, time.Since(start))
 	}

@@ -154,12 +154,13 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 // format when possible, else through the slow path.
 func (s *Server) answerTCP(pkt []byte, listener netip.AddrPort, v6 bool, start time.Time) []byte {
 	zones := s.table.Load().zonesFor(listener)
-	var h hotPath
+	h := &hotPath{}
 	h.init(s, true, v6)
-	resp, obs, verdict := h.handle(make([]byte, 0, 512), pkt, zones, start.UnixNano())
+	h.tally.start = start
+	resp, verdict := h.handle(make([]byte, 0, 512), pkt, zones, start.UnixNano())
 	switch verdict {
 	case verdictReply:
-		obs.Observe(time.Since(start).Seconds())
+		h.tally.flush()
 		return resp
 	case verdictDrop:
 		return nil

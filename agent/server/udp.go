@@ -10,7 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
@@ -51,7 +50,6 @@ type reader struct {
 	out    [batchSize]mmsghdr
 	outIov [batchSize]unix.Iovec
 	outBuf [batchSize][outBufSize]byte
-	obs    [batchSize]prometheus.Observer
 
 	n, nout, sent int
 	errno         syscall.Errno
@@ -142,6 +140,7 @@ func (r *reader) run() {
 func (r *reader) batch() {
 	start := time.Now()
 	now := start.UnixNano()
+	r.hot.tally.start = start
 	zones := r.s.table.Load().zonesFor(r.addr)
 	r.nout, r.sent = 0, 0
 	for i := 0; i < r.n; i++ {
@@ -150,30 +149,22 @@ func (r *reader) batch() {
 		if h.hdr.Flags&unix.MSG_TRUNC != 0 {
 			continue
 		}
-		resp, obs, verdict := r.hot.handle(r.outBuf[r.nout][:0], pkt, zones, now)
+		resp, verdict := r.hot.handle(r.outBuf[r.nout][:0], pkt, zones, now)
 		switch verdict {
 		case verdictReply:
 			o := &r.out[r.nout]
 			r.outIov[r.nout].SetLen(len(resp))
 			o.hdr.Name = h.hdr.Name
 			o.hdr.Namelen = h.hdr.Namelen
-			r.obs[r.nout] = obs
 			r.nout++
 		case verdictSlow:
 			r.s.enqueue(pkt, r.conn, sockaddrToAddrPort(&r.names[i], h.hdr.Namelen), r.addr, r.v6, start)
 		}
 	}
-	if r.nout == 0 {
-		return
+	if r.nout > 0 {
+		_ = r.rc.Write(r.writeFn)
 	}
-	if err := r.rc.Write(r.writeFn); err != nil {
-		return
-	}
-	d := time.Since(start).Seconds()
-	for i := 0; i < r.nout; i++ {
-		r.obs[i].Observe(d)
-		r.obs[i] = nil
-	}
+	r.hot.tally.flush()
 }
 
 // sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
@@ -202,8 +193,9 @@ type hotPath struct {
 	s   *Server
 	tcp bool
 	v6  bool
-	q   dnswire.Query
-	key [dnswire.MaxKeyLen]byte
+	q     dnswire.Query
+	key   [dnswire.MaxKeyLen]byte
+	tally tally
 }
 
 func (h *hotPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 }
@@ -211,29 +203,30 @@ func (h *hotPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 
 // errNoRoute is returned when no block serves the name.
 var errNoRoute = errors.New("server: no server block for the name")
 
-// handle answers pkt from the cache into dst when it can. verdictSlow sends
-// the query to the miss path; verdictDrop ignores it.
-func (h *hotPath) handle(dst, pkt []byte, zones zoneMap, now int64) ([]byte, prometheus.Observer, int) {
+// handle answers pkt from the cache into dst when it can, counting the
+// answer in h.tally. verdictSlow sends the query to the miss path;
+// verdictDrop ignores it.
+func (h *hotPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
 	q := &h.q
 	if err := dnswire.ParseQuery(pkt, q); err != nil {
 		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
-			return nil, nil, verdictDrop
+			return nil, verdictDrop
 		}
-		return nil, nil, verdictSlow
+		return nil, verdictSlow
 	}
 	if q.QClass != dnswire.ClassINET {
-		return nil, nil, verdictSlow
+		return nil, verdictSlow
 	}
 	key := dnswire.AppendKey(h.key[:0], pkt, q)
 	rt := zones.lookup(dnswire.KeyName(key))
 	if rt == nil || rt.block.Cache == nil || rt.block.Log {
-		return nil, nil, verdictSlow
+		return nil, verdictSlow
 	}
 	c := rt.block.Cache
 	now = c.NowOr(now)
 	e, ttl, fresh := c.Hit(key, now)
 	if !fresh {
-		return nil, nil, verdictSlow
+		return nil, verdictSlow
 	}
 	limit := outBufSize
 	if h.tcp {
@@ -243,12 +236,17 @@ func (h *hotPath) handle(dst, pkt []byte, zones zoneMap, now int64) ([]byte, pro
 	}
 	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize)
 	ti := typeIndex(q.QType)
-	rt.m.request(h.tcp, h.v6, ti)
-	rt.m.response(e.Rcode(), pluginCache)
+	t := &h.tally
+	t.inc(rt.m.request(h.tcp, h.v6, ti))
+	t.inc(rt.m.response(e.Rcode(), pluginCache))
+	creq, chit := c.HitCounters(e)
+	t.inc(creq)
+	t.inc(chit)
+	t.observe(rt.m.observer(ti))
 	if c.ShouldPrefetch(e, ttl, now) {
 		h.s.prefetch(pkt, rt)
 	}
-	return dst, rt.m.observer(ti), verdictReply
+	return dst, verdictReply
 }
 
 const dns65535 = 65535
