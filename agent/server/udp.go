@@ -190,9 +190,9 @@ const (
 // hotPath answers cache hits in wire format. One per reader; not safe for
 // concurrent use.
 type hotPath struct {
-	s   *Server
-	tcp bool
-	v6  bool
+	s     *Server
+	tcp   bool
+	v6    bool
 	q     dnswire.Query
 	key   [dnswire.MaxKeyLen]byte
 	tally tally
