@@ -505,3 +505,84 @@ func TestOpenSocketsReusePort(t *testing.T) {
 		t.Error("bad key accepted")
 	}
 }
+
+func TestIPv6Listener(t *testing.T) {
+	if l, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	_, f := upstream(t, zone.Handler())
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"::1", "127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
+	p := strconv.Itoa(port)
+	socks, err := OpenSockets([]string{"udp/[::1]:" + p, "tcp/[::1]:" + p, "udp/127.0.0.1:" + p, "tcp/127.0.0.1:" + p}, nil)
+	if err != nil {
+		t.Skipf("cannot bind [::1]:%s: %v", p, err)
+	}
+	defer socks.Close()
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	for _, tc := range []struct{ name, netw, addr string }{
+		{"udp6 miss", "udp", "[::1]:" + p},
+		{"udp6 hit", "udp", "[::1]:" + p},
+		{"tcp6", "tcp", "[::1]:" + p},
+		{"udp4 same process", "udp", "127.0.0.1:" + p},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := exchange(t, tc.netw, tc.addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+				t.Errorf("answer %v", r)
+			}
+		})
+	}
+	v6 := s.metrics.requests.WithLabelValues("dns://:"+p, ".", "", "udp", "2", "A")
+	if got := testutil.ToFloat64(v6); got != 2 {
+		t.Errorf("family 2 udp requests = %v, want 2", got)
+	}
+}
+
+func TestPrefetch(t *testing.T) {
+	up, f := upstream(t, zone.Handler())
+	cfg := cacheCfg()
+	cfg.Prefetch = &corefile.Prefetch{Amount: 2, Duration: time.Minute, Percentage: 50}
+	var mu sync.Mutex
+	clk := time.Now()
+	c := cache.New(cfg, cache.Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }})
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: c, Forward: f})
+	for i := 0; i < 2; i++ {
+		exchange(t, "udp", addr, q("www.example.", dns.TypeA)) // miss, then a hit
+	}
+	if n := up.Count(""); n != 1 {
+		t.Fatalf("upstream saw %d queries, want 1", n)
+	}
+	mu.Lock()
+	clk = clk.Add(200 * time.Second) // 100s of 300s left: under 50%
+	mu.Unlock()
+	// Two hits within the prefetch duration make the entry popular.
+	for i := 0; i < 2; i++ {
+		r := exchange(t, "udp", addr, q("www.example.", dns.TypeA))
+		if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 100 {
+			t.Fatalf("hit before prefetch: %v", r)
+		}
+	}
+	if !up.WaitCount("", 2, 2*time.Second) {
+		t.Fatal("no prefetch query upstream")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		r := exchange(t, "udp", addr, q("www.example.", dns.TypeA))
+		if r.Answer[0].Header().Ttl == 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entry not refreshed: TTL %d", r.Answer[0].Header().Ttl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
