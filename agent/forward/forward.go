@@ -88,6 +88,8 @@ type Forwarder struct {
 	calls map[callKey]*call
 
 	stop   chan struct{}
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
 	closed bool // under mu
 	wg     sync.WaitGroup
 }
@@ -102,9 +104,10 @@ type callKey struct {
 
 // call is one upstream query shared by every identical concurrent Exchange.
 type call struct {
-	done chan struct{}
-	msg  *dns.Msg
-	err  error
+	done    chan struct{}
+	msg     *dns.Msg
+	err     error
+	waiters int // callers sharing the call; set under Forwarder.mu
 }
 
 // New returns a Forwarder for cfg. cfg.To must hold IP:port addresses.
@@ -141,6 +144,7 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		return nil, err
 	}
 	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
 	for _, addr := range cfg.To {
 		u, err := newUpstream(addr, &fc, m)
 		if err != nil {
@@ -210,6 +214,7 @@ func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error
 		f.calls[key] = c
 		go f.run(key, c, f.upstreamQuery(req, key))
 	}
+	c.waiters++
 	f.mu.Unlock()
 	select {
 	case <-c.done:
@@ -219,7 +224,7 @@ func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error
 	if c.err != nil {
 		return nil, c.err
 	}
-	return personalize(c.msg, req), nil
+	return personalize(c.msg, req, c.waiters > 1), nil
 }
 
 // Close stops health checks and closes the upstream connections.
@@ -228,6 +233,7 @@ func (f *Forwarder) Close() {
 	if !f.closed {
 		f.closed = true
 		close(f.stop)
+		f.cancel()
 		for _, u := range f.upstreams {
 			u.tcp.close()
 		}
@@ -284,10 +290,14 @@ func (f *Forwarder) upstreamQuery(req *dns.Msg, key callKey) *dns.Msg {
 	return q
 }
 
-// personalize copies the shared answer for one caller: the caller's ID and
-// question (its case), and an OPT record only if the caller sent one.
-func personalize(shared, req *dns.Msg) *dns.Msg {
-	r := shared.Copy()
+// personalize adapts the answer for one caller: the caller's ID and question
+// (its case), and an OPT record only if the caller sent one. A shared
+// answer is copied first; a lone caller gets the message itself.
+func personalize(shared, req *dns.Msg, isShared bool) *dns.Msg {
+	r := shared
+	if isShared {
+		r = shared.Copy()
+	}
 	r.Id = req.Id
 	r.Question = []dns.Question{req.Question[0]}
 	if req.IsEdns0() == nil {
@@ -314,15 +324,8 @@ func (f *Forwarder) run(key callKey, c *call, q *dns.Msg) {
 // resolve tries the upstreams in policy order, skipping those marked down
 // (unless all are), each at most once, within the overall timeout.
 func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), f.opts.Timeout)
+	ctx, cancel := context.WithTimeout(f.ctx, f.opts.Timeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-f.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	deadline, _ := ctx.Deadline()
 	list := f.order()
 	allDown := true

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -151,8 +152,15 @@ func (p *tcpPool) close() {
 // their answers by ID and question.
 type tcpConn struct {
 	nc   net.Conn
-	wmu  sync.Mutex
 	done chan struct{} // closed when the connection is dead
+
+	// Writes are combined: a caller appends its frame to wbuf and, unless
+	// another caller is already flushing, writes everything queued in one
+	// system call.
+	wmu      sync.Mutex
+	wbuf     []byte
+	spare    []byte
+	flushing bool
 
 	mu      sync.Mutex
 	pending map[uint16]*waiter
@@ -233,24 +241,16 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 		return nil, err
 	}
 	defer c.unregister(id, w)
-	out := q.Copy()
-	out.Id = id
-	buf, err := out.Pack()
+	// q belongs to this exchange alone: set the ID in place.
+	q.Id = id
+	buf, err := q.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
 	if len(buf) > 0xffff {
 		return nil, fmt.Errorf("query too large for tcp: %d bytes", len(buf))
 	}
-	frame := make([]byte, 2+len(buf))
-	binary.BigEndian.PutUint16(frame, uint16(len(buf)))
-	copy(frame[2:], buf)
-	c.wmu.Lock()
-	c.nc.SetWriteDeadline(deadline)
-	_, err = c.nc.Write(frame)
-	c.wmu.Unlock()
-	if err != nil {
-		c.close(err)
+	if err := c.write(buf, deadline); err != nil {
 		return nil, fmt.Errorf("%w: write: %v", errConnClosed, err)
 	}
 	c.touch()
@@ -268,17 +268,51 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 	}
 }
 
+// write queues one length-prefixed message and flushes the queue unless
+// another caller is flushing it already (that caller writes ours too).
+func (c *tcpConn) write(msg []byte, deadline time.Time) error {
+	c.wmu.Lock()
+	c.wbuf = binary.BigEndian.AppendUint16(c.wbuf, uint16(len(msg)))
+	c.wbuf = append(c.wbuf, msg...)
+	if c.flushing {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	for len(c.wbuf) > 0 {
+		buf := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.wmu.Unlock()
+		c.nc.SetWriteDeadline(deadline)
+		_, err := c.nc.Write(buf)
+		c.wmu.Lock()
+		c.spare = buf[:0]
+		if err != nil {
+			c.flushing = false
+			c.wbuf = c.wbuf[:0]
+			c.wmu.Unlock()
+			c.close(err)
+			return err
+		}
+	}
+	c.flushing = false
+	c.wmu.Unlock()
+	return nil
+}
+
 // readLoop delivers answers to their waiters. Answers with an unknown ID
 // or a question that does not match are dropped; the waiter keeps waiting.
 func (c *tcpConn) readLoop() {
 	var lenBuf [2]byte
+	r := bufio.NewReaderSize(c.nc, 32<<10) // several answers per read
+	buf := make([]byte, dns.MaxMsgSize)
 	for {
-		if _, err := io.ReadFull(c.nc, lenBuf[:]); err != nil {
+		if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
 			c.close(err)
 			return
 		}
-		buf := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c.nc, buf); err != nil {
+		buf := buf[:binary.BigEndian.Uint16(lenBuf[:])]
+		if _, err := io.ReadFull(r, buf); err != nil {
 			c.close(err)
 			return
 		}
@@ -293,14 +327,14 @@ func (c *tcpConn) readLoop() {
 		if w == nil {
 			continue
 		}
-		r := new(dns.Msg)
-		if err := r.Unpack(buf); err != nil || !matches(w.q, id, r) {
+		m := new(dns.Msg)
+		if err := m.Unpack(buf); err != nil || !matches(w.q, id, m) {
 			continue
 		}
 		c.mu.Lock()
 		if c.pending[id] == w {
 			delete(c.pending, id)
-			w.ch <- r
+			w.ch <- m
 		}
 		c.mu.Unlock()
 	}

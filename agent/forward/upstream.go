@@ -96,9 +96,9 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("udp %s: %w", u.addr, err)
 	}
-	out := q.Copy()
-	out.Id = uint16(rand.N(1 << 16))
-	wire, err := out.Pack()
+	// q belongs to this exchange alone: set a fresh random ID in place.
+	q.Id = uint16(rand.N(1 << 16))
+	wire, err := q.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
@@ -120,20 +120,20 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 			}
 			return nil, fmt.Errorf("udp %s: read: %w", u.addr, err)
 		}
-		if n < 12 || binary.BigEndian.Uint16(buf) != out.Id {
+		if n < 12 || binary.BigEndian.Uint16(buf) != q.Id {
 			continue
 		}
 		r := new(dns.Msg)
 		if err := r.Unpack(buf[:n]); err != nil {
 			if truncatedHeader(buf[:n]) {
 				// A truncated answer that does not even unpack: go to TCP.
-				r.SetReply(out)
+				r.SetReply(q)
 				r.Truncated = true
 				return r, nil
 			}
 			continue
 		}
-		if matches(out.Question[0], out.Id, r) {
+		if matches(q.Question[0], q.Id, r) {
 			return r, nil
 		}
 	}
