@@ -214,7 +214,12 @@ func TestCoalescing(t *testing.T) {
 			if !s.WaitCount("", 2, time.Second) {
 				t.Fatalf("upstream saw %d queries, want 2", s.Count(""))
 			}
-			time.Sleep(50 * time.Millisecond) // let every caller join
+			waitFor(t, "every caller joined the shared query", func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				c := f.calls[callKey{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, qclass: dns.ClassINET}]
+				return c != nil && c.waiters == n
+			})
 			close(release)
 			wg.Wait()
 			close(errs)
@@ -299,8 +304,8 @@ func TestFailoverAndHealthCheckRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatalf("failover: %v", err)
 	}
-	if d := time.Since(start); d > 800*time.Millisecond {
-		t.Fatalf("failover took %v, want about one attempt timeout (300ms)", d)
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("failover took %v, want about one attempt timeout (300ms, far below the 1s overall timeout plus slack)", d)
 	}
 	if firstA(t, r) != "192.0.2.1" || clientQueries(bad, name) != 1 || clientQueries(good, name) != 1 {
 		t.Fatalf("bad saw %d, good saw %d queries", clientQueries(bad, name), clientQueries(good, name))
@@ -362,10 +367,10 @@ func TestTimeoutsBounded(t *testing.T) {
 		ctx      time.Duration
 		want     time.Duration
 	}{
-		{name: "two silent upstreams, attempt timeout each", attempt: 100 * time.Millisecond, timeout: time.Second, want: 200 * time.Millisecond},
-		{name: "overall timeout caps attempts", attempt: time.Second, timeout: 150 * time.Millisecond, want: 150 * time.Millisecond},
-		{name: "tcp overall timeout", forceTCP: true, attempt: time.Second, timeout: 150 * time.Millisecond, want: 150 * time.Millisecond},
-		{name: "caller context", attempt: time.Second, timeout: 5 * time.Second, ctx: 100 * time.Millisecond, want: 100 * time.Millisecond},
+		{name: "two silent upstreams, attempt timeout each", attempt: 100 * time.Millisecond, timeout: 5 * time.Second, want: 200 * time.Millisecond},
+		{name: "overall timeout caps attempts", attempt: 3 * time.Second, timeout: 150 * time.Millisecond, want: 150 * time.Millisecond},
+		{name: "tcp overall timeout", forceTCP: true, attempt: 3 * time.Second, timeout: 150 * time.Millisecond, want: 150 * time.Millisecond},
+		{name: "caller context", attempt: 3 * time.Second, timeout: 5 * time.Second, ctx: 100 * time.Millisecond, want: 100 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newForwarder(t, corefile.Forward{To: []string{a.Addr, b.Addr}, ForceTCP: tc.forceTCP},
@@ -382,7 +387,9 @@ func TestTimeoutsBounded(t *testing.T) {
 			if err == nil {
 				t.Fatal("silent upstreams produced an answer")
 			}
-			if d < tc.want-20*time.Millisecond || d > tc.want+400*time.Millisecond {
+			// The slack is generous for loaded machines; the limits that must
+			// not apply instead are 3s and more.
+			if d < tc.want-20*time.Millisecond || d > tc.want+time.Second {
 				t.Fatalf("failed after %v, want about %v (%v)", d, tc.want, err)
 			}
 		})
@@ -418,15 +425,15 @@ func TestPolicies(t *testing.T) {
 		policy string
 		check  func(first, second int) bool
 	}{
-		{name: "sequential uses the first", policy: "sequential", check: func(a, b int) bool { return a == 10 && b == 0 }},
-		{name: "round_robin alternates", policy: "round_robin", check: func(a, b int) bool { return a == 5 && b == 5 }},
-		{name: "random uses both", policy: "random", check: func(a, b int) bool { return a > 0 && b > 0 && a+b == 10 }},
+		{name: "sequential uses the first", policy: "sequential", check: func(a, b int) bool { return a == 40 && b == 0 }},
+		{name: "round_robin alternates", policy: "round_robin", check: func(a, b int) bool { return a == 20 && b == 20 }},
+		{name: "random uses both", policy: "random", check: func(a, b int) bool { return a > 0 && b > 0 && a+b == 40 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s1 := dnstest.NewServer(t, zone.Handler())
 			s2 := dnstest.NewServer(t, zone.Handler())
 			f := newForwarder(t, corefile.Forward{To: []string{s1.Addr, s2.Addr}, Policy: tc.policy}, fastOpts(nil))
-			for i := range 10 {
+			for i := range 40 {
 				if _, err := f.Exchange(context.Background(), query(fmt.Sprintf("n%d.cluster.local.", i), dns.TypeA)); err != nil {
 					t.Fatal(err)
 				}
