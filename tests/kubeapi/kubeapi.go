@@ -57,6 +57,10 @@ type Options struct {
 	Dir string
 	// StartTimeout bounds startup (DefaultStartTimeout if zero).
 	StartTimeout time.Duration
+	// AuditLog turns on the API server's audit log (Metadata level, which
+	// includes admission webhooks' audit annotations) for pods and
+	// namespaces; read it with Env.AuditEvents.
+	AuditLog bool
 	// ExtraAPIServerArgs are appended to the kube-apiserver command line
 	// (later flags win), e.g. "--enable-admission-plugins=ServiceAccount".
 	ExtraAPIServerArgs []string
@@ -76,6 +80,8 @@ type Env struct {
 	Dir string
 	// APIServerLog and EtcdLog are the processes' log files.
 	APIServerLog, EtcdLog string
+	// AuditLogPath is the audit log (JSON lines) when Options.AuditLog is set.
+	AuditLogPath string
 
 	ownDir    bool
 	etcdURL   string
@@ -84,15 +90,28 @@ type Env struct {
 	stopOnce  sync.Once
 }
 
-// StartT starts a control plane for t and stops it on Cleanup. Missing
+// StartT starts a control plane for t and stops it on Cleanup; opts (at
+// most one) configures it, with the binaries found as for Start. Missing
 // binaries skip the test (fail under CI). When the test fails, the tails of the
 // logs are printed and the directory is kept for inspection.
-func StartT(t testing.TB) *Env {
+func StartT(t testing.TB, opts ...Options) *Env {
 	t.Helper()
-	apiserver := testenv.Binary(t, "kube-apiserver", APIServerEnv)
-	etcd := testenv.Binary(t, "etcd", EtcdEnv)
+	var o Options
+	switch len(opts) {
+	case 0:
+	case 1:
+		o = opts[0]
+	default:
+		t.Fatalf("kubeapi.StartT: %d Options given, want at most one", len(opts))
+	}
+	if o.APIServerBin == "" {
+		o.APIServerBin = testenv.Binary(t, "kube-apiserver", APIServerEnv)
+	}
+	if o.EtcdBin == "" {
+		o.EtcdBin = testenv.Binary(t, "etcd", EtcdEnv)
+	}
 	began := time.Now()
-	env, err := Start(context.Background(), Options{APIServerBin: apiserver, EtcdBin: etcd})
+	env, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatalf("start kube-apiserver: %v", err)
 	}
@@ -282,6 +301,13 @@ func (e *Env) startAPIServer(ctx context.Context, opts Options, p *pki) error {
 		"--profiling=false",
 		"--endpoint-reconciler-type=none",
 		"--v=1",
+	}
+	if opts.AuditLog {
+		auditArgs, err := e.auditArgs()
+		if err != nil {
+			return err
+		}
+		args = append(args, auditArgs...)
 	}
 	args = append(args, opts.ExtraAPIServerArgs...)
 	if e.apiserver, err = startProcess("kube-apiserver", opts.APIServerBin, e.APIServerLog, args); err != nil {

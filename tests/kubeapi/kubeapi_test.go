@@ -22,7 +22,7 @@ import (
 // TestControlPlane starts the real control plane once and checks what tests
 // built on it rely on.
 func TestControlPlane(t *testing.T) {
-	env := StartT(t)
+	env := StartT(t, Options{AuditLog: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -41,6 +41,27 @@ func TestControlPlane(t *testing.T) {
 		}
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); !apierrors.IsAlreadyExists(err) {
 			t.Errorf("second create: err = %v, want AlreadyExists", err)
+		}
+	})
+
+	t.Run("audit log records the namespace create", func(t *testing.T) {
+		events, err := env.AuditEvents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for _, ev := range events {
+			if ev.Verb == "create" && ev.Stage == "ResponseComplete" && ev.ObjectRef != nil &&
+				ev.ObjectRef.Resource == "namespaces" && ev.ObjectRef.Name == "roundtrip" &&
+				ev.ResponseStatus != nil && ev.ResponseStatus.Code == 201 {
+				found = true
+			}
+			if ev.ObjectRef != nil && ev.ObjectRef.Resource != "pods" && ev.ObjectRef.Resource != "namespaces" {
+				t.Errorf("policy should log only pods and namespaces, got %+v", ev.ObjectRef)
+			}
+		}
+		if !found {
+			t.Errorf("no ResponseComplete create event for namespace roundtrip among %d events", len(events))
 		}
 	})
 
