@@ -1,7 +1,7 @@
 // Package server answers DNS queries on the agent's listeners: UDP readers
 // that batch reads and writes (recvmmsg/sendmmsg) and answer cache hits in
-// wire format without allocating, a small worker pool that handles misses
-// with miekg/dns and the block's forwarder, and TCP connections with
+// wire format without allocating, a bounded set of goroutines that handle
+// misses with miekg/dns and the block's forwarder, and TCP connections with
 // pipelined queries. Queries go to the server block whose zone is the
 // longest match of the question name; the table of blocks can be swapped
 // at any time without dropping queries.
@@ -112,10 +112,17 @@ func (t *table) zonesFor(addr netip.AddrPort) *zoneMap {
 type Options struct {
 	// Registerer receives the request metrics; nil disables them.
 	Registerer prometheus.Registerer
-	// Workers is the size of the miss worker pool (default 64).
-	Workers int
+	// MaxInflight bounds the queries handled off the fast path at once
+	// (misses waiting for upstreams, prefetches); more are dropped, as an
+	// overloaded resolver does (default 2048).
+	MaxInflight int
 	// Timeout bounds one upstream exchange (default 5s).
 	Timeout time.Duration
+	// TCPIdleTimeout closes idle TCP connections (default TCPIdleTimeout).
+	TCPIdleTimeout time.Duration
+	// MaxTCPConns bounds the TCP connections per listener; more are
+	// closed at once (default MaxTCPConns).
+	MaxTCPConns int
 	// Logger receives the errors and log plugins' output (default: stderr).
 	Logger *log.Logger
 }
@@ -125,7 +132,7 @@ type Server struct {
 	opts    Options
 	metrics *Metrics
 	table   atomic.Pointer[table]
-	jobs    chan *job
+	slots   chan struct{}
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -142,11 +149,17 @@ type Server struct {
 
 // New returns a server without blocks and listeners.
 func New(opts Options) (*Server, error) {
-	if opts.Workers <= 0 {
-		opts.Workers = 64
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 2048
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if opts.TCPIdleTimeout <= 0 {
+		opts.TCPIdleTimeout = TCPIdleTimeout
+	}
+	if opts.MaxTCPConns <= 0 {
+		opts.MaxTCPConns = MaxTCPConns
 	}
 	if opts.Logger == nil {
 		opts.Logger = log.New(os.Stderr, "", log.LstdFlags)
@@ -155,7 +168,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, metrics: m, jobs: make(chan *job, 4096)}
+	s := &Server{opts: opts, metrics: m, slots: make(chan struct{}, opts.MaxInflight)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(&table{})
 	return s, nil
@@ -261,13 +274,7 @@ func (s *Server) Serve(socks Sockets) error {
 	if s.closed {
 		return errors.New("server: serve after shutdown")
 	}
-	if !s.started {
-		s.started = true
-		for i := 0; i < s.opts.Workers; i++ {
-			s.workers.Add(1)
-			go s.worker()
-		}
-	}
+	s.started = true
 	for key, f := range socks {
 		proto, addr, err := parseKey(key)
 		if err != nil {
@@ -352,7 +359,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.readers.Wait()
-		close(s.jobs)
 		s.workers.Wait()
 		close(done)
 	}()
@@ -368,8 +374,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Check sends a real query to the server's first UDP listener and waits
 // for any answer: a STATUS opcode query, answered NOTIMP by the miss
-// workers without going upstream. It proves that the readers and the
-// workers answer.
+// miss path without going upstream. It proves that the readers and the
+// miss path answer.
 func (s *Server) Check(ctx context.Context) error {
 	s.mu.Lock()
 	target, closed := s.probeAddr, s.closed

@@ -586,3 +586,61 @@ func TestPrefetch(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	s, err := New(Options{TCPIdleTimeout: 300 * time.Millisecond, MaxTCPConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	socks, err := OpenSockets([]string{"tcp/" + addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer socks.Close()
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !closedWithin(conns[2], 200*time.Millisecond) {
+		t.Error("third connection over the limit of 2 was not closed at once")
+	}
+	if !closedWithin(conns[0], 2*time.Second) {
+		t.Error("idle connection not closed after the idle timeout")
+	}
+	time.Sleep(200 * time.Millisecond) // the second idle connection goes too
+	// A connection that keeps asking stays open past the idle timeout.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dc := &dns.Conn{Conn: c}
+	for i := 0; i < 4; i++ {
+		if err := dc.WriteMsg(q("www.example.", dns.TypeA)); err != nil {
+			t.Fatalf("query %d: %v", i, err)
+		}
+		if r, err := dc.ReadMsg(); err != nil || len(r.Answer) != 1 {
+			t.Fatalf("answer %d: %v %v", i, r, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
 )
 
-// job is one query for the worker pool: a miss, a query the fast path does
+// job is one query for the miss path: a miss, a query the fast path does
 // not handle, or a prefetch.
 type job struct {
 	pkt      []byte
@@ -26,38 +26,44 @@ type job struct {
 	prefetch *route
 }
 
-// enqueue hands a copy of pkt to the worker pool; a full queue drops it (the
-// client retries, as with any overloaded server).
+// enqueue hands a copy of pkt to the miss path; when MaxInflight queries
+// are already there it is dropped (the client retries, as with any
+// overloaded server).
 func (s *Server) enqueue(pkt []byte, conn *net.UDPConn, client, listener netip.AddrPort, v6 bool, start time.Time) {
-	j := &job{pkt: append([]byte(nil), pkt...), conn: conn, client: client, listener: listener, v6: v6, start: start}
-	select {
-	case s.jobs <- j:
-	default:
-	}
+	s.spawn(&job{pkt: append([]byte(nil), pkt...), conn: conn, client: client, listener: listener, v6: v6, start: start})
 }
 
-// prefetch queues a refresh of the cached answer to pkt.
+// prefetch starts a refresh of the cached answer to pkt.
 func (s *Server) prefetch(pkt []byte, rt *route) {
-	j := &job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()}
-	select {
-	case s.jobs <- j:
-	default:
-	}
+	s.spawn(&job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()})
 }
 
-// worker answers queued queries until the queue is closed.
-func (s *Server) worker() {
-	defer s.workers.Done()
-	for j := range s.jobs {
-		if j.prefetch != nil {
-			s.refresh(j)
-			continue
-		}
-		zones := s.table.Load().zonesFor(j.listener)
-		resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start)
-		if resp != nil {
-			_, _ = j.conn.WriteToUDPAddrPort(resp, j.client)
-		}
+// spawn runs j in its own goroutine when a slot is free. Goroutines live
+// only while their query is in flight (mostly waiting for an upstream), so
+// an idle agent holds none.
+func (s *Server) spawn(j *job) {
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return
+	}
+	s.workers.Add(1)
+	go func() {
+		defer func() { <-s.slots; s.workers.Done() }()
+		s.run(j)
+	}()
+}
+
+// run answers one job.
+func (s *Server) run(j *job) {
+	if j.prefetch != nil {
+		s.refresh(j)
+		return
+	}
+	zones := s.table.Load().zonesFor(j.listener)
+	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start)
+	if resp != nil {
+		_, _ = j.conn.WriteToUDPAddrPort(resp, j.client)
 	}
 }
 

@@ -9,14 +9,15 @@ import (
 	"time"
 )
 
-// TCP limits.
+// TCP limits; the first two are the defaults of Options.TCPIdleTimeout
+// and Options.MaxTCPConns.
 const (
 	// TCPIdleTimeout closes a connection without a query for this long.
 	TCPIdleTimeout = 10 * time.Second
-	// TCPWriteTimeout bounds writing one answer.
-	TCPWriteTimeout = 5 * time.Second
 	// MaxTCPConns bounds the connections per listener.
 	MaxTCPConns = 1024
+	// TCPWriteTimeout bounds writing one answer.
+	TCPWriteTimeout = 5 * time.Second
 	// MaxTCPInflight bounds the pipelined queries answered at once on one
 	// connection.
 	MaxTCPInflight = 64
@@ -36,7 +37,7 @@ type tcpListener struct {
 }
 
 func newTCPListener(s *Server, ln *net.TCPListener, addr netip.AddrPort) *tcpListener {
-	return &tcpListener{s: s, ln: ln, addr: addr, slots: make(chan struct{}, MaxTCPConns), conns: map[*net.TCPConn]struct{}{}}
+	return &tcpListener{s: s, ln: ln, addr: addr, slots: make(chan struct{}, s.opts.MaxTCPConns), conns: map[*net.TCPConn]struct{}{}}
 }
 
 func (t *tcpListener) run() {
@@ -100,11 +101,11 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 	)
 	defer func() {
 		inflight.Wait()
-		c.Close()
 		t.mu.Lock()
 		delete(t.conns, c)
 		t.mu.Unlock()
 		<-t.slots
+		c.Close()
 		t.wg.Done()
 	}()
 	var lenBuf [2]byte
@@ -115,7 +116,7 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 		if closed {
 			return
 		}
-		_ = c.SetReadDeadline(time.Now().Add(TCPIdleTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(t.s.opts.TCPIdleTimeout))
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
 		}
