@@ -223,6 +223,9 @@ www IN A ` + externalAddr + `
   zonelistfile: %q
   database: ""
   verbosity: 1
+  # No response rate limiting: the load drills send thousands of NXDOMAINs.
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
 remote-control:
   control-enable: no
 `, kubeDNSIP, upstreamIP, externalIP, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "nsd.log"),
@@ -593,14 +596,21 @@ var perfRe = map[string]*regexp.Regexp{
 }
 
 // startPerf runs dnsperf in the pod against server at qps for seconds; the
-// result arrives on the returned channel.
-func (c *cluster) startPerf(server string, qps, seconds int) <-chan perfResult {
+// result arrives on the returned channel. With misses, every query is a new
+// name (NXDOMAIN from NSD), so every one is forwarded upstream.
+func (c *cluster) startPerf(server string, qps, seconds int, misses bool) <-chan perfResult {
 	c.t.Helper()
 	testenv.Binary(c.t, "dnsperf", "")
 	qfile := filepath.Join(c.dir, "queries.txt")
 	var b strings.Builder
-	for i := 0; i < 50; i++ {
-		fmt.Fprintf(&b, "%s A\n%s A\n%s A\n", clusterFQDN, kubernetesFQDN, externalName)
+	if misses {
+		for i := 0; i < qps*seconds+qps; i++ {
+			fmt.Fprintf(&b, "n%d.example.com A\n", i)
+		}
+	} else {
+		for i := 0; i < 50; i++ {
+			fmt.Fprintf(&b, "%s A\n%s A\n%s A\n", clusterFQDN, kubernetesFQDN, externalName)
+		}
 	}
 	if err := os.WriteFile(qfile, []byte(b.String()), 0o644); err != nil {
 		c.t.Fatal(err)

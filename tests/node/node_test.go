@@ -170,7 +170,7 @@ func TestTwinInstances(t *testing.T) {
 	c.expectResolves(clusterName, clusterAddr) // warm the cache
 
 	// kill -9 of one twin under load.
-	perf := c.startPerf(localIP, qps, seconds)
+	perf := c.startPerf(localIP, qps, seconds, false)
 	time.Sleep(3 * time.Second)
 	a.kill()
 	r := <-perf
@@ -187,32 +187,41 @@ func TestTwinInstances(t *testing.T) {
 	}
 	c.expectNodeState(true)
 
-	// Rolling upgrade: start a new instance, then SIGTERM the old one.
-	perf = c.startPerf(localIP, qps, seconds)
-	time.Sleep(1500 * time.Millisecond)
-	nb := c.startAgent()
-	if !strings.Contains(nb.log.String(), "took over") {
-		t.Errorf("new instance did not take the sockets over:\n%s", nb.log.String())
+	// Rolling upgrades: start a new instance, then SIGTERM the old one;
+	// once with cache hits, once with every query forwarded upstream (so
+	// the old instance has misses in flight when it stops).
+	old := b
+	for _, drill := range []struct {
+		name   string
+		misses bool
+	}{{"cache hits", false}, {"cache misses", true}} {
+		perf = c.startPerf(localIP, qps, seconds, drill.misses)
+		time.Sleep(1500 * time.Millisecond)
+		next := c.startAgent()
+		if !strings.Contains(next.log.String(), "took over") {
+			t.Errorf("new instance did not take the sockets over:\n%s", next.log.String())
+		}
+		time.Sleep(1 * time.Second)
+		old.term()
+		if !strings.Contains(old.log.String(), "another instance is running") {
+			t.Errorf("old instance did not leave the node to the new one:\n%s", old.log.String())
+		}
+		c.expectNodeState(true)
+		r = <-perf
+		if r.sent < 0 {
+			t.Fatal(r.raw)
+		}
+		t.Logf("rolling upgrade at %d QPS, %s: %d sent, %d lost", qps, drill.name, r.sent, r.lost)
+		if r.lost != 0 || r.sent < qps*seconds*9/10 {
+			t.Errorf("rolling upgrade (%s) lost %d of %d queries, want 0:\n%s", drill.name, r.lost, r.sent, r.raw)
+		}
+		c.expectNodeState(true)
+		c.expectResolves(clusterName, clusterAddr)
+		old = next
 	}
-	time.Sleep(1 * time.Second)
-	b.term()
-	if !strings.Contains(b.log.String(), "another instance is running") {
-		t.Errorf("old instance did not leave the node to the new one:\n%s", b.log.String())
-	}
-	c.expectNodeState(true)
-	r = <-perf
-	if r.sent < 0 {
-		t.Fatal(r.raw)
-	}
-	t.Logf("rolling upgrade at %d QPS: %d sent, %d lost", qps, r.sent, r.lost)
-	if r.lost != 0 || r.sent < qps*seconds*9/10 {
-		t.Errorf("rolling upgrade lost %d of %d queries, want 0:\n%s", r.lost, r.sent, r.raw)
-	}
-	c.expectNodeState(true)
-	c.expectResolves(clusterName, clusterAddr)
 
 	// The last instance out tears down.
-	nb.term()
+	old.term()
 	c.expectNodeState(false)
 }
 
