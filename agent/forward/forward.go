@@ -236,6 +236,7 @@ func (f *Forwarder) Close() {
 		f.cancel()
 		for _, u := range f.upstreams {
 			u.tcp.close()
+			u.udp.close()
 		}
 	}
 	f.mu.Unlock()
@@ -408,6 +409,7 @@ func (f *Forwarder) janitor() {
 		case <-t.C:
 			for _, u := range f.upstreams {
 				u.tcp.reap()
+				u.udp.reap()
 			}
 		}
 	}

@@ -113,11 +113,27 @@ func TestExchangeTransport(t *testing.T) {
 }
 
 func TestRandomIDsAndPorts(t *testing.T) {
-	s := dnstest.NewServer(t, zone.Handler())
-	f := newForwarder(t, corefile.Forward{To: []string{s.Addr}, MaxFails: 2}, fastOpts(nil))
+	release := make(chan struct{})
+	s := dnstest.NewServer(t, dnstest.Block(release, zone.Handler()))
+	f := newForwarder(t, corefile.Forward{To: []string{s.Addr}, Expire: 100 * time.Millisecond}, fastOpts(nil))
 	const n = 20
-	for i := range n {
-		req := query(fmt.Sprintf("q%d.default.svc.cluster.local.", i), dns.TypeA)
+	var wg sync.WaitGroup
+	for i := range n { // concurrent: one socket each
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := query(fmt.Sprintf("q%d.default.svc.cluster.local.", i), dns.TypeA)
+			req.Id = 7
+			if _, err := f.Exchange(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	s.WaitCount("udp", n, time.Second)
+	close(release)
+	wg.Wait()
+	for i := range n { // sequential: the sockets are reused, the IDs are not
+		req := query(fmt.Sprintf("s%d.default.svc.cluster.local.", i), dns.TypeA)
 		req.Id = 7
 		if _, err := f.Exchange(context.Background(), req); err != nil {
 			t.Fatal(err)
@@ -128,9 +144,21 @@ func TestRandomIDsAndPorts(t *testing.T) {
 		ids[q.Msg.Id] = true
 		ports[q.From.String()] = true
 	}
-	// 20 random 16-bit IDs/ports: a handful of collisions at most.
-	if len(ids) < n-3 || len(ports) < n-3 || ids[7] && len(ids) == 1 {
-		t.Fatalf("upstream saw %d distinct IDs and %d source addresses for %d queries", len(ids), len(ports), n)
+	// 40 random 16-bit IDs and 20 kernel-chosen ports: a few collisions at most.
+	if len(ids) < 2*n-4 || len(ports) < n-3 {
+		t.Fatalf("upstream saw %d distinct IDs and %d source addresses for %d queries (%d concurrent)", len(ids), len(ports), 2*n, n)
+	}
+	if got := f.upstreams[0].udp.size(); got == 0 || got > n {
+		t.Fatalf("%d idle sockets kept", got)
+	}
+	waitFor(t, "idle sockets closed after expire", func() bool { return f.upstreams[0].udp.size() == 0 })
+	// A socket whose exchange failed is not reused.
+	s.SetHandler(dnstest.Drop)
+	if _, err := f.Exchange(context.Background(), query("lost.default.svc.cluster.local.", dns.TypeA)); err == nil {
+		t.Fatal("answer from a silent upstream")
+	}
+	if got := f.upstreams[0].udp.size(); got != 0 {
+		t.Fatalf("socket of a timed-out exchange went back to the pool (%d idle)", got)
 	}
 }
 

@@ -22,7 +22,7 @@ var errTimeout = errors.New("timeout waiting for a matching answer")
 // upstream is one forwarding destination with its TCP pool and health state.
 type upstream struct {
 	addr     string
-	udpAddr  *net.UDPAddr
+	udp      *udpPool
 	tcp      *tcpPool
 	forceTCP bool
 	maxFails uint32
@@ -49,7 +49,7 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error)
 	}
 	return &upstream{
 		addr:       addr,
-		udpAddr:    udpAddr,
+		udp:        newUDPPool(udpAddr, cfg.expire),
 		tcp:        newTCPPool(addr, cfg.expire),
 		forceTCP:   cfg.forceTCP,
 		maxFails:   uint32(max(cfg.maxFails, 0)),
@@ -82,17 +82,24 @@ func (u *upstream) exchange(ctx context.Context, q *dns.Msg, deadline time.Time)
 
 var udpBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
-// exchangeUDP sends q from a new socket (so a new random source port) and
-// reads until an answer with the query's ID and question arrives or the
-// deadline passes. Anything else is dropped.
-func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
-	conn, err := net.DialUDP("udp", nil, u.udpAddr)
+// exchangeUDP sends q from a pooled connected socket (a random source port
+// chosen by the kernel when it was opened) with a fresh random ID, and reads
+// until an answer with the query's ID and question arrives or the deadline
+// passes. Anything else is dropped. The socket goes back to the pool only
+// after a clean exchange.
+func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Time) (r *dns.Msg, err error) {
+	conn, err := u.udp.get()
 	if err != nil {
-		return nil, fmt.Errorf("dial udp %s: %w", u.addr, err)
+		return nil, err
 	}
-	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	defer func() {
+		if stop() && err == nil {
+			u.udp.put(conn)
+		} else {
+			conn.Close()
+		}
+	}()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, fmt.Errorf("udp %s: %w", u.addr, err)
 	}
@@ -123,18 +130,18 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 		if n < 12 || binary.BigEndian.Uint16(buf) != q.Id {
 			continue
 		}
-		r := new(dns.Msg)
-		if err := r.Unpack(buf[:n]); err != nil {
+		m := new(dns.Msg)
+		if err := m.Unpack(buf[:n]); err != nil {
 			if truncatedHeader(buf[:n]) {
 				// A truncated answer that does not even unpack: go to TCP.
-				r.SetReply(q)
-				r.Truncated = true
-				return r, nil
+				m.SetReply(q)
+				m.Truncated = true
+				return m, nil
 			}
 			continue
 		}
-		if matches(q.Question[0], q.Id, r) {
-			return r, nil
+		if matches(q.Question[0], q.Id, m) {
+			return m, nil
 		}
 	}
 }

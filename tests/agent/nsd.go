@@ -70,6 +70,8 @@ func StartNSD(t testing.TB, opts NSDOptions) *NSD {
   hide-version: yes
   refuse-any: no
   tcp-count: 200
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
 remote-control:
   control-enable: yes
   control-interface: %q

@@ -12,7 +12,8 @@
 #
 # Environment: BENCH_SECONDS (default 10) per dnsperf run, AGENT_BIN
 # (default bin/agent), HIT_NAMES (default 1000), KEEP=1 keeps the temp dir
-# (with every dnsperf report in reports.txt).
+# (with every dnsperf report in reports.txt), ONLY=agent or ONLY=unbound runs
+# one side (no ratios).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -108,6 +109,8 @@ server:
   verbosity: 1
   hide-version: yes
   tcp-count: 1000
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
   tcp-timeout: 120
 remote-control:
   control-enable: yes
@@ -242,13 +245,20 @@ measure() { # $1 = name (agent|unbound), $2 = ip
 }
 
 echo "agent bench: NSD on $CLUSTER:53 (cluster.local, TCP) and $EXTERNAL:5300; server on CPU $SERVER_CPU, dnsperf and NSD on CPU $LOAD_CPU; ${SECS}s per run"
-start_agent
-cp "$TMP/agent/Corefile" "$TMP/agent-rendered.Corefile"
-measure agent "$AGENT_IP"
-stop_server
-start_unbound
-measure unbound "$UNBOUND_IP"
-stop_server
+for side in agent unbound; do
+	R[$side.hit_qps]=0 R[$side.cpu_us]=0 R[$side.cpu_qps]=0 R[$side.lat_us]=0 R[$side.rss_mb]=0 R[$side.miss_qps]=0
+	R[$side.hit_lost]=- R[$side.miss_lost]=-
+done
+if [[ ${ONLY:-agent} == agent || -z ${ONLY:-} ]]; then
+	start_agent
+	measure agent "$AGENT_IP"
+	stop_server
+fi
+if [[ ${ONLY:-unbound} == unbound || -z ${ONLY:-} ]]; then
+	start_unbound
+	measure unbound "$UNBOUND_IP"
+	stop_server
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 printf '\n%-36s %12s %12s %8s  %s\n' "metric" "agent" "unbound" "ratio" "target"
