@@ -44,6 +44,9 @@ type Block struct {
 	Cache *cache.Cache
 	// Forward may be nil (no forward plugin: queries are REFUSED).
 	Forward Exchanger
+	// Match, when set, says whether Forward handles a name (forward's
+	// FROM zone and `except`); names it does not handle are REFUSED.
+	Match func(name string) bool
 	// Errors logs upstream failures; Log logs every query (and keeps the
 	// block off the wire-format fast path).
 	Errors, Log bool

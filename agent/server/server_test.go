@@ -311,6 +311,7 @@ func TestZoneDispatch(t *testing.T) {
 		&Block{Zones: []string{"cluster.local."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: fc},
 		&Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: fo},
 		&Block{Zones: []string{"refused.example."}},
+		&Block{Zones: []string{"except.example."}, Forward: fo, Match: func(name string) bool { return !strings.HasSuffix(name, "no.except.example.") }},
 	)
 	for _, tc := range []struct {
 		name    string
@@ -323,6 +324,8 @@ func TestZoneDispatch(t *testing.T) {
 		{"cluster zone upper case", "WWW2.Cluster.Local.", cluster, dns.RcodeNameError, 0},
 		{"root zone", "www.example.", other, dns.RcodeSuccess, 1},
 		{"block without forward", "a.refused.example.", nil, dns.RcodeRefused, 0},
+		{"forward except", "a.no.except.example.", nil, dns.RcodeRefused, 0},
+		{"forward not excepted", "www.except.example.", other, dns.RcodeNameError, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cluster.Reset()

@@ -137,7 +137,7 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 			}
 		}
 	}
-	if b.Forward == nil {
+	if b.Forward == nil || (b.Match != nil && !b.Match(req.Question[0].Name)) {
 		return errReply(req, dns.RcodeRefused), pluginNone
 	}
 	resp, err := s.exchange(ctx, b, req)
