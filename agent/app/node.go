@@ -188,11 +188,19 @@ func (n *node) leave(ctx context.Context, why string) error {
 
 // ensure brings the interface and the rules to the wanted state. At start
 // (first) an interface that cannot be set up is fatal; in the sync loop
-// every failure is counted and retried at the next sync.
+// every failure is counted and retried at the next sync. Addresses and rules
+// of other configurations are pruned only while no other instance lives: a
+// twin being upgraded may run with another -localip, and the two must not
+// delete each other's set every sync. It runs under the node lock.
 func (n *node) ensure(first bool) error {
 	var errs []error
+	others, err := n.reg.Others()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	prune := err == nil && len(others) == 0
 	if n.opts.SetupInterface {
-		res, err := netif.Ensure(n.opts.InterfaceName, n.ips)
+		res, err := netif.Ensure(n.opts.InterfaceName, n.ips, prune)
 		switch {
 		case err != nil:
 			n.errs.WithLabelValues("interfaceadd").Inc()
@@ -210,9 +218,12 @@ func (n *node) ensure(first bool) error {
 		if err == nil && len(res.Added) > 0 && !res.Created {
 			n.logf("interface %s: added back %v", n.opts.InterfaceName, res.Added)
 		}
+		if err == nil && len(res.Removed) > 0 {
+			n.logf("interface %s: removed addresses no longer configured %v", n.opts.InterfaceName, res.Removed)
+		}
 	}
 	if n.rules != nil {
-		ch, err := n.rules.Ensure()
+		ch, err := n.rules.Ensure(prune)
 		switch {
 		case err != nil && first:
 			// Counted already; the sync loop retries. Serving without the

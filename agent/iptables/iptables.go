@@ -100,15 +100,21 @@ func (m *Manager) Rules() []Rule {
 	return out
 }
 
-// Ensure makes every rule present exactly once, and deletes rules of ours
-// that are not in the set. It carries on past errors (each is counted) and
+// Ensure makes every rule present exactly once. With prune, rules of ours
+// that are not in the set (an older configuration's) are deleted too;
+// without, they are kept (once): a twin instance with another configuration
+// may still need them. It carries on past errors (each is counted) and
 // returns them joined.
-func (m *Manager) Ensure() (Changes, error) {
+func (m *Manager) Ensure(prune bool) (Changes, error) {
 	var ch Changes
 	var errs []error
 	for _, f := range m.families {
-		for _, tc := range chainsOf(f.rules) {
-			if err := m.ensureChain(f, tc, f.rulesIn(tc), &ch); err != nil {
+		chains := allChains()
+		if !prune {
+			chains = chainsOf(f.rules)
+		}
+		for _, tc := range chains {
+			if err := m.ensureChain(f, tc, f.rulesIn(tc), prune, &ch); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -123,7 +129,7 @@ func (m *Manager) Remove() (Changes, error) {
 	var errs []error
 	for _, f := range m.families {
 		for _, tc := range allChains() {
-			if err := m.ensureChain(f, tc, nil, &ch); err != nil {
+			if err := m.ensureChain(f, tc, nil, true, &ch); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -151,9 +157,9 @@ func (m *Manager) Present() (int, error) {
 	return n, nil
 }
 
-// ensureChain brings one chain to the wanted state: each wanted rule once,
-// no other rule of ours.
-func (m *Manager) ensureChain(f family, tc tableChain, want []Rule, ch *Changes) error {
+// ensureChain brings one chain to the wanted state: each wanted rule once;
+// other rules of ours deleted (prune) or kept once.
+func (m *Manager) ensureChain(f family, tc tableChain, want []Rule, prune bool, ch *Changes) error {
 	lines, err := f.runner.List(tc.table, tc.chain)
 	if err != nil {
 		return m.fail(f, tc, "list", err)
@@ -170,7 +176,7 @@ func (m *Manager) ensureChain(f family, tc tableChain, want []Rule, ch *Changes)
 			continue
 		}
 		count[comment]++
-		if wanted[comment] && count[comment] == 1 {
+		if count[comment] == 1 && (wanted[comment] || !prune) {
 			continue
 		}
 		// A duplicate or a stale rule of ours: delete this exact line.

@@ -146,6 +146,7 @@ func TestEnsureAndRemove(t *testing.T) {
 		want4      int
 		want6      int
 		preinstall func(v4, v6 *fakeRunner)
+		noPrune    bool // a twin instance is live: keep others' rules
 		wantIns    int
 		wantDel    int
 	}{
@@ -171,6 +172,13 @@ func TestEnsureAndRemove(t *testing.T) {
 				v4.chains["filter/INPUT"] = append(v4.chains["filter/INPUT"], "-p tcp --dport 22 -j ACCEPT")
 			},
 		},
+		{
+			name: "twin's rules kept once without prune", ips: []net.IP{linkLocal}, want4: 24, wantIns: 12, wantDel: 12, noPrune: true,
+			preinstall: func(v4, _ *fakeRunner) {
+				install(v4, Rules(net.ParseIP("169.254.99.99"), 53, 8080))
+				install(v4, Rules(net.ParseIP("169.254.99.99"), 53, 8080))
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v4, v6 := newFake(), newFake()
@@ -181,7 +189,7 @@ func TestEnsureAndRemove(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ch, err := m.Ensure()
+			ch, err := m.Ensure(!tc.noPrune)
 			if err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
@@ -193,18 +201,18 @@ func TestEnsureAndRemove(t *testing.T) {
 			}
 			// Many more syncs change nothing.
 			for i := 0; i < 5; i++ {
-				ch, err = m.Ensure()
+				ch, err = m.Ensure(!tc.noPrune)
 				if err != nil || ch != (Changes{}) {
 					t.Fatalf("sync %d: changes %+v, err %v; want none", i, ch, err)
 				}
 			}
-			if n, err := m.Present(); err != nil || n != len(m.Rules()) {
-				t.Errorf("Present = %d, %v; want %d", n, err, len(m.Rules()))
+			if n, err := m.Present(); err != nil || n != tc.want4+tc.want6-foreignRules(v4) {
+				t.Errorf("Present = %d, %v; want %d", n, err, tc.want4+tc.want6-foreignRules(v4))
 			}
 			if _, err := m.Remove(); err != nil {
 				t.Fatalf("Remove: %v", err)
 			}
-			foreign := tc.want4 - 12*countV4(tc.ips)
+			foreign := foreignRules(v4)
 			if v4.total() != foreign || v6.total() != 0 {
 				t.Errorf("after Remove: v4 %d v6 %d rules, want %d 0", v4.total(), v6.total(), foreign)
 			}
@@ -231,7 +239,7 @@ func TestErrorsCounted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := m.Ensure(); err == nil {
+			if _, err := m.Ensure(true); err == nil {
 				t.Fatal("Ensure succeeded, want the runner's error")
 			}
 			if got := testutil.ToFloat64(errs.WithLabelValues(tc.wantType)); got < 1 {
@@ -332,7 +340,7 @@ func TestRealIptables(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if ch, err := m.Ensure(); err != nil || ch.Inserted != 24 {
+				if ch, err := m.Ensure(true); err != nil || ch.Inserted != 24 {
 					t.Errorf("first Ensure = %+v, %v; want 24 inserted", ch, err)
 					return
 				}
@@ -342,11 +350,11 @@ func TestRealIptables(t *testing.T) {
 				if err := v4.Insert(r.Table, r.Chain, 1, r.Spec...); err != nil {
 					t.Error(err)
 				}
-				if ch, err := m.Ensure(); err != nil || ch.Deleted != 1 || ch.Inserted != 0 {
+				if ch, err := m.Ensure(true); err != nil || ch.Deleted != 1 || ch.Inserted != 0 {
 					t.Errorf("Ensure with a duplicate = %+v, %v; want 1 deleted", ch, err)
 				}
 				for i := 0; i < 3; i++ {
-					if ch, err := m.Ensure(); err != nil || ch != (Changes{}) {
+					if ch, err := m.Ensure(true); err != nil || ch != (Changes{}) {
 						t.Errorf("idle Ensure = %+v, %v", ch, err)
 					}
 				}
@@ -373,11 +381,14 @@ func install(f *fakeRunner, rules []Rule) {
 	}
 }
 
-func countV4(ips []net.IP) int {
+// foreignRules counts the rules in f that are not the agent's.
+func foreignRules(f *fakeRunner) int {
 	n := 0
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			n++
+	for _, specs := range f.chains {
+		for _, spec := range specs {
+			if !strings.Contains(spec, CommentPrefix) {
+				n++
+			}
 		}
 	}
 	return n

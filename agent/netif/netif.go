@@ -37,12 +37,16 @@ type Result struct {
 	Fallback bool
 	// Added lists the addresses that were missing and have been added.
 	Added []net.IP
+	// Removed lists the addresses that were not wanted and, with prune,
+	// have been removed.
+	Removed []net.IP
 }
 
 // Ensure makes sure the link called name exists and holds every IP in ips as a
-// host address (/32 or /128). Addresses that are already there are kept;
-// addresses outside ips are left alone.
-func Ensure(name string, ips []net.IP) (Result, error) {
+// host address (/32 or /128). Addresses that are already there are kept.
+// With prune, other addresses on the link (an older configuration's) are
+// removed; without, they are left alone (a twin instance may use them).
+func Ensure(name string, ips []net.IP, prune bool) (Result, error) {
 	var res Result
 	if err := validName(name); err != nil {
 		return res, err
@@ -63,14 +67,28 @@ func Ensure(name string, ips []net.IP) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	want := make(map[string]bool, len(ips))
 	for _, ip := range ips {
-		if have[ip.String()] {
+		want[ip.String()] = true
+		if have[ip.String()] != nil {
 			continue
 		}
 		if err := netlink.AddrReplace(link, hostAddr(ip)); err != nil {
 			return res, fmt.Errorf("netif: add %s to %q: %w", ip, name, err)
 		}
 		res.Added = append(res.Added, ip)
+	}
+	if !prune {
+		return res, nil
+	}
+	for s, a := range have {
+		if want[s] {
+			continue
+		}
+		if err := netlink.AddrDel(link, a); err != nil {
+			return res, fmt.Errorf("netif: remove stale %s from %q: %w", s, name, err)
+		}
+		res.Removed = append(res.Removed, a.IP)
 	}
 	return res, nil
 }
@@ -142,17 +160,20 @@ func create(name string) (netlink.Link, bool, error) {
 	return link, fallback, nil
 }
 
-func addrs(link netlink.Link) (map[string]bool, error) {
+// addrs returns the link's addresses by IP, except the kernel's own IPv6
+// link-local one.
+func addrs(link netlink.Link) (map[string]*netlink.Addr, error) {
 	list, err := netlink.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("netif: list addresses of %q: %w", link.Attrs().Name, err)
 	}
-	have := make(map[string]bool, len(list))
-	for _, a := range list {
-		ones, bits := a.Mask.Size()
-		if ones == bits {
-			have[a.IP.String()] = true
+	have := make(map[string]*netlink.Addr, len(list))
+	for i := range list {
+		a := &list[i]
+		if a.IP.IsLinkLocalUnicast() && a.IP.To4() == nil {
+			continue
 		}
+		have[a.IP.String()] = a
 	}
 	return have, nil
 }

@@ -55,7 +55,7 @@ func TestEnsureAdoptRemove(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inFreshNetns(t, func() {
-				res, err := Ensure("nodelocaldns", tc.ips)
+				res, err := Ensure("nodelocaldns", tc.ips, true)
 				if err != nil {
 					t.Errorf("first Ensure: %v", err)
 					return
@@ -70,7 +70,7 @@ func TestEnsureAdoptRemove(t *testing.T) {
 					t.Errorf("addresses %v, want %v", got, tc.want)
 				}
 				// Second call adopts: nothing created, nothing added.
-				res, err = Ensure("nodelocaldns", tc.ips)
+				res, err = Ensure("nodelocaldns", tc.ips, true)
 				if err != nil || res.Created || len(res.Added) != 0 {
 					t.Errorf("second Ensure = %+v, %v; want adoption without changes", res, err)
 				}
@@ -79,9 +79,24 @@ func TestEnsureAdoptRemove(t *testing.T) {
 				if err := delAddr("nodelocaldns", link); err != nil {
 					t.Errorf("remove address by hand: %v", err)
 				}
-				res, err = Ensure("nodelocaldns", tc.ips)
+				res, err = Ensure("nodelocaldns", tc.ips, true)
 				if err != nil || len(res.Added) != 1 || !res.Added[0].Equal(link) {
 					t.Errorf("Ensure after manual removal = %+v, %v; want %s re-added", res, err, link)
+				}
+				// An address of another configuration stays without prune
+				// (a twin may use it) and goes with prune.
+				stale := net.ParseIP("169.254.99.99")
+				if _, err := Ensure("nodelocaldns", append([]net.IP{stale}, tc.ips...), true); err != nil {
+					t.Errorf("Ensure with an extra address: %v", err)
+				}
+				if res, err := Ensure("nodelocaldns", tc.ips, false); err != nil || len(res.Removed) != 0 {
+					t.Errorf("Ensure without prune = %+v, %v; want nothing removed", res, err)
+				}
+				if res, err := Ensure("nodelocaldns", tc.ips, true); err != nil || len(res.Removed) != 1 || !res.Removed[0].Equal(stale) {
+					t.Errorf("Ensure with prune = %+v, %v; want %s removed", res, err, stale)
+				}
+				if got := mustAddrs(t, "nodelocaldns"); !equal(got, tc.want) {
+					t.Errorf("addresses after prune %v, want %v", got, tc.want)
 				}
 				// The address is local: a socket can bind it.
 				for _, ip := range tc.ips {
@@ -114,7 +129,7 @@ func TestBadName(t *testing.T) {
 		{name: "too long", link: "a-very-long-interface-name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := Ensure(tc.link, nil); err == nil {
+			if _, err := Ensure(tc.link, nil, true); err == nil {
 				t.Errorf("Ensure(%q) succeeded, want an error", tc.link)
 			}
 			if err := Remove(tc.link); err == nil {

@@ -1,0 +1,164 @@
+package app
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/netif"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+)
+
+// inNetnsEnv marks the re-executed test process that runs inside the
+// network namespace created by the parent.
+const inNetnsEnv = "NODELOCALDNS_NODE_TEST_NETNS"
+
+// runInNetns re-executes the current test inside a new network namespace, so
+// that every thread of the process (the sync loop too) works on that
+// namespace and never on the host's. It returns true in the child, where the
+// test body runs.
+func runInNetns(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(inNetnsEnv) != "" {
+		return true
+	}
+	testenv.RequireRoot(t)
+	ipBin := testenv.Binary(t, "ip", "")
+	testenv.Binary(t, "iptables", "")
+	ns := "nldapp-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	if len(ns) > 30 {
+		ns = ns[:30]
+	}
+	if out, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command(ipBin, "netns", "del", ns).Run()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ipBin, "netns", "exec", ns, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
+	cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("in netns %s:\n%s", ns, out)
+	if err != nil {
+		t.Fatalf("test in netns failed: %v", err)
+	}
+	return false
+}
+
+func nodeOpts(t *testing.T, rundir, localIPs string) *Options {
+	t.Helper()
+	o, err := ParseFlags([]string{"-localip", localIPs, "-rundir", rundir, "-syncinterval", "200ms", "-iptables-backend", "nft"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func ruleCount(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("iptables-save").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-save: %v: %s", err, out)
+	}
+	return strings.Count(string(out), "nodelocaldns:")
+}
+
+// TestNodeTwinsWithDifferentConfigs: an interception instance and an
+// injection instance (an upgrade that changes -localip) run together. While
+// both live, neither deletes the other's rules or addresses (no flapping);
+// when the old one leaves, it removes nothing, and the survivor's next sync
+// prunes what only the old one used; the last one out removes everything.
+func TestNodeTwinsWithDifferentConfigs(t *testing.T) {
+	if !runInNetns(t) {
+		return
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	old, err := setupNode(ctx, nodeOpts(t, dir, "169.254.20.10,10.96.0.10"), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if n := ruleCount(t); n != 24 {
+		t.Fatalf("%d rules after the first instance, want 24", n)
+	}
+	newer, err := setupNode(ctx, nodeOpts(t, dir, "169.254.20.10"), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	for i := 0; i < 10; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if n := ruleCount(t); n != 24 {
+			t.Fatalf("twins with different configs: %d rules after %d00 ms, want a stable 24", n, i+1)
+		}
+	}
+	if err := old.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for ruleCount(t) != 12 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rules 3 s after the old instance left, want its extra 12 pruned", ruleCount(t))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	addrs, err := netif.Addresses(DefaultInterfaceName)
+	if err != nil || len(addrs) != 1 || addrs[0].String() != "169.254.20.10" {
+		t.Fatalf("addresses after pruning: %v, %v; want only 169.254.20.10", addrs, err)
+	}
+	if err := newer.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := ruleCount(t); n != 0 {
+		t.Errorf("%d rules after the last instance left, want 0", n)
+	}
+	if addrs, _ := netif.Addresses(DefaultInterfaceName); len(addrs) != 0 {
+		t.Errorf("interface still has %v", addrs)
+	}
+}
+
+// TestNodeFailedStartUndoes: a start that fails before serving (Close
+// without Serving) removes what the set-up installed, and -skipteardown
+// keeps it.
+func TestNodeFailedStartUndoes(t *testing.T) {
+	if !runInNetns(t) {
+		return
+	}
+	for _, tc := range []struct {
+		name      string
+		extra     []string
+		wantRules int
+	}{
+		{name: "teardown", wantRules: 0},
+		{name: "skipteardown", extra: []string{"-skipteardown"}, wantRules: 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseFlags(append([]string{"-localip", "169.254.20.10", "-rundir", t.TempDir(), "-iptables-backend", "nft"}, tc.extra...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := setupNode(context.Background(), o, prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ruleCount(t); got != 12 {
+				t.Fatalf("%d rules after setup, want 12 (installed before serving)", got)
+			}
+			n.Close()
+			if got := ruleCount(t); got != tc.wantRules {
+				t.Errorf("%d rules after Close, want %d", got, tc.wantRules)
+			}
+			_ = netif.Remove(DefaultInterfaceName)
+			if tc.wantRules > 0 {
+				exec.Command("iptables", "-t", "raw", "-F").Run()
+				exec.Command("iptables", "-F").Run()
+			}
+		})
+	}
+}
