@@ -215,6 +215,7 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			}
 			g.forwarders = append(g.forwarders, f)
 			b.Forward = f
+			b.Match = f.Match
 			if s.Loop {
 				p := loop.New(s.Zones[0], f)
 				g.probes = append(g.probes, p)
