@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+)
+
+// renderManifests returns `kustomize build manifests` (the default install),
+// rendered in-process with krusty.
+func renderManifests() ([]byte, error) {
+	dir := filepath.Join(testenv.RepoRoot(), "manifests")
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	out, err := res.AsYaml()
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	return out, nil
+}
+
+// (d *demo) manifests renders the manifests once per run.
+func (d *demo) manifests() ([]byte, error) {
+	if d.rendered != nil {
+		return d.rendered, nil
+	}
+	out, err := renderManifests()
+	if err != nil {
+		return nil, err
+	}
+	d.rendered = out
+	return out, nil
+}
+
+// findObject decodes, strictly, the first object of kind (and name, when not
+// empty) in a multi-document YAML stream into into.
+func findObject(stream []byte, kind, name string, into any) error {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("no %s %q in the rendered manifests", kind, name)
+		}
+		if err != nil {
+			return fmt.Errorf("rendered manifests: %w", err)
+		}
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return fmt.Errorf("rendered manifests: %w", err)
+		}
+		if meta.Kind != kind || (name != "" && meta.Metadata.Name != name) {
+			continue
+		}
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+			return fmt.Errorf("%s %s: strict decode: %w", kind, meta.Metadata.Name, err)
+		}
+		return nil
+	}
+}
+
+// webhookConfiguration returns the project's MutatingWebhookConfiguration
+// from the rendered manifests, pointed at url with caBundle instead of the
+// in-cluster Service (and without cert-manager's CA injection annotation).
+func webhookConfiguration(rendered []byte, url string, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := findObject(rendered, "MutatingWebhookConfiguration", "", &mwc); err != nil {
+		return nil, err
+	}
+	if len(mwc.Webhooks) == 0 {
+		return nil, fmt.Errorf("MutatingWebhookConfiguration %s has no webhooks", mwc.Name)
+	}
+	delete(mwc.Annotations, "cert-manager.io/inject-ca-from")
+	for i := range mwc.Webhooks {
+		u := url
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: caBundle}
+	}
+	return &mwc, nil
+}
+
+// agentManifest returns the agent container's arguments from the rendered
+// DaemonSet and the Corefile template from its ConfigMap.
+func agentManifest(rendered []byte) (args []string, corefile string, err error) {
+	var ds appsv1.DaemonSet
+	if err := findObject(rendered, "DaemonSet", "node-local-dns", &ds); err != nil {
+		return nil, "", err
+	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if c.Name == "agent" || len(ds.Spec.Template.Spec.Containers) == 1 {
+			args = c.Args
+			break
+		}
+	}
+	if len(args) == 0 {
+		return nil, "", fmt.Errorf("DaemonSet %s: no agent container arguments", ds.Name)
+	}
+	var cm corev1.ConfigMap
+	if err := findObject(rendered, "ConfigMap", "node-local-dns", &cm); err != nil {
+		return nil, "", err
+	}
+	if cm.Data["Corefile"] == "" {
+		return nil, "", errors.New("ConfigMap node-local-dns has no Corefile")
+	}
+	return args, cm.Data["Corefile"], nil
+}
