@@ -249,7 +249,13 @@ remote-control:
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if ans, err := c.digIn(c.kubeDNS, kubeDNSIP, clusterFQDN); err == nil && ans == clusterAddr {
+		up := 0
+		for _, ip := range []string{kubeDNSIP, upstreamIP, externalIP} {
+			if ans, err := c.digIn(c.kubeDNS, ip, clusterFQDN); err == nil && ans == clusterAddr {
+				up++
+			}
+		}
+		if up == 3 {
 			return
 		}
 		if time.Now().After(deadline) {
