@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -131,6 +132,9 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 		"-kubednscm", kubeDNS,
 		"-setupinterface=false",
 		"-setupiptables=false",
+		// No node setup, so nothing to tear down: a name of our own keeps
+		// teardown away from any real nodelocaldns interface on this host.
+		"-interfacename", fmt.Sprintf("nldfwd%06x", rand.N(1<<24)),
 		"-metrics-listen-address", net.JoinHostPort(opts.LocalIP, "9353"),
 		"-rundir", filepath.Join(dir, "run"),
 		"-lameduck", "0s",

@@ -143,7 +143,7 @@ start_agent() {
 	KUBE_DNS_UPSTREAM_SERVICE_HOST=$CLUSTER taskset -c "$SERVER_CPU" "$AGENT" \
 		-localip "$AGENT_IP" -conf "$TMP/agent/Corefile" -upstreamsvc kube-dns-upstream -pidfile "$TMP/agent/pid" \
 		-basecorefile "$TMP/agent/Corefile.base" -kubednscm "$TMP/agent/kube-dns" \
-		-setupinterface=false -setupiptables=false -rundir "$TMP/agent/run" \
+		-setupinterface=false -setupiptables=false -rundir "$TMP/agent/run" -interfacename "nldbench$RANDOM" \
 		-metrics-listen-address "$AGENT_IP:9353" -lameduck 0s >"$TMP/agent.out" 2>&1 &
 	SERVER_PID=$!
 	PIDS+=("$SERVER_PID")
