@@ -233,6 +233,9 @@ func TestErrorsCounted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if n := testutil.CollectAndCount(errs); n != len(SetupErrorTypes) {
+				t.Errorf("%d series before any error, want %d zero series", n, len(SetupErrorTypes))
+			}
 			v4 := newFake()
 			v4.failOn, v4.failer = tc.failOn, errors.New(tc.msg)
 			m, err := New(Config{IPs: []net.IP{linkLocal}, DNSPort: 53, HealthPort: 8080, V4: v4, Errors: errs})

@@ -6,10 +6,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// SetupErrorTypes are the errortype label values of
+// coredns_nodecache_setup_errors_total; each starts at 0 so that dashboards
+// and alerts see the series before the first error.
+var SetupErrorTypes = []string{"interfaceadd", "iptables", "iptables_lock", "configmap"}
+
 // NewSetupErrors registers (or finds, when it is already registered)
 // coredns_nodecache_setup_errors_total{errortype}, node-cache's counter of
-// node setup failures. errortype values used by the agent: "interfaceadd",
-// "iptables", "iptables_lock", "configmap".
+// node setup failures (errortype: see SetupErrorTypes).
 func NewSetupErrors(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "coredns",
@@ -25,6 +29,9 @@ func NewSetupErrors(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 			}
 		}
 		return nil, err
+	}
+	for _, t := range SetupErrorTypes {
+		c.WithLabelValues(t)
 	}
 	return c, nil
 }

@@ -96,6 +96,9 @@ func TestInjectionLifecycle(t *testing.T) {
 	if n := metricSum(m, "coredns_dns_responses_total", `rcode="NOERROR"`); n < 4 {
 		t.Errorf("NOERROR responses = %v, want >= 4", n)
 	}
+	if !strings.Contains(m, `coredns_nodecache_setup_errors_total{errortype="iptables"} 0`) {
+		t.Errorf("no zero setup error counter for iptables in the metrics")
+	}
 
 	// kill -9: rules and addresses stay behind, nobody listens: every lookup
 	// falls back to kube-dns (the pod's second nameserver) quickly.
