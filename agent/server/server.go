@@ -119,7 +119,8 @@ type Options struct {
 	// (misses waiting for upstreams, prefetches); more are dropped, as an
 	// overloaded resolver does (default 2048).
 	MaxInflight int
-	// Timeout bounds one upstream exchange (default 5s).
+	// Timeout, when set, bounds one upstream exchange; 0 leaves it to the
+	// Exchanger (the forwarder bounds every exchange itself).
 	Timeout time.Duration
 	// TCPIdleTimeout closes idle TCP connections (default TCPIdleTimeout).
 	TCPIdleTimeout time.Duration
@@ -154,9 +155,6 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if opts.MaxInflight <= 0 {
 		opts.MaxInflight = 2048
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Second
 	}
 	if opts.TCPIdleTimeout <= 0 {
 		opts.TCPIdleTimeout = TCPIdleTimeout

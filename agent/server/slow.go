@@ -178,8 +178,11 @@ func (s *Server) exchange(ctx context.Context, b *Block, req *dns.Msg) (*dns.Msg
 		do = opt.Do()
 	}
 	up.SetEdns0(EDNSSize, do)
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
+	if s.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
+		defer cancel()
+	}
 	resp, err := b.Forward.Exchange(ctx, up)
 	if err != nil {
 		return nil, err
