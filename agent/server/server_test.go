@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -645,5 +646,55 @@ func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
 			t.Fatalf("answer %d: %v %v", i, r, err)
 		}
 		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+func TestKeysAndRouting(t *testing.T) {
+	cfg := &corefile.Config{Servers: []corefile.Server{
+		{Zones: []string{"cluster.local."}, Port: 53, Bind: []string{"169.254.20.10", "10.0.0.10"}},
+		{Zones: []string{"."}, Port: 53, Bind: []string{"169.254.20.10", "10.0.0.10"}},
+		{Zones: []string{"example."}, Port: 5300},
+	}}
+	want := []string{"tcp/0.0.0.0:5300", "tcp/10.0.0.10:53", "tcp/169.254.20.10:53", "udp/0.0.0.0:5300", "udp/10.0.0.10:53", "udp/169.254.20.10:53"}
+	if got := Keys(cfg); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("Keys = %v, want %v", got, want)
+	}
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := &Block{Zones: []string{"cluster.local."}, Port: 53, Bind: []string{"169.254.20.10"}}
+	root := &Block{Zones: []string{"."}, Port: 53, Bind: []string{"169.254.20.10"}}
+	all := &Block{Zones: []string{"example.", "Other.Example."}, Port: 53}
+	if err := s.SetBlocks([]*Block{cluster, root, all}); err != nil {
+		t.Fatal(err)
+	}
+	tbl := s.table.Load()
+	for _, tc := range []struct {
+		name, listener, qname string
+		want                  *Block
+	}{
+		{"cluster name on the bound IP", "169.254.20.10:53", "a.b.svc.cluster.local.", cluster},
+		{"other name on the bound IP", "169.254.20.10:53", "www.google.com.", root},
+		{"no-bind block also on the bound IP", "169.254.20.10:53", "www.example.", all},
+		{"second zone of a block, case-insensitive", "169.254.20.10:53", "x.other.example.", all},
+		{"wildcard listener: only no-bind blocks", "0.0.0.0:53", "www.example.", all},
+		{"wildcard listener: no root block", "0.0.0.0:53", "www.google.com.", nil},
+		{"other port", "169.254.20.10:54", "www.example.", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, _ := zoneWire(tc.qname)
+			rt := tbl.zonesFor(netip.MustParseAddrPort(tc.listener)).lookup([]byte(key))
+			var got *Block
+			if rt != nil {
+				got = rt.block
+			}
+			if got != tc.want {
+				t.Errorf("routed to %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if err := s.SetBlocks([]*Block{{Zones: []string{"."}, Port: 53, Bind: []string{"not-an-ip"}}}); err == nil {
+		t.Error("bad bind address accepted")
 	}
 }
