@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -47,10 +49,7 @@ func TestLiveness(t *testing.T) {
 			return func() {}
 		}, wantOther: 0},
 		{name: "lock held by another process", setup: func(t *testing.T, dir string) func() {
-			flock, err := exec.LookPath("flock")
-			if err != nil {
-				t.Skip("flock(1) not installed")
-			}
+			flock := testenv.Binary(t, "flock", "")
 			cmd := exec.Command(flock, "-o", filepath.Join(dir, "2-other.lock"), "sleep", "30")
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
