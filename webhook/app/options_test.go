@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		check   func(t *testing.T, o *Options)
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, o *Options) {
+				if o.Port != 9443 || o.LocalDNSIP != "169.254.20.10" || o.KubeDNSService != "kube-system/kube-dns" ||
+					o.ClusterDomain != "cluster.local" || o.Ndots != 3 || o.Timeout != 1 || o.Attempts != 2 ||
+					!o.InjectHostNetwork || o.EnableHTTP2 || o.BindAddress != "" {
+					t.Errorf("unexpected defaults: %+v", o)
+				}
+			},
+		},
+		{
+			name: "every flag",
+			args: []string{"--cert-dir", "/certs", "--port", "10250", "--bind-address", "127.0.0.1", "--kubeconfig", "/kc",
+				"--health-probe-bind-address", "127.0.0.1:0", "--metrics-bind-address", "0", "--local-dns-ip", "169.254.20.10, fd00::10",
+				"--kube-dns-service", "dns/coredns", "--kube-dns-ip", "10.0.0.10,fd00::a", "--cluster-domain", "k8s.example",
+				"--ndots", "5", "--timeout", "2", "--attempts", "3", "--inject-host-network=false", "--enable-http2",
+				"--graceful-shutdown-timeout", "5s"},
+			check: func(t *testing.T, o *Options) {
+				cfg, err := o.InjectConfig()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(cfg.LocalIPs, []string{"169.254.20.10", "fd00::10"}) || cfg.ClusterDomain != "k8s.example" || cfg.InjectHostNetwork {
+					t.Errorf("inject config %+v", cfg)
+				}
+				if *cfg.Options[0].Value != "5" || *cfg.Options[1].Value != "2" || *cfg.Options[2].Value != "3" {
+					t.Errorf("options %+v", cfg.Options)
+				}
+				if o.Port != 10250 || o.CertDir != "/certs" || o.BindAddress != "127.0.0.1" || o.Kubeconfig != "/kc" ||
+					o.MetricsBindAddress != "0" || !o.EnableHTTP2 || o.GracefulShutdownTimeout != 5*time.Second ||
+					!slices.Equal(splitList(o.KubeDNSIP), []string{"10.0.0.10", "fd00::a"}) {
+					t.Errorf("options %+v", o)
+				}
+			},
+		},
+		{name: "port zero", args: []string{"--port", "0"}, wantErr: "--port"},
+		{name: "port too big", args: []string{"--port", "70000"}, wantErr: "--port"},
+		{name: "port not a number", args: []string{"--port", "https"}, wantErr: "invalid value"},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "not defined"},
+		{name: "positional argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{name: "bad local ip", args: []string{"--local-dns-ip", "169.254.20"}, wantErr: "--local-dns-ip"},
+		{name: "three local ips", args: []string{"--local-dns-ip", "1.1.1.1,2.2.2.2,3.3.3.3"}, wantErr: "at most 2"},
+		{name: "empty local ip", args: []string{"--local-dns-ip", ""}, wantErr: "at least one"},
+		{name: "bad kube-dns ip", args: []string{"--kube-dns-ip", "kube-dns"}, wantErr: "--kube-dns-ip"},
+		{name: "bad kube-dns service", args: []string{"--kube-dns-service", "a/b/c"}, wantErr: "--kube-dns-service"},
+		{name: "bad cluster domain", args: []string{"--cluster-domain", "Bad_Domain"}, wantErr: "cluster domain"},
+		{name: "ndots too big", args: []string{"--ndots", "16"}, wantErr: "ndots"},
+		{name: "timeout zero", args: []string{"--timeout", "0"}, wantErr: "timeout"},
+		{name: "attempts too big", args: []string{"--attempts", "6"}, wantErr: "attempts"},
+		{name: "negative shutdown", args: []string{"--graceful-shutdown-timeout", "-1s"}, wantErr: "graceful"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseFlags(tc.args, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, o)
+		})
+	}
+}
+
+func TestParseFlagsHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := ParseFlags([]string{"-h"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("error = %v, want flag.ErrHelp", err)
+	}
+	for _, name := range []string{"cert-dir", "kube-dns-ip", "inject-host-network", "enable-http2"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("help does not list --%s", name)
+		}
+	}
+}
+
+// TestRunRefusesBadFlags checks Run returns the error before starting
+// anything (main then exits non-zero).
+func TestRunRefusesBadFlags(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := Run(ctx, []string{"--ndots", "99"})
+	if err == nil || !strings.Contains(err.Error(), "ndots") {
+		t.Fatalf("Run = %v, want an ndots error", err)
+	}
+}
+
+// TestRunBadKubeconfig checks a missing kubeconfig is a clear error.
+func TestRunBadKubeconfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := Run(ctx, []string{"--kubeconfig", t.TempDir() + "/missing", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"})
+	if err == nil || !strings.Contains(err.Error(), "kubeconfig") {
+		t.Fatalf("Run = %v, want a kubeconfig error", err)
+	}
+}

@@ -1,0 +1,176 @@
+// Package handler is the admission handler of the webhook: it decodes the
+// pod from the AdmissionRequest, asks package inject what to do and answers
+// with a JSON patch, audit annotations and metrics.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
+)
+
+// Path is where the webhook server serves the handler.
+const Path = "/mutate-v1-pod"
+
+// Reasons the handler adds to those of package inject.
+const (
+	ReasonNotCreate            = "not-create"
+	ReasonSubresource          = "subresource"
+	ReasonWrongKind            = "wrong-kind"
+	ReasonUndecodable          = "undecodable"
+	ReasonNamespaceUnavailable = "namespace-unavailable"
+)
+
+// Audit annotation keys (the API server prefixes them with the webhook name).
+const (
+	AuditDecision = "decision"
+	AuditReason   = "reason"
+)
+
+// NamespaceLookup returns the annotations of a namespace. It returns no
+// error and nil annotations for a namespace that does not exist (yet).
+type NamespaceLookup func(ctx context.Context, name string) (map[string]string, error)
+
+// Options configure a Handler.
+type Options struct {
+	// Config is what to inject; its KubeDNSIPs are ignored in favour of
+	// KubeDNSIPs below.
+	Config inject.Config
+	// KubeDNSIPs returns the current kube-dns addresses (nil when unknown).
+	KubeDNSIPs func() []string
+	// Namespaces reads namespace annotations; nil disables namespace-level
+	// option overrides.
+	Namespaces NamespaceLookup
+	// Registerer receives the handler's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+}
+
+// Handler is the controller-runtime admission.Handler for pod CREATE.
+type Handler struct {
+	cfg        inject.Config
+	kubeDNSIPs func() []string
+	namespaces NamespaceLookup
+	metrics    *metrics
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// New validates opts and returns a Handler.
+func New(opts Options) (*Handler, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("webhook handler: %w", err)
+	}
+	if opts.KubeDNSIPs == nil {
+		return nil, errors.New("webhook handler: a kube-dns address source is required")
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("webhook handler metrics: %w", err)
+	}
+	return &Handler{cfg: opts.Config, kubeDNSIPs: opts.KubeDNSIPs, namespaces: opts.Namespaces, metrics: m}, nil
+}
+
+// Handle implements admission.Handler. It never denies a pod: errors are
+// answered with an error response, which the API server ignores under
+// failurePolicy Ignore.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	decision, reason, resp := h.handle(ctx, req)
+	if resp.AuditAnnotations == nil {
+		resp.AuditAnnotations = make(map[string]string, 2)
+	}
+	resp.AuditAnnotations[AuditDecision] = decision
+	resp.AuditAnnotations[AuditReason] = reason
+	h.metrics.admissions.WithLabelValues(decision, reason).Inc()
+	h.metrics.duration.WithLabelValues(decision).Observe(time.Since(start).Seconds())
+	return resp
+}
+
+func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, reason string, resp admission.Response) {
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
+		return DecisionError, ReasonWrongKind, admission.Errored(http.StatusBadRequest,
+			fmt.Errorf("expected a core/v1 Pod, got kind %q in group %q", req.Kind.Kind, req.Kind.Group))
+	}
+	if req.Operation != admissionv1.Create {
+		return DecisionSkipped, ReasonNotCreate, admission.Allowed("only pod creation is mutated")
+	}
+	if req.SubResource != "" {
+		return DecisionSkipped, ReasonSubresource, admission.Allowed("subresources are not mutated")
+	}
+	if len(req.Object.Raw) == 0 {
+		return DecisionError, ReasonUndecodable, admission.Errored(http.StatusBadRequest, errors.New("admission request has no pod object"))
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return DecisionError, ReasonUndecodable, admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding pod: %w", err))
+	}
+	if r := inject.SkipReason(&pod, h.cfg.InjectHostNetwork); r != "" {
+		return DecisionSkipped, r, admission.Allowed(r)
+	}
+	namespace := req.Namespace
+	if namespace == "" {
+		namespace = pod.Namespace
+	}
+	var nsAnnotations map[string]string
+	if h.namespaces != nil && namespace != "" {
+		var err error
+		if nsAnnotations, err = h.namespaces(ctx, namespace); err != nil {
+			return DecisionSkipped, ReasonNamespaceUnavailable, admission.Allowed(ReasonNamespaceUnavailable).
+				WithWarnings(fmt.Sprintf("node-local DNS not injected: reading namespace %q: %v", namespace, err))
+		}
+	}
+	cfg := h.cfg
+	cfg.KubeDNSIPs = h.kubeDNSIPs()
+	res := inject.Inject(&pod, namespace, nsAnnotations, cfg)
+	if !res.Injected {
+		resp := admission.Allowed(res.Reason)
+		if len(res.Warnings) > 0 {
+			resp = resp.WithWarnings(prefix("node-local DNS not injected: ", res.Warnings)...)
+		}
+		return DecisionSkipped, res.Reason, resp
+	}
+	resp = admission.Patched(inject.ReasonInjected, Patch(&pod, res.DNSConfig)...)
+	if len(res.Warnings) > 0 {
+		resp = resp.WithWarnings(prefix("node-local DNS: ", res.Warnings)...)
+	}
+	return DecisionInjected, inject.ReasonInjected, resp
+}
+
+// Patch returns the JSON patch that turns the original pod into the injected
+// one: dnsPolicy None, the dnsConfig and the injected annotation. It touches
+// nothing else, so fields unknown to this program's API types survive.
+func Patch(original *corev1.Pod, dnsConfig *corev1.PodDNSConfig) []jsonpatch.JsonPatchOperation {
+	ops := []jsonpatch.JsonPatchOperation{
+		jsonpatch.NewOperation("add", "/spec/dnsPolicy", string(corev1.DNSNone)),
+		jsonpatch.NewOperation("add", "/spec/dnsConfig", dnsConfig),
+	}
+	if original.Annotations == nil {
+		return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{inject.InjectedAnnotation: "true"}))
+	}
+	return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(inject.InjectedAnnotation), "true"))
+}
+
+// escapePointer escapes a JSON pointer reference token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+func prefix(p string, msgs []string) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = p + m
+	}
+	return out
+}
