@@ -477,13 +477,6 @@ func (n *netnode) killAgent(ctx context.Context) (string, error) {
 	args := n.in(n.pod, "dig", "+time=1", "+tries=1", "@"+localDNSIP, serviceFQDN)
 	out, _ := runCmd(ctx, args...)
 	n.d.show(shellJoin(args), strings.Join(grepLines(out, "communications error", "timed out", "status:", "no servers"), "\n"))
-	addr, took, err := n.getent(ctx, serviceName)
-	if err != nil {
-		return "", err
-	}
-	if addr != serviceAddr {
-		return "", fmt.Errorf("getent hosts %s = %s, want %s", serviceName, addr, serviceAddr)
-	}
 	server, _, err := n.digServer(ctx, serviceName)
 	if err != nil {
 		return "", err
@@ -491,10 +484,39 @@ func (n *netnode) killAgent(ctx context.Context) (string, error) {
 	if server != kubeDNSIP {
 		return "", fmt.Errorf("with the agent dead, dig got its answer from %q, want kube-dns %s", server, kubeDNSIP)
 	}
-	n.d.printf("nothing listens on %s any more (the kernel answers ICMP port unreachable); glibc moved on to the next nameserver, kube-dns %s: the lookup took %v (bounded by the pod's `options timeout`)\n",
-		localDNSIP, kubeDNSIP, took.Round(time.Millisecond))
-	return fmt.Sprintf("getent %s via kube-dns in %v (interface %v and %d rules left behind)",
-		serviceName, took.Round(time.Millisecond), addrs, rules), nil
+	n.d.printf("nothing listens on %s any more: the node's kernel answers ICMP port unreachable and the resolver moves on to kube-dns %s.\n", localDNSIP, kubeDNSIP)
+	n.d.printf("Three lookups in a row with the kernel's default ICMP rate limit (net.ipv4.icmp_ratelimit=1000 ms per destination):\n")
+	slow, err := n.lookups(ctx, 3)
+	if err != nil {
+		return "", err
+	}
+	n.d.printf("A query that gets no ICMP error waits for the pod's `options timeout` before the next nameserver. With the limit off on the node:\n")
+	if _, err := n.d.exec(ctx, n.in(n.node, "sysctl", "-w", "net.ipv4.icmp_ratelimit=0")...); err != nil {
+		return "", err
+	}
+	fast, err := n.lookups(ctx, 3)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("getent %s answered by kube-dns in %s (default ICMP rate limit), %s (icmp_ratelimit=0); interface %v and %d rules left behind",
+		serviceName, strings.Join(slow, ", "), strings.Join(fast, ", "), addrs, rules), nil
+}
+
+// lookups resolves the service name count times from the pod and returns
+// how long each took.
+func (n *netnode) lookups(ctx context.Context, count int) ([]string, error) {
+	var took []string
+	for range count {
+		addr, d, err := n.getent(ctx, serviceName)
+		if err != nil {
+			return nil, err
+		}
+		if addr != serviceAddr {
+			return nil, fmt.Errorf("getent hosts %s = %s, want %s", serviceName, addr, serviceAddr)
+		}
+		took = append(took, d.Round(time.Millisecond).String())
+	}
+	return took, nil
 }
 
 // restartAgent starts a new agent that adopts what the killed one left.
