@@ -24,6 +24,9 @@ func (c *cluster) expectResolves(name, want string) time.Duration {
 	if got != want {
 		c.t.Fatalf("resolve %s = %s, want %s", name, got, want)
 	}
+	if d > time.Second {
+		c.t.Logf("slow lookup: %s took %v", name, d)
+	}
 	return d
 }
 
