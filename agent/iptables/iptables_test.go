@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -369,6 +370,20 @@ func TestRealIptables(t *testing.T) {
 				}
 				if n, err := m.Present(); err != nil || n != 0 {
 					t.Errorf("Present after Remove = %d, %v; want 0", n, err)
+				}
+			})
+		})
+	}
+	// auto follows the kubelet's hint chain to the backend kube-proxy uses.
+	for _, backend := range []string{BackendLegacy, BackendNFT} {
+		t.Run("auto finds "+backend, func(t *testing.T) {
+			inFreshNetns(t, func() {
+				if out, err := exec.Command("iptables-"+backend, "-t", "mangle", "-N", "KUBE-IPTABLES-HINT").CombinedOutput(); err != nil {
+					t.Errorf("create hint chain: %v: %s", err, out)
+					return
+				}
+				if _, _, chosen, err := NewRunners(BackendAuto, 5, ExecSave(5e9)); err != nil || chosen != backend {
+					t.Errorf("auto chose %q, %v; want %s", chosen, err, backend)
 				}
 			})
 		})
