@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ func (d *demo) stepControlPlane(ctx context.Context) (string, error) {
 	d.printf("starting %s and %s on free loopback ports...\n", etcd, apiserver)
 	began := time.Now()
 	env, err := kubeapi.Start(ctx, kubeapi.Options{
-		APIServerBin: apiserver, EtcdBin: etcd, Dir: filepath.Join(d.dir, "kubeapi"),
+		APIServerBin: apiserver, EtcdBin: etcd, Dir: filepath.Join(d.dir, "kubeapi"), AuditLog: true,
 	})
 	if err != nil {
 		return "", err
@@ -327,6 +328,7 @@ func (d *demo) stepPods(ctx context.Context) (string, error) {
 			d.podSource = "pod demo/plain, injected by the webhook in step 3"
 		}
 	}
+	d.printAudit(ctx)
 	d.printWebhookMetrics(ctx)
 	if len(mismatches) > 0 {
 		return "", fmt.Errorf("unexpected webhook decisions: %s", strings.Join(mismatches, "; "))
@@ -412,5 +414,52 @@ func (d *demo) printWebhookMetrics(ctx context.Context) {
 	d.printf("\nthe webhook's decisions in its metrics (GET %s):\n", d.webhook.metricsURL)
 	for _, l := range grepLines(body, "nodelocaldns_webhook_admissions_total{") {
 		d.printf("    %s\n", l)
+	}
+}
+
+// printAudit prints the admission annotations the API server recorded in
+// its audit log for the demo pods' creation: the webhook's decision and
+// reason, and the patch the API server applied. Pods the API server never
+// sent to the webhook have none.
+func (d *demo) printAudit(ctx context.Context) {
+	d.printf("\nthe API server's audit log (%s), pod creations:\n", d.env.AuditLogPath)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		events, err := d.env.AuditEvents()
+		if err != nil {
+			d.printf("    (not readable: %v)\n", err)
+			return
+		}
+		var lines []string
+		for _, ev := range events {
+			if ev.Verb != "create" || ev.Stage != "ResponseComplete" || ev.ObjectRef == nil ||
+				ev.ObjectRef.Resource != "pods" || ev.ObjectRef.Name == "" {
+				continue
+			}
+			var anns []string
+			for k, v := range ev.Annotations {
+				if strings.HasPrefix(k, "inject.node-local-dns.io/") || strings.HasPrefix(k, "mutation.webhook.admission.k8s.io/") {
+					if len(v) > 100 {
+						v = v[:100] + "..."
+					}
+					anns = append(anns, k+"="+v)
+				}
+			}
+			sort.Strings(anns)
+			if len(anns) == 0 {
+				anns = []string{"(no webhook annotations: the API server did not call the webhook)"}
+			}
+			lines = append(lines, fmt.Sprintf("%s/%s:", ev.ObjectRef.Namespace, ev.ObjectRef.Name))
+			for _, a := range anns {
+				lines = append(lines, "    "+a)
+			}
+		}
+		if len(lines) >= 2*len(demoPods()) || time.Now().After(deadline) || ctx.Err() != nil {
+			for _, l := range lines {
+				d.printf("    %s\n", l)
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
