@@ -72,7 +72,7 @@ func TestDemo(t *testing.T) {
 // checkNetnsSteps requires every step of the netns node to pass.
 func checkNetnsSteps(t *testing.T, results []Result) {
 	t.Helper()
-	for _, want := range []string{"Node: network namespaces", "Agent: bin/agent", "kill -9", "Restart", "SIGTERM"} {
+	for _, want := range []string{"Node: network namespaces", "Agent: bin/agent", "kill -9", "Restart", "Surge upgrade", "SIGTERM the last"} {
 		found := false
 		for _, r := range results {
 			if strings.Contains(r.Step, want) {

@@ -43,7 +43,8 @@ type netnode struct {
 	dir                string
 	agentArgs          []string
 	agentEnv           []string
-	agent              *proc
+	agent              *proc   // the newest agent
+	agents             []*proc // every agent started
 	agentRuns          int
 	nsd                *proc
 }
@@ -62,7 +63,8 @@ func (d *demo) netnsSteps() {
 	d.step("Resolve from the pod through the agent; cache hits in /metrics", ok, n.resolve)
 	ok = d.step("kill -9 the agent: the pod's lookups fall back to kube-dns", ok, n.killAgent)
 	ok = d.step("Restart the agent: it adopts the interface and rules left behind", ok, n.restartAgent)
-	d.step("SIGTERM the agent: rules and addresses are removed", ok, n.terminate)
+	ok = d.step("Surge upgrade: a second agent takes the sockets over, the first one leaves", ok, n.surge)
+	d.step("SIGTERM the last agent: rules and addresses are removed", ok, n.terminate)
 }
 
 // build creates the namespaces, links, addresses, routes, the pod's
@@ -203,8 +205,8 @@ func (n *netnode) startNSD(ctx context.Context) error {
 
 // destroy removes the namespaces and their /etc/netns files.
 func (n *netnode) destroy() {
-	if n.agent != nil {
-		n.agent.kill()
+	for _, a := range n.agents {
+		a.kill()
 	}
 	for _, ns := range []string{n.pod, n.node, n.kubeDNS} {
 		_, _ = runCmd(context.Background(), "ip", "netns", "del", ns)
@@ -282,11 +284,12 @@ func (n *netnode) runAgent(ctx context.Context) error {
 		return err
 	}
 	n.agent = p
+	n.agents = append(n.agents, p)
 	if err := p.waitLog(ctx, "] serving ", 30*time.Second); err != nil {
 		return err
 	}
 	n.d.printf("agent pid %d serving; log %s:\n", p.pid(), logPath)
-	for _, l := range grepLines(p.log(), "node:", "serving", "iptables backend") {
+	for _, l := range grepLines(p.log(), "node:", "serving") {
 		n.d.printf("    %s\n", l)
 	}
 	return nil
@@ -536,6 +539,37 @@ func (n *netnode) restartAgent(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("dig +search %s: answered by %q with %q, want %s", serviceName, server, addr, localDNSIP)
 	}
 	return fmt.Sprintf("interface adopted, %d rules (no duplicates), pod answered by %s again", rules, localDNSIP), nil
+}
+
+// surge starts a second agent beside the running one (what a DaemonSet
+// with maxSurge does), then stops the old one: the node keeps answering and
+// its rules stay.
+func (n *netnode) surge(ctx context.Context) (string, error) {
+	old := n.agent
+	if err := n.runAgent(ctx); err != nil {
+		return "", err
+	}
+	if !strings.Contains(n.agent.log(), "took over") {
+		return "", fmt.Errorf("the new agent did not take the listening sockets over:\n%s", n.agent.tail(15))
+	}
+	n.d.show(fmt.Sprintf("kill -TERM %d", old.pid()), "")
+	took, err := old.term(30 * time.Second)
+	if err != nil {
+		return "", fmt.Errorf("old agent exit after SIGTERM: %w\n%s", err, old.tail(15))
+	}
+	n.d.printf("old agent %d exited in %v:\n", old.pid(), took.Round(time.Millisecond))
+	for _, l := range grepLines(old.log(), "shutting down", "another instance", "last instance") {
+		n.d.printf("    %s\n", l)
+	}
+	rules := n.showRules(ctx)
+	server, addr, err := n.digServer(ctx, serviceName)
+	if err != nil {
+		return "", err
+	}
+	if rules == 0 || server != localDNSIP || addr != serviceAddr {
+		return "", fmt.Errorf("after the old agent left: %d rules, answered by %q with %q", rules, server, addr)
+	}
+	return fmt.Sprintf("new agent took the sockets over; old one left in %v; %d rules kept, pod answered by %s", took.Round(time.Millisecond), rules, localDNSIP), nil
 }
 
 // terminate sends SIGTERM and shows that the node is clean.
