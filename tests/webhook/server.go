@@ -1,0 +1,272 @@
+// Package webhook runs the real webhook (webhook/app.Run, in-process) against
+// the real control plane of tests/kubeapi: integration tests, and helpers the
+// load benchmark and other integration tests reuse.
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/webhook/app"
+)
+
+// AdmissionPath is where the webhook serves pod admission.
+const AdmissionPath = "/mutate-v1-pod"
+
+// ServerOptions configure an in-process webhook.
+type ServerOptions struct {
+	// Kubeconfig is passed as --kubeconfig (e.g. kubeapi.Env.KubeconfigPath).
+	Kubeconfig string
+	// CertDir receives tls.crt/tls.key for 127.0.0.1; empty means a new
+	// temporary directory, removed by Stop.
+	CertDir string
+	// Args are extra flags for app.Run (e.g. "--kube-dns-ip=10.96.0.10").
+	Args []string
+	// Metrics serves /metrics on a free port (MetricsURL); off by default.
+	Metrics bool
+	// ReadyTimeout bounds Start's wait for /readyz (30s if zero).
+	ReadyTimeout time.Duration
+}
+
+// Server is a webhook started in-process with app.Run on 127.0.0.1.
+type Server struct {
+	// URL is the admission endpoint, https://127.0.0.1:PORT/mutate-v1-pod.
+	URL string
+	// CAPEM is the CA of the serving certificate (the caBundle).
+	CAPEM []byte
+	// CertDir holds tls.crt, tls.key and ca.crt.
+	CertDir string
+	// HealthURL is the health probe server, http://127.0.0.1:PORT.
+	HealthURL string
+	// MetricsURL is http://127.0.0.1:PORT/metrics when Options.Metrics is set.
+	MetricsURL string
+
+	ownDir bool
+	cancel context.CancelFunc
+	done   chan error
+	err    error
+}
+
+// StartServer runs app.Run in a goroutine with a fresh serving certificate
+// and free ports, and waits until the webhook serves TLS and /readyz is OK.
+func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
+	s := &Server{CertDir: opts.CertDir, done: make(chan error, 1)}
+	if s.CertDir == "" {
+		dir, err := os.MkdirTemp("", "webhook-certs-")
+		if err != nil {
+			return nil, fmt.Errorf("cert dir: %w", err)
+		}
+		s.CertDir, s.ownDir = dir, true
+	}
+	caPEM, err := kubeapi.NewServingCert(s.CertDir, "127.0.0.1", "localhost")
+	if err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	s.CAPEM = caPEM
+	ports, err := freePorts(3)
+	if err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	s.URL = "https://127.0.0.1:" + strconv.Itoa(ports[0]) + AdmissionPath
+	s.HealthURL = "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	metricsAddr := "0"
+	if opts.Metrics {
+		metricsAddr = "127.0.0.1:" + strconv.Itoa(ports[2])
+		s.MetricsURL = "http://" + metricsAddr + "/metrics"
+	}
+	args := []string{
+		"--cert-dir=" + s.CertDir,
+		"--bind-address=127.0.0.1",
+		"--port=" + strconv.Itoa(ports[0]),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(ports[1]),
+		"--metrics-bind-address=" + metricsAddr,
+		"--zap-log-level=error", // Args may override
+	}
+	if opts.Kubeconfig != "" {
+		args = append(args, "--kubeconfig="+opts.Kubeconfig)
+	}
+	args = append(args, opts.Args...)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- app.Run(runCtx, args) }()
+
+	timeout := opts.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	waitCtx, waitCancel := context.WithTimeout(ctx, timeout)
+	defer waitCancel()
+	if err := s.waitReady(waitCtx); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("webhook (args %q): %w", args, err)
+	}
+	return s, nil
+}
+
+// waitReady polls until the TLS endpoint verifies against CAPEM and the
+// health server's /readyz answers 200.
+func (s *Server) waitReady(ctx context.Context) error {
+	var last string
+	for {
+		select {
+		case err := <-s.done:
+			s.done <- err // keep it for Stop
+			return fmt.Errorf("app.Run returned before ready: %v", err)
+		default:
+		}
+		if last = s.probe(ctx); last == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready in time: %s", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// probe returns "" when the webhook is ready, else what is missing.
+func (s *Server) probe(ctx context.Context) string {
+	// A verified TLS handshake shows the serving side is up (a request
+	// would be logged as a bad admission request).
+	host := strings.TrimSuffix(strings.TrimPrefix(s.URL, "https://"), AdmissionPath)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: s.tlsConfig()}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return "admission endpoint: " + err.Error()
+	}
+	conn.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.HealthURL+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "readyz: " + err.Error()
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("readyz: HTTP %d: %s", resp.StatusCode, body)
+	}
+	return ""
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.CAPEM)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// WaitUnready polls /readyz until it fails (e.g. after kube-dns was deleted).
+func (s *Server) WaitUnready(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.HealthURL+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("readyz: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("/readyz still OK after %v", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Metric returns the value of the sample whose exposition line starts with
+// series (name plus labels in exposition order, e.g.
+// `x_total{decision="injected",reason="injected"}`), or 0 if absent.
+func (s *Server) Metric(ctx context.Context, series string) (float64, error) {
+	if s.MetricsURL == "" {
+		return 0, errors.New("metrics not enabled (ServerOptions.Metrics)")
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.MetricsURL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("metrics: %w", err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				return 0, fmt.Errorf("metric %s: %w", series, err)
+			}
+			return v, nil
+		}
+	}
+	return 0, nil
+}
+
+// Client returns an HTTPS client that trusts the webhook's CA and keeps up to
+// conns connections alive.
+func (s *Server) Client(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     s.tlsConfig(),
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			MaxConnsPerHost:     conns,
+			IdleConnTimeout:     time.Minute,
+		},
+	}
+}
+
+// Stop cancels app.Run and returns its error (nil for a clean shutdown).
+// It is safe to call more than once.
+func (s *Server) Stop() error {
+	if s.cancel == nil {
+		return s.err
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case s.err = <-s.done:
+	case <-time.After(30 * time.Second):
+		s.err = errors.New("app.Run did not return within 30s of cancel")
+	}
+	s.cleanup()
+	return s.err
+}
+
+func (s *Server) cleanup() {
+	if s.ownDir {
+		_ = os.RemoveAll(s.CertDir)
+		s.ownDir = false
+	}
+}
+
+// freePorts returns n distinct loopback TCP ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
