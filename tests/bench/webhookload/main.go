@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -48,6 +49,7 @@ type options struct {
 	duration time.Duration
 	workers  int
 	strict   bool
+	profile  string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -58,6 +60,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "upper bound on the measured run")
 	fs.IntVar(&o.workers, "workers", 4, "concurrent workers, each on its own keep-alive connection")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a target is missed")
+	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the measured run (client and in-process webhook) to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,7 +115,20 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	cfg.Requests = o.requests
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	res, err := runLoad(ctx, cfg)
+	if o.profile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return err
 	}
