@@ -179,6 +179,7 @@ func TestTwinInstances(t *testing.T) {
 	perf := c.startPerf(localIP, qps, seconds, false)
 	time.Sleep(3 * time.Second)
 	a.kill()
+	stillRunning(t, perf)
 	r := <-perf
 	if r.sent < 0 {
 		t.Fatal(r.raw)
@@ -209,6 +210,7 @@ func TestTwinInstances(t *testing.T) {
 		}
 		time.Sleep(1 * time.Second)
 		old.term()
+		stillRunning(t, perf)
 		if !strings.Contains(old.log.String(), "another instance is running") {
 			t.Errorf("old instance did not leave the node to the new one:\n%s", old.log.String())
 		}
@@ -229,6 +231,15 @@ func TestTwinInstances(t *testing.T) {
 	// The last instance out tears down.
 	old.term()
 	c.expectNodeState(false)
+}
+
+// stillRunning fails the test when the load ended before the drill's event:
+// the drill would prove nothing.
+func stillRunning(t *testing.T, perf <-chan perfResult) {
+	t.Helper()
+	if len(perf) > 0 {
+		t.Fatal("dnsperf had finished before the drill's kill/upgrade was done: the machine is too slow for this drill")
+	}
 }
 
 // TestInterceptionMode: a pod with a plain resolv.conf (nameserver = the
