@@ -114,7 +114,8 @@ func run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Kube {
 		ok := d.step("Control plane: etcd + kube-apiserver on 127.0.0.1", true, d.stepControlPlane)
 		ok = d.step("Webhook: kube-dns Service, bin/webhook on 127.0.0.1, the project's MutatingWebhookConfiguration", ok, d.stepWebhook)
-		d.step("Pods: labelled namespace, plain / opted-out / hostNetwork pods, their resolv.conf", ok, d.stepPods)
+		ok = d.step("Pods: labelled namespace, plain / opted-out / hostNetwork pods, their resolv.conf", ok, d.stepPods)
+		d.step("Webhook down: a new pod is created unchanged (failurePolicy Ignore)", ok, d.stepWebhookDown)
 	}
 	switch cfg.Node {
 	case NodeNetns:

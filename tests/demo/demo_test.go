@@ -32,7 +32,7 @@ func TestDemo(t *testing.T) {
 			cfg:  Config{Kube: true, Node: NodeAuto},
 			needs: []string{"kube-apiserver", "KUBE_APISERVER_BIN", "etcd", "ETCD_BIN", "webhook", "WEBHOOK_BIN",
 				"agent", "AGENT_BIN", "nsd", "NSD_BIN", "dig", "", "getent", "", "ip", ""},
-			wantPass: []string{"Control plane", "Webhook", "Pods", "cache hit"},
+			wantPass: []string{"Control plane", "Webhook:", "Pods", "Webhook down", "cache hit"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

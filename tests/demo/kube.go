@@ -328,7 +328,7 @@ func (d *demo) stepPods(ctx context.Context) (string, error) {
 			d.podSource = "pod demo/plain, injected by the webhook in step 3"
 		}
 	}
-	d.printAudit(ctx)
+	d.printAudit(ctx, 2*len(demoPods()))
 	d.printWebhookMetrics(ctx)
 	if len(mismatches) > 0 {
 		return "", fmt.Errorf("unexpected webhook decisions: %s", strings.Join(mismatches, "; "))
@@ -421,7 +421,7 @@ func (d *demo) printWebhookMetrics(ctx context.Context) {
 // its audit log for the demo pods' creation: the webhook's decision and
 // reason, and the patch the API server applied. Pods the API server never
 // sent to the webhook have none.
-func (d *demo) printAudit(ctx context.Context) {
+func (d *demo) printAudit(ctx context.Context, wantLines int) {
 	d.printf("\nthe API server's audit log (%s), pod creations:\n", d.env.AuditLogPath)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -438,7 +438,8 @@ func (d *demo) printAudit(ctx context.Context) {
 			}
 			var anns []string
 			for k, v := range ev.Annotations {
-				if strings.HasPrefix(k, "inject.node-local-dns.io/") || strings.HasPrefix(k, "mutation.webhook.admission.k8s.io/") {
+				if strings.HasPrefix(k, "inject.node-local-dns.io/") || strings.HasPrefix(k, "mutation.webhook.admission.k8s.io/") ||
+					strings.HasPrefix(k, "failed-open.mutation.webhook.admission.k8s.io/") {
 					if len(v) > 100 {
 						v = v[:100] + "..."
 					}
@@ -454,7 +455,7 @@ func (d *demo) printAudit(ctx context.Context) {
 				lines = append(lines, "    "+a)
 			}
 		}
-		if len(lines) >= 2*len(demoPods()) || time.Now().After(deadline) || ctx.Err() != nil {
+		if len(lines) >= wantLines || time.Now().After(deadline) || ctx.Err() != nil {
 			for _, l := range lines {
 				d.printf("    %s\n", l)
 			}
@@ -462,4 +463,36 @@ func (d *demo) printAudit(ctx context.Context) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// stepWebhookDown stops the webhook and creates a pod: with failurePolicy
+// Ignore the API server creates it unchanged and records that it failed open.
+func (d *demo) stepWebhookDown(ctx context.Context) (string, error) {
+	d.show(fmt.Sprintf("kill -TERM %d", d.webhook.pid()), "")
+	took, err := d.webhook.term(30 * time.Second)
+	d.printf("webhook exited after %v (%v)\n", took.Round(time.Millisecond), exitStatus(err))
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "while-webhook-down", Namespace: demoNamespace},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+	}
+	began := time.Now()
+	got, err := d.cs.CoreV1().Pods(demoNamespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("create pod with the webhook down: %w", err)
+	}
+	took = time.Since(began)
+	injected := got.Annotations[inject.InjectedAnnotation] == "true"
+	d.printPod(got, demoPod{why: "created while the webhook is down"}, injected)
+	if injected {
+		return "", fmt.Errorf("pod %s/%s injected with the webhook stopped", got.Namespace, got.Name)
+	}
+	d.printAudit(ctx, 2*len(demoPods())+2)
+	return fmt.Sprintf("pod created unchanged in %v (failurePolicy Ignore): it uses kube-dns directly", took.Round(time.Millisecond)), nil
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
