@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -34,6 +35,7 @@ func runInNetns(t *testing.T) bool {
 	if len(ns) > 30 {
 		ns = ns[:30]
 	}
+	ns += fmt.Sprintf("-%d", os.Getpid())
 	if out, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
