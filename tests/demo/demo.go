@@ -228,9 +228,12 @@ func (d *demo) printf(format string, args ...any) {
 	fmt.Fprintf(d.out, format, args...)
 }
 
-// show prints a command the way a user would type it, and its output.
+// show prints a command the way a user would type it (none when cmd is
+// empty), and its output.
 func (d *demo) show(cmd string, output string) {
-	d.printf("$ %s\n", cmd)
+	if cmd != "" {
+		d.printf("$ %s\n", cmd)
+	}
 	output = strings.TrimRight(output, "\n")
 	if output == "" {
 		return

@@ -221,7 +221,8 @@ func (l *loopback) resolve(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("metrics: %w", err)
 	}
-	l.d.show("curl "+l.metricsURL+" | grep -E 'coredns_cache_(hits|misses)_total'",
+	l.d.printf("GET %s, the coredns_cache_hits_total and coredns_cache_misses_total lines:\n", l.metricsURL)
+	l.d.show("",
 		strings.Join(grepLines(after, "coredns_cache_hits_total{", "coredns_cache_misses_total{"), "\n"))
 	hits := metricSum(after, "coredns_cache_hits_total") - metricSum(before, "coredns_cache_hits_total")
 	misses := metricSum(after, "coredns_cache_misses_total") - metricSum(before, "coredns_cache_misses_total")

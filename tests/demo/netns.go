@@ -459,7 +459,8 @@ func (n *netnode) resolve(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("metrics: %w", err)
 	}
-	n.d.show("curl http://"+metricsAddr+"/metrics | grep -E 'coredns_cache_(hits|misses)_total'  (from the node namespace)",
+	n.d.printf("GET http://%s/metrics from inside the node namespace, the coredns_cache_hits_total and coredns_cache_misses_total lines:\n", metricsAddr)
+	n.d.show("",
 		strings.Join(grepLines(after, "coredns_cache_hits_total{", "coredns_cache_misses_total{"), "\n"))
 	hits := metricSum(after, "coredns_cache_hits_total") - metricSum(before, "coredns_cache_hits_total")
 	misses := metricSum(after, "coredns_cache_misses_total") - metricSum(before, "coredns_cache_misses_total")
