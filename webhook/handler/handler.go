@@ -5,7 +5,6 @@ package handler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -112,11 +111,11 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 	if len(req.Object.Raw) == 0 {
 		return DecisionError, ReasonUndecodable, admission.Errored(http.StatusBadRequest, errors.New("admission request has no pod object"))
 	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	pod, err := decodePod(req.Object.Raw)
+	if err != nil {
 		return DecisionError, ReasonUndecodable, admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding pod: %w", err))
 	}
-	if r := inject.SkipReason(&pod, h.cfg.InjectHostNetwork); r != "" {
+	if r := inject.SkipReason(pod, h.cfg.InjectHostNetwork); r != "" {
 		return DecisionSkipped, r, admission.Allowed(r)
 	}
 	namespace := req.Namespace
@@ -125,7 +124,6 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 	}
 	var nsAnnotations map[string]string
 	if h.namespaces != nil && namespace != "" {
-		var err error
 		if nsAnnotations, err = h.namespaces(ctx, namespace); err != nil {
 			return DecisionSkipped, ReasonNamespaceUnavailable, admission.Allowed(ReasonNamespaceUnavailable).
 				WithWarnings(fmt.Sprintf("node-local DNS not injected: reading namespace %q: %v", namespace, err))
@@ -133,7 +131,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 	}
 	cfg := h.cfg
 	cfg.KubeDNSIPs = h.kubeDNSIPs()
-	res := inject.Inject(&pod, namespace, nsAnnotations, cfg)
+	res := inject.Inject(pod, namespace, nsAnnotations, cfg)
 	if !res.Injected {
 		resp := admission.Allowed(res.Reason)
 		if len(res.Warnings) > 0 {
@@ -141,7 +139,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 		}
 		return DecisionSkipped, res.Reason, resp
 	}
-	resp = admission.Patched(inject.ReasonInjected, Patch(&pod, res.DNSConfig)...)
+	resp = admission.Patched(inject.ReasonInjected, Patch(pod, res.DNSConfig)...)
 	if len(res.Warnings) > 0 {
 		resp = resp.WithWarnings(prefix("node-local DNS: ", res.Warnings)...)
 	}

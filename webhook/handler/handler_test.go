@@ -226,11 +226,31 @@ func TestHandle(t *testing.T) {
 			name: "undecodable object is an error",
 			req: func(t *testing.T) admission.Request {
 				r := podRequest(t, admissionv1.Create, testPod())
-				r.Object.Raw = []byte(`{"spec": {"containers": "not a list"}}`)
+				r.Object.Raw = []byte(`{"spec": {"hostNetwork": "yes"}}`)
 				return r
 			},
 			wantCode:     http.StatusBadRequest,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
+		},
+		{
+			name: "object that is not an object is an error",
+			req: func(t *testing.T) admission.Request {
+				r := podRequest(t, admissionv1.Create, testPod())
+				r.Object.Raw = []byte(`["pod"]`)
+				return r
+			},
+			wantCode:     http.StatusBadRequest,
+			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
+		},
+		{
+			name: "pod without spec is an error",
+			req: func(t *testing.T) admission.Request {
+				r := podRequest(t, admissionv1.Create, testPod())
+				r.Object.Raw = []byte(`{"metadata":{"name":"x"}}`)
+				return r
+			},
+			wantCode:     http.StatusBadRequest,
+			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no metadata or no spec",
 		},
 		{
 			name: "missing object is an error",
