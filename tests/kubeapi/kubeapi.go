@@ -9,6 +9,7 @@
 package kubeapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,6 +44,10 @@ const (
 // allocates from. It is only an allocation range: no traffic goes there.
 const ServiceClusterIPRange = "10.96.0.0/12"
 
+// DualStackServiceClusterIPRange is a dual-stack Service range for
+// Options.ServiceClusterIPRange.
+const DualStackServiceClusterIPRange = ServiceClusterIPRange + ",fd00:10:96::/112"
+
 // DefaultStartTimeout bounds how long Start waits for etcd and /readyz.
 const DefaultStartTimeout = 2 * time.Minute
 
@@ -57,6 +62,10 @@ type Options struct {
 	Dir string
 	// StartTimeout bounds startup (DefaultStartTimeout if zero).
 	StartTimeout time.Duration
+	// ServiceClusterIPRange is the Service ClusterIP range; empty means
+	// ServiceClusterIPRange. Give an IPv4 and an IPv6 range separated by a
+	// comma for a dual-stack API server (see DualStackServiceClusterIPRange).
+	ServiceClusterIPRange string
 	// AuditLog turns on the API server's audit log (Metadata level, which
 	// includes admission webhooks' audit annotations) for pods and
 	// namespaces; read it with Env.AuditEvents.
@@ -293,7 +302,7 @@ func (e *Env) startAPIServer(ctx context.Context, opts Options, p *pki) error {
 		"--service-account-key-file=" + p.saPubFile,
 		"--service-account-signing-key-file=" + p.saKeyFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range=" + ServiceClusterIPRange,
+		"--service-cluster-ip-range=" + cmp.Or(opts.ServiceClusterIPRange, ServiceClusterIPRange),
 		"--authorization-mode=RBAC",
 		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",

@@ -27,10 +27,11 @@ import (
 )
 
 const (
-	localIP    = "169.254.20.10"
-	kubeDNSIP  = "10.96.0.10"
-	kubeDNSIP2 = "10.96.0.53"
-	domain     = "cluster.local"
+	localIP     = "169.254.20.10"
+	kubeDNSIP   = "10.96.0.10"
+	kubeDNSIP2  = "10.96.0.53"
+	kubeDNSIPv6 = "fd00:10:96::a"
+	domain      = "cluster.local"
 
 	// testConfigName names the registered copy of the shipped configuration.
 	testConfigName = "node-local-dns-test"
@@ -40,7 +41,7 @@ const (
 // a real kube-apiserver, pointed at the real webhook running in-process, and
 // creates pods through the API.
 func TestWebhookAgainstAPIServer(t *testing.T) {
-	env := kubeapi.StartT(t, kubeapi.Options{AuditLog: true})
+	env := kubeapi.StartT(t, kubeapi.Options{AuditLog: true, ServiceClusterIPRange: kubeapi.DualStackServiceClusterIPRange})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cs, err := env.Clientset()
@@ -214,27 +215,27 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		checkUnchanged(t, pod, got)
 
 		createKubeDNS(ctx, t, cs, kubeDNSIP2)
-		// The webhook learns the new IP from its informer; dry-run creates
-		// show when it has, without leaving pods behind.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			got, err := cs.CoreV1().Pods("inject").Create(ctx, basePod("probe-"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			if err != nil {
-				t.Fatalf("dry-run create: %v", err)
-			}
-			if got.Spec.DNSConfig != nil && slices.Contains(got.Spec.DNSConfig.Nameservers, kubeDNSIP2) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("30s after recreating kube-dns as %s, pods still get %+v", kubeDNSIP2, got.Spec.DNSConfig)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		// The webhook learns the new IP from its informer.
+		waitForNameservers(ctx, t, cs, []string{localIP, kubeDNSIP2})
 		got, err = cs.CoreV1().Pods("inject").Create(ctx, basePod("after-recreate-"), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkInjected(t, got, "inject", &wantDNS{nameservers: []string{localIP, kubeDNSIP2}, ndots: "3"})
+	})
+
+	t.Run("dual-stack kube-dns: both clusterIPs", func(t *testing.T) {
+		if err := cs.CoreV1().Services("kube-system").Delete(ctx, "kube-dns", metav1.DeleteOptions{}); err != nil {
+			t.Fatalf("delete kube-dns: %v", err)
+		}
+		createKubeDNS(ctx, t, cs, kubeDNSIP2, kubeDNSIPv6)
+		want := []string{localIP, kubeDNSIP2, kubeDNSIPv6}
+		waitForNameservers(ctx, t, cs, want)
+		got, err := cs.CoreV1().Pods("inject").Create(ctx, basePod("dual-stack-"), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInjected(t, got, "inject", &wantDNS{nameservers: want, ndots: "3"})
 	})
 
 	t.Run("webhook stopped: pods are still created, unchanged", func(t *testing.T) {
@@ -275,7 +276,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkInjected(t, got, "inject", &wantDNS{nameservers: []string{localIP, kubeDNSIP2}, ndots: "3"})
+		checkInjected(t, got, "inject", &wantDNS{nameservers: []string{localIP, kubeDNSIP2, kubeDNSIPv6}, ndots: "3"})
 		if err := srv2.Stop(); err != nil {
 			t.Errorf("second webhook did not shut down cleanly: %v", err)
 		}
@@ -557,13 +558,41 @@ func auditAnnotations(t *testing.T, env *kubeapi.Env, namespace, name string) ma
 	}
 }
 
-func createKubeDNS(ctx context.Context, t *testing.T, cs kubernetes.Interface, ip string) {
+// waitForNameservers dry-run creates pods (nothing is left behind) until the
+// injected nameservers are want, or fails after 30 seconds.
+func waitForNameservers(ctx context.Context, t *testing.T, cs kubernetes.Interface, want []string) {
 	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := cs.CoreV1().Pods("inject").Create(ctx, basePod("probe-"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatalf("dry-run create: %v", err)
+		}
+		if got.Spec.DNSConfig != nil && slices.Equal(got.Spec.DNSConfig.Nameservers, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s pods still get %+v, want nameservers %v", got.Spec.DNSConfig, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// createKubeDNS creates the kube-dns Service with the given clusterIPs (two
+// for dual stack).
+func createKubeDNS(ctx context.Context, t *testing.T, cs kubernetes.Interface, ips ...string) {
+	t.Helper()
+	policy := corev1.IPFamilyPolicySingleStack
+	if len(ips) > 1 {
+		policy = corev1.IPFamilyPolicyRequireDualStack
+	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
 		Spec: corev1.ServiceSpec{
-			ClusterIP: ip,
-			Selector:  map[string]string{"k8s-app": "kube-dns"},
+			ClusterIP:      ips[0],
+			ClusterIPs:     ips,
+			IPFamilyPolicy: &policy,
+			Selector:       map[string]string{"k8s-app": "kube-dns"},
 			Ports: []corev1.ServicePort{
 				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
 				{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP},
@@ -571,7 +600,7 @@ func createKubeDNS(ctx context.Context, t *testing.T, cs kubernetes.Interface, i
 		},
 	}
 	if _, err := cs.CoreV1().Services("kube-system").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create kube-dns Service %s: %v", ip, err)
+		t.Fatalf("create kube-dns Service %v: %v", ips, err)
 	}
 }
 
