@@ -146,19 +146,30 @@ func OnlyTCP(h Handler) Handler {
 	}
 }
 
-// Delay waits d before passing the query to h.
+// Delay waits d before passing the query to h (and drops it if the server
+// closes meanwhile).
 func Delay(d time.Duration, h Handler) Handler {
 	return func(w *Writer, q *Query) {
-		time.Sleep(d)
-		h(w, q)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			h(w, q)
+		case <-w.Done():
+		}
 	}
 }
 
 // Block holds every query until release is closed, then passes it to h.
+// Held queries are dropped when the server closes, so a failed test that
+// never releases them does not hang.
 func Block(release <-chan struct{}, h Handler) Handler {
 	return func(w *Writer, q *Query) {
-		<-release
-		h(w, q)
+		select {
+		case <-release:
+			h(w, q)
+		case <-w.Done():
+		}
 	}
 }
 
@@ -202,7 +213,7 @@ func SpoofOnly(h Handler) Handler {
 func spoof(h Handler, genuine bool) Handler {
 	return func(w *Writer, q *Query) {
 		rec := &recorder{}
-		h(&Writer{q: q, rec: rec}, q)
+		h(&Writer{q: q, rec: rec, done: w.done}, q)
 		for _, r := range rec.msgs {
 			forged := r.Copy()
 			for i, rr := range forged.Answer {

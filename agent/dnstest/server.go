@@ -41,7 +41,11 @@ type Writer struct {
 	tcp  net.Conn
 	tcpW *sync.Mutex
 	rec  *recorder // set when a wrapping handler captures the replies
+	done <-chan struct{}
 }
+
+// Done is closed when the server is closing; blocking handlers return then.
+func (w *Writer) Done() <-chan struct{} { return w.done }
 
 // Write packs m and sends it to the client.
 func (w *Writer) Write(m *dns.Msg) error {
@@ -91,6 +95,8 @@ type Server struct {
 	udpCount  atomic.Int64
 	tcpCount  atomic.Int64
 	connCount atomic.Int64
+
+	done    chan struct{} // closed by Close
 
 	mu      sync.Mutex
 	queries []Query
@@ -144,7 +150,7 @@ func listen(addr string) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("dnstest: listen tcp %s: %w", bound, err)
 	}
-	return &Server{Addr: bound, udp: udp, tcp: tcp, conns: map[net.Conn]struct{}{}}, nil
+	return &Server{Addr: bound, udp: udp, tcp: tcp, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}, nil
 }
 
 // SetHandler replaces the handler; queries already being handled finish
@@ -198,6 +204,7 @@ func (s *Server) Close() {
 		return
 	}
 	s.closed = true
+	close(s.done)
 	for c := range s.conns {
 		c.Close()
 	}
@@ -228,7 +235,7 @@ func (s *Server) serveUDP() {
 		s.udpCount.Add(1)
 		q := &Query{Msg: m, Proto: "udp", From: from}
 		s.record(q)
-		w := &Writer{q: q, udp: s.udp}
+		w := &Writer{q: q, udp: s.udp, done: s.done}
 		h := *s.handler.Load()
 		s.wg.Add(1)
 		go func() {
@@ -284,7 +291,7 @@ func (s *Server) serveConn(c net.Conn, id int) {
 		s.tcpCount.Add(1)
 		q := &Query{Msg: m, Proto: "tcp", From: c.RemoteAddr(), Conn: id}
 		s.record(q)
-		w := &Writer{q: q, tcp: c, tcpW: &wmu}
+		w := &Writer{q: q, tcp: c, tcpW: &wmu, done: s.done}
 		h := *s.handler.Load()
 		s.wg.Add(1)
 		go func() {

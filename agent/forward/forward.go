@@ -202,29 +202,44 @@ func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error
 	default:
 	}
 	key := keyOf(req)
-	f.mu.Lock()
-	c, ok := f.calls[key]
-	if !ok {
+	for {
+		f.mu.Lock()
+		if c, ok := f.calls[key]; ok {
+			c.waiters++
+			f.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if c.err != nil {
+				if errors.Is(c.err, errLeaderGone) && ctx.Err() == nil {
+					continue // the first caller gave up; ask again
+				}
+				return nil, c.err
+			}
+			return personalize(c.msg, req, true), nil
+		}
 		if f.cfg.maxConcurrent > 0 && len(f.calls) >= f.cfg.maxConcurrent {
 			f.mu.Unlock()
 			f.m.maxConcurrentRejects.Inc()
 			return nil, ErrMaxConcurrent
 		}
-		c = &call{done: make(chan struct{})}
+		// This caller leads: it asks upstream for everyone who joins.
+		c := &call{done: make(chan struct{}), waiters: 1}
 		f.calls[key] = c
-		go f.run(key, c, f.upstreamQuery(req, key))
+		f.mu.Unlock()
+		c.msg, c.err = f.resolve(ctx, f.upstreamQuery(req, key))
+		f.mu.Lock()
+		delete(f.calls, key)
+		shared := c.waiters > 1
+		f.mu.Unlock()
+		close(c.done)
+		if c.err != nil {
+			return nil, c.err
+		}
+		return personalize(c.msg, req, shared), nil
 	}
-	c.waiters++
-	f.mu.Unlock()
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if c.err != nil {
-		return nil, c.err
-	}
-	return personalize(c.msg, req, c.waiters > 1), nil
 }
 
 // Close stops health checks and closes the upstream connections.
@@ -313,21 +328,30 @@ func personalize(shared, req *dns.Msg, isShared bool) *dns.Msg {
 	return r
 }
 
-// run performs the shared upstream query of a call and publishes its result.
-func (f *Forwarder) run(key callKey, c *call, q *dns.Msg) {
-	c.msg, c.err = f.resolve(q)
-	f.mu.Lock()
-	delete(f.calls, key)
-	f.mu.Unlock()
-	close(c.done)
-}
+// errLeaderGone marks a shared query that ended because the caller that
+// led it gave up; the callers that joined it ask again.
+var errLeaderGone = errors.New("forward: the caller gave up")
 
 // resolve tries the upstreams in policy order, skipping those marked down
-// (unless all are), each at most once, within the overall timeout.
-func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(f.ctx, f.opts.Timeout)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
+// (unless all are), each at most once, within the overall timeout and the
+// leading caller's context.
+func (f *Forwarder) resolve(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	deadline := time.Now().Add(f.opts.Timeout)
+	callerDeadline, hasCallerDeadline := ctx.Deadline()
+	if hasCallerDeadline && callerDeadline.Before(deadline) {
+		deadline = callerDeadline
+	}
+	// gone reports the caller's end, also when a socket deadline set to the
+	// caller's deadline fired a moment before the context's own timer.
+	gone := func() error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %w", errLeaderGone, err)
+		}
+		if hasCallerDeadline && !time.Now().Before(callerDeadline) {
+			return fmt.Errorf("%w: %w", errLeaderGone, context.DeadlineExceeded)
+		}
+		return nil
+	}
 	list := f.order()
 	allDown := true
 	for _, u := range list {
@@ -345,7 +369,13 @@ func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
 		if !allDown && u.down() {
 			continue
 		}
-		if ctx.Err() != nil {
+		if err := gone(); err != nil {
+			return nil, err
+		}
+		if f.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		if !time.Now().Before(deadline) {
 			break
 		}
 		attempt := time.Now().Add(f.opts.AttemptTimeout)
@@ -355,6 +385,11 @@ func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
 		start := time.Now()
 		u.requests.Inc()
 		r, err := u.exchange(ctx, q, attempt)
+		if err != nil {
+			if gerr := gone(); gerr != nil {
+				return nil, gerr
+			}
+		}
 		if err == nil {
 			rcode := rcodeName(r.Rcode)
 			f.m.responses.WithLabelValues(rcode, u.addr).Inc()
@@ -365,7 +400,7 @@ func (f *Forwarder) resolve(q *dns.Msg) (*dns.Msg, error) {
 		u.startHealthCheck(f.cfg.healthCheck, f.opts.HealthTimeout, f.stop, f.spawn)
 	}
 	if len(errs) == 0 {
-		errs = append(errs, context.Cause(ctx))
+		errs = append(errs, errTimeout)
 	}
 	return nil, fmt.Errorf("%w for %s %s: %w", ErrNoUpstream, q.Question[0].Name, dns.TypeToString[q.Question[0].Qtype], errors.Join(errs...))
 }

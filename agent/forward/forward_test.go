@@ -577,3 +577,44 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Fatal("query without question accepted")
 	}
 }
+
+func TestCoalescedCallerOutlivesLeader(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	s := dnstest.NewServer(t, dnstest.Block(release, zone.Handler()))
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the server closes
+	f := newForwarder(t, corefile.Forward{To: []string{s.Addr}}, fastOpts(nil))
+	name := "web.default.svc.cluster.local."
+	leaderCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	leaderErr := make(chan error, 1)
+	go func() {
+		_, err := f.Exchange(leaderCtx, query(name, dns.TypeA))
+		leaderErr <- err
+	}()
+	s.WaitCount("udp", 1, time.Second)
+	follower := make(chan *dns.Msg, 1)
+	go func() {
+		r, err := f.Exchange(context.Background(), query(name, dns.TypeA))
+		if err != nil {
+			t.Error(err)
+		}
+		follower <- r
+	}()
+	if err := <-leaderErr; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("leader: %v, want its deadline", err)
+	}
+	// The follower asks again on its own; let both upstream queries answer.
+	if !s.WaitCount("udp", 2, time.Second) {
+		t.Fatal("follower did not ask again after the leader gave up")
+	}
+	once.Do(func() { close(release) })
+	select {
+	case r := <-follower:
+		if r == nil || firstA(t, r) != "192.0.2.1" {
+			t.Fatalf("follower got %v", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("follower never answered")
+	}
+}

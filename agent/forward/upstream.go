@@ -92,9 +92,10 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	// No context watcher: the deadline already includes the caller's, and
+	// registering one per query costs more than the rare cancellation saves.
 	defer func() {
-		if stop() && err == nil {
+		if err == nil {
 			u.udp.put(conn)
 		} else {
 			conn.Close()
