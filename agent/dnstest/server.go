@@ -96,7 +96,7 @@ type Server struct {
 	tcpCount  atomic.Int64
 	connCount atomic.Int64
 
-	done    chan struct{} // closed by Close
+	done chan struct{} // closed by Close
 
 	mu      sync.Mutex
 	queries []Query
