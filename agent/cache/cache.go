@@ -201,13 +201,21 @@ func (c *Cache) ShouldPrefetch(e *Entry, ttl uint32, now int64) bool {
 // dnswire.AppendKey). It returns ErrNotCacheable for answers the cache
 // does not keep (truncated, REFUSED, FORMERR, extended rcodes, ...).
 func (c *Cache) Set(key []byte, m *dns.Msg) error {
+	_, err := c.Store(key, m)
+	return err
+}
+
+// Store is Set that also returns the TTL the entry got (seconds), which
+// is the TTL every record of the answer to this miss should carry, as
+// CoreDNS's cache writes it.
+func (c *Cache) Store(key []byte, m *dns.Msg) (uint32, error) {
 	kind, ttl, err := c.classify(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	e, err := newEntry(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	now := c.Now()
 	e.ttl = uint32(ttl / time.Second)
@@ -218,7 +226,18 @@ func (c *Cache) Set(key []byte, m *dns.Msg) error {
 	k := string(key)
 	c.tables[1-kind].del(k)
 	c.tables[kind].set(k, e, now)
-	return nil
+	return e.ttl, nil
+}
+
+// CapTTLs sets the TTL of every record of m but OPT to ttl.
+func CapTTLs(m *dns.Msg, ttl uint32) {
+	for _, s := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range s {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				rr.Header().Ttl = ttl
+			}
+		}
+	}
 }
 
 // classify returns which table m belongs in and for how long.

@@ -127,6 +127,15 @@ func bigZone() *dnstest.Zone {
 func TestAnswerCacheAndEcho(t *testing.T) {
 	up, f := upstream(t, zone.Handler())
 	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+	capped := cacheCfg()
+	capped.SuccessTTL = 30 * time.Second
+	_, capAddr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(capped, cache.Options{}), Forward: f})
+	for i := 0; i < 2; i++ { // the miss and the hit both carry the capped TTL
+		if r := exchange(t, "udp", capAddr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 || r.Answer[0].Header().Ttl > 30 {
+			t.Fatalf("TTL not capped (query %d): %v", i, r)
+		}
+	}
+	up.Reset()
 	for i, netw := range []string{"udp", "udp", "tcp", "udp"} {
 		m := q("WwW.ExAmple.", dns.TypeA)
 		m.Id = uint16(1000 + i)

@@ -143,7 +143,11 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 	resp, err := s.exchange(ctx, b, req)
 	if err == nil && resp.Rcode != dns.RcodeServerFailure {
 		if b.Cache != nil {
-			_ = b.Cache.Set(key, resp)
+			// As CoreDNS, the answer to the miss carries the cached TTL
+			// (capped), not the upstream's.
+			if ttl, serr := b.Cache.Store(key, resp); serr == nil {
+				cache.CapTTLs(resp, ttl)
+			}
 		}
 		return resp, pluginForward
 	}
