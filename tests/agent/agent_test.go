@@ -444,3 +444,38 @@ func TestClusterUDPDroppedInNetns(t *testing.T) {
 		}
 	}
 }
+
+// TestFailoverToLiveUpstream gives the agent two upstream nameservers, one
+// of which does not exist: every name still resolves, and the dead one is
+// health-checked and reported in the metrics.
+func TestFailoverToLiveUpstream(t *testing.T) {
+	var dead string
+	e := setup(t, "", func(e *env) []string {
+		dead = e.ip(3) + ":5300" // nothing listens there
+		return []string{dead, e.external.Addr}
+	})
+	for i, qtype := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeMX, dns.TypeTXT, dns.TypeNS, dns.TypeSOA, dns.TypeCAA, dns.TypeSRV} {
+		start := time.Now()
+		r := ask(t, "udp", e.agent.DNS, "www.example.test.", qtype)
+		if r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("query %d (%s): rcode %s", i, dns.TypeToString[qtype], dns.RcodeToString[r.Rcode])
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("query %d took %v: failover should not wait for a timeout on a refused port", i, d)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		text := e.agent.MetricsText(t)
+		if MetricSum(text, "coredns_forward_healthcheck_failures_total", `to="`+dead+`"`) > 0 {
+			if v := MetricSum(text, "coredns_forward_responses_total", `to="`+e.external.Addr+`"`); v < 8 {
+				t.Fatalf("live upstream answered %v times, want 8", v)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no health-check failure reported for the dead upstream %s", dead)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
