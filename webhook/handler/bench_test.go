@@ -50,6 +50,7 @@ func BenchmarkHandle(b *testing.B) {
 			b.Fatal("not patched")
 		}
 	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "admissions/s")
 }
 
 // BenchmarkServeHTTP adds the AdmissionReview decoding and response encoding
@@ -68,4 +69,5 @@ func BenchmarkServeHTTP(b *testing.B) {
 			b.Fatalf("status %d", rec.Code)
 		}
 	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "admissions/s")
 }

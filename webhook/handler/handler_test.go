@@ -162,6 +162,8 @@ func TestHandle(t *testing.T) {
 			req: func(t *testing.T) admission.Request {
 				return podRequest(t, admissionv1.Create, testPod(func(p *corev1.Pod) {
 					p.Annotations = map[string]string{inject.InjectedAnnotation: "true"}
+					p.Spec.DNSPolicy = corev1.DNSNone
+					p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10"}}
 				}))
 			},
 			wantAllowed:  true,

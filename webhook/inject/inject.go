@@ -89,7 +89,9 @@ func skip(reason string, warnings ...string) Result {
 // it is eligible. The pod's dnsPolicy "" counts as ClusterFirst.
 func SkipReason(pod *corev1.Pod, injectHostNetwork bool) string {
 	switch {
-	case pod.Annotations[InjectedAnnotation] == "true":
+	case pod.Annotations[InjectedAnnotation] == "true" && pod.Spec.DNSPolicy == corev1.DNSNone:
+		// A stale annotation (copied into a template from an injected pod)
+		// on a pod that still uses ClusterFirst does not stop injection.
 		return ReasonAlreadyInjected
 	case pod.Labels[SelectorLabel] == DisabledValue:
 		return ReasonOptOutLabel

@@ -131,7 +131,15 @@ func TestInject(t *testing.T) {
 			want: &corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10", "10.96.0.10"}, Searches: defaultSearches, Options: defaultOptions},
 		},
 		{name: "opt-out annotation", pod: newPod(annotate(OptOutAnnotation, DisabledValue)), wantReason: ReasonOptOutAnnotation},
-		{name: "already injected", pod: newPod(annotate(InjectedAnnotation, "true")), wantReason: ReasonAlreadyInjected},
+		{
+			name: "already injected", wantReason: ReasonAlreadyInjected,
+			pod: newPod(annotate(InjectedAnnotation, "true"), policy(corev1.DNSNone), dnsConfig(corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10"}})),
+		},
+		{
+			name: "stale injected annotation on a cluster first pod is injected", wantReason: ReasonInjected,
+			pod:  newPod(annotate(InjectedAnnotation, "true")),
+			want: &corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10", "10.96.0.10"}, Searches: defaultSearches, Options: defaultOptions},
+		},
 		{
 			name: "windows by spec.os", wantReason: ReasonWindows,
 			pod: newPod(func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }),
