@@ -161,7 +161,7 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	if opts.NoWait || len(opts.Prefix) > 0 {
 		return a
 	}
-	if err := a.waitReady(15 * time.Second); err != nil {
+	if err := a.waitReady(30 * time.Second); err != nil {
 		t.Fatalf("agent on %s: %v\n%s", a.DNS, err, a.Log())
 	}
 	return a

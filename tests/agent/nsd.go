@@ -121,7 +121,7 @@ func (n *NSD) waitReady(zones map[string]string) error {
 		break
 	}
 	c := &dns.Client{Net: "tcp", Timeout: 200 * time.Millisecond}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-n.done:
@@ -135,13 +135,13 @@ func (n *NSD) waitReady(zones map[string]string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("not answering after 10s")
+	return fmt.Errorf("not answering after 20s")
 }
 
 // waitStats waits until nsd-control can read NSD's statistics (for NSD in
 // another network namespace, where the test cannot query it directly).
 func (n *NSD) waitStats() error {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	var err error
 	for time.Now().Before(deadline) {
 		select {
@@ -154,7 +154,7 @@ func (n *NSD) waitStats() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("statistics not readable after 10s: %w", err)
+	return fmt.Errorf("statistics not readable after 20s: %w", err)
 }
 
 // Stats returns NSD's counters (nsd-control stats_noreset), e.g.
