@@ -102,6 +102,14 @@ func TestInject(t *testing.T) {
 			wantReason: ReasonInjected,
 			want:       &corev1.PodDNSConfig{Nameservers: []string{"169.254.20.10", "10.96.0.10"}, Searches: defaultSearches, Options: defaultOptions},
 		},
+		{
+			name: "a result that would fail API validation is not produced", pod: newPod(), namespace: "Not_A_Label",
+			wantReason: ReasonInvalidResult, wantWarn: "searches[0]",
+		},
+		{
+			name: "bad kube-dns address is not produced", pod: newPod(), mod: func(c *Config) { c.KubeDNSIPs = []string{"10.96.0.300"} },
+			wantReason: ReasonInvalidResult, wantWarn: "nameservers[1]",
+		},
 		{name: "no namespace anywhere", pod: newPod(func(p *corev1.Pod) { p.Namespace = "" }), wantReason: ReasonNamespaceUnknown},
 		{name: "dns policy Default untouched", pod: newPod(policy(corev1.DNSDefault)), wantReason: ReasonDNSPolicyDefault},
 		{
