@@ -399,6 +399,7 @@ func (n *netnode) digServer(ctx context.Context, name string) (server, addr stri
 	out, err := runCmd(ctx, args...)
 	n.d.show(shellJoin(args), strings.Join(grepLines(out, "IN\tA", "SERVER:", "communications error", "timed out"), "\n"))
 	if err != nil {
+		n.diagnose(ctx)
 		return "", "", err
 	}
 	for _, l := range strings.Split(out, "\n") {
@@ -598,8 +599,10 @@ func (n *netnode) terminate(ctx context.Context) (string, error) {
 	return fmt.Sprintf("exit in %v, 0 rules, no %s interface; pod now answered by %s", took.Round(time.Millisecond), ifaceName, server), nil
 }
 
-// dialIn opens a TCP connection from inside namespace ns, on an OS thread
-// moved into it (the thread is discarded afterwards).
+// dialIn opens a TCP connection from inside namespace ns: on an OS thread
+// moved into ns and back. The thread must survive: a thread that exits
+// sends the parent-death signal to every child process it started, and
+// the demo's children (NSD, agents, the control plane) use one.
 func dialIn(ns, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
@@ -607,18 +610,30 @@ func dialIn(ns, addr string) (net.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open(filepath.Join("/var/run/netns", ns))
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		defer orig.Close()
+		target, err := os.Open(filepath.Join("/var/run/netns", ns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, fmt.Errorf("setns %s: %w", ns, err)}
 			return
 		}
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // back home: the thread may serve other goroutines
+		} // else it stays locked and is discarded with this goroutine
 		ch <- result{c, err}
 	}()
 	r := <-ch
