@@ -285,11 +285,22 @@ func (f *Forwarder) Healthy() map[string]bool {
 
 func keyOf(req *dns.Msg) callKey {
 	q := req.Question[0]
-	k := callKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	k := callKey{name: lower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
 	if opt := req.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}
 	return k
+}
+
+// lower is strings.ToLower for ASCII names, without an allocation when the
+// name is already lower case (the usual case).
+func lower(name string) string {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(name)
+		}
+	}
+	return name
 }
 
 // upstreamQuery builds the query sent upstream: the client's question and
@@ -415,6 +426,9 @@ func rcodeName(rcode int) string {
 // order returns the upstreams in the order the policy tries them.
 func (f *Forwarder) order() []*upstream {
 	n := len(f.upstreams)
+	if n == 1 {
+		return f.upstreams // read only
+	}
 	out := make([]*upstream, n)
 	switch f.cfg.policy {
 	case "sequential":
