@@ -373,6 +373,23 @@ func TestPatchKeepsUnknownFields(t *testing.T) {
 	}
 }
 
+// TestMetricsStartAtZero checks every known decision/reason series exists
+// before the first request.
+func TestMetricsStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, []string{"10.96.0.10"}, nil, reg)
+	want := 0
+	for _, reasons := range knownReasons {
+		want += len(reasons)
+	}
+	if got := testutil.CollectAndCount(h.metrics.admissions); got != want || want < 20 {
+		t.Errorf("%d series, want %d", got, want)
+	}
+	if got := testutil.ToFloat64(h.metrics.admissions.WithLabelValues(DecisionSkipped, inject.ReasonKubeDNSUnknown)); got != 0 {
+		t.Errorf("kube-dns-unknown = %v before any request", got)
+	}
+}
+
 // TestMetricsSharedRegistry checks that two handlers (two webhooks in one
 // process) can register on the same registry and share the counters.
 func TestMetricsSharedRegistry(t *testing.T) {

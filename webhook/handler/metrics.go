@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
 // Decisions, the "decision" label of the metrics and audit annotation.
@@ -37,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
+	defer m.initSeries()
 	var err error
 	if m.admissions, err = register(reg, m.admissions); err != nil {
 		return nil, err
@@ -62,4 +65,26 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 	}
 	var zero T
 	return zero, err
+}
+
+// knownReasons are the reasons each decision can have; their series start at
+// zero so that rates and alerts work before the first occurrence.
+var knownReasons = map[string][]string{
+	DecisionInjected: {inject.ReasonInjected},
+	DecisionSkipped: {
+		ReasonNotCreate, ReasonSubresource, ReasonNamespaceUnavailable,
+		inject.ReasonAlreadyInjected, inject.ReasonOptOutLabel, inject.ReasonOptOutAnnotation, inject.ReasonWindows,
+		inject.ReasonDNSPolicyDefault, inject.ReasonDNSPolicyNone, inject.ReasonDNSPolicyUnknown,
+		inject.ReasonHostNetClusterFirst, inject.ReasonHostNetDisabled, inject.ReasonKubeDNSUnknown,
+		inject.ReasonNamespaceUnknown, inject.ReasonInvalidAnnotation, inject.ReasonInvalidPodDNSConfig, inject.ReasonInvalidResult,
+	},
+	DecisionError: {ReasonWrongKind, ReasonUndecodable},
+}
+
+func (m *metrics) initSeries() {
+	for decision, reasons := range knownReasons {
+		for _, r := range reasons {
+			m.admissions.WithLabelValues(decision, r)
+		}
+	}
 }
