@@ -514,7 +514,10 @@ func (c *cluster) wantRules() int {
 }
 
 // dialIn opens a TCP connection from inside namespace ns: the socket is
-// created on an OS thread switched into ns (that thread is discarded).
+// created on an OS thread switched into ns, and the thread is switched back
+// before it is unlocked. (A thread left in ns would have to be discarded,
+// and a discarded thread delivers the parent-death signal to every child
+// that was forked from it: NSD or an agent would die with it.)
 func dialIn(ns, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
@@ -522,18 +525,30 @@ func dialIn(ns, addr string) (net.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open(filepath.Join("/var/run/netns", ns))
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		defer home.Close()
+		target, err := os.Open(filepath.Join("/var/run/netns", ns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
 		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and is discarded
 		ch <- result{conn, err}
 	}()
 	r := <-ch
