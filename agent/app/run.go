@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,6 +311,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		gen.close()
 		return err
 	}
+	a.releaseUnused(cfg)
 	old := a.current
 	a.current = gen
 	if old != nil {
@@ -319,6 +321,30 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 	}
 	a.logger.Printf("[INFO] reloaded configuration")
 	return nil
+}
+
+// releaseUnused stops serving and closes the sockets of listen addresses
+// that cfg no longer has.
+func (a *agent) releaseUnused(cfg *corefile.Config) {
+	want := map[string]bool{}
+	for _, k := range server.Keys(cfg) {
+		want[k] = true
+	}
+	var gone []string
+	for k := range a.socks {
+		if !want[strings.SplitN(k, "#", 2)[0]] {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	a.srv.Release(gone)
+	for _, k := range gone {
+		a.socks[k].Close()
+		delete(a.socks, k)
+	}
+	a.logger.Printf("[INFO] stopped listening on %v", gone)
 }
 
 // writePIDFile writes the process ID to -pidfile.

@@ -261,3 +261,33 @@ func TestRunRefusesBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestRunReloadMovesListeners(t *testing.T) {
+	cluster := dnstest.NewServer(t, clusterZone.Handler())
+	other := dnstest.NewServer(t, otherZone.Handler())
+	f := startAgent(t, cluster.Addr, other.Addr)
+	oldAddr := f.addr
+	newPort := freePort(t)
+	text := fmt.Sprintf(corefileTmpl, newPort, cluster.Addr, f.promPort, f.hlthPort, other.Addr)
+	if err := os.WriteFile(filepath.Join(f.dir, "Corefile.tmp"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(f.dir, "Corefile.tmp"), filepath.Join(f.dir, "Corefile")); err != nil {
+		t.Fatal(err)
+	}
+	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(newPort))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if r, err := f.query("www.example.", "udp"); err == nil && len(r.Answer) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("new listen address not served within 15s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.addr = oldAddr
+	if _, err := f.query("www.example.", "udp"); err == nil {
+		t.Error("old listen address still answers after the reload")
+	}
+}

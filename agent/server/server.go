@@ -141,8 +141,8 @@ type Server struct {
 	cancel  context.CancelFunc
 
 	mu      sync.Mutex
-	udp     []*net.UDPConn
-	tcp     []*tcpListener
+	udp     map[string]*net.UDPConn // by socket key
+	tcp     map[string]*tcpListener
 	started bool
 	closed  bool
 	readers sync.WaitGroup
@@ -300,7 +300,10 @@ func (s *Server) Serve(socks Sockets) error {
 				conn.Close()
 				return err
 			}
-			s.udp = append(s.udp, conn)
+			if s.udp == nil {
+				s.udp = map[string]*net.UDPConn{}
+			}
+			s.udp[key] = conn
 			s.readers.Add(1)
 			go r.run()
 			continue
@@ -310,11 +313,32 @@ func (s *Server) Serve(socks Sockets) error {
 			return fmt.Errorf("server: socket %s: %w", key, err)
 		}
 		tl := newTCPListener(s, ln.(*net.TCPListener), canonical(addr, ln.Addr().(*net.TCPAddr).AddrPort()))
-		s.tcp = append(s.tcp, tl)
+		if s.tcp == nil {
+			s.tcp = map[string]*tcpListener{}
+		}
+		s.tcp[key] = tl
 		s.readers.Add(1)
 		go tl.run()
 	}
 	return nil
+}
+
+// Release stops serving the sockets with the given keys (listen
+// addresses a new configuration no longer has): their readers stop and
+// their TCP connections finish. The caller closes the files.
+func (s *Server) Release(keys []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if c, ok := s.udp[k]; ok {
+			c.Close()
+			delete(s.udp, k)
+		}
+		if t, ok := s.tcp[k]; ok {
+			t.close()
+			delete(s.tcp, k)
+		}
+	}
 }
 
 // canonical is the listen address used for routing: the key's address, with
