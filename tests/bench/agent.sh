@@ -244,6 +244,7 @@ measure() { # $1 = name (agent|unbound), $2 = ip
 	rm -f "$TMP/miss-$name.txt"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 echo "agent bench: NSD on $CLUSTER:53 (cluster.local, TCP) and $EXTERNAL:5300; server on CPU $SERVER_CPU, dnsperf and NSD on CPU $LOAD_CPU; ${SECS}s per run"
 for side in agent unbound; do
 	R[$side.hit_qps]=0 R[$side.cpu_us]=0 R[$side.cpu_qps]=0 R[$side.lat_us]=0 R[$side.rss_mb]=0 R[$side.miss_qps]=0
@@ -260,6 +261,12 @@ if [[ ${ONLY:-unbound} == unbound || -z ${ONLY:-} ]]; then
 	stop_server
 fi
 
+LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
+echo
+echo "load average (1 min) before $LOAD_BEFORE, after $LOAD_AFTER on $(nproc) CPUs"
+if awk -v a="$LOAD_BEFORE" -v b="$LOAD_AFTER" 'BEGIN { exit !(a > 1.5 || b > 3.5) }'; then
+	echo "WARNING: other processes compete for the CPUs; absolute figures (QPS, latency) are not comparable with the issue's, only the ratios of this run somewhat are"
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 printf '\n%-36s %12s %12s %8s  %s\n' "metric" "agent" "unbound" "ratio" "target"
 row() { # label key target
