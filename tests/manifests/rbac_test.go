@@ -44,7 +44,10 @@ func TestWebhookRunsWithRenderedRBAC(t *testing.T) {
 	// The overlay's namespace, ServiceAccount, RBAC and webhook configuration
 	// (pointed at the loopback webhook instead of the Service).
 	for _, ns := range all[*corev1.Namespace](r) {
-		mustCreate(t, func() error { _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); return err })
+		mustCreate(t, func() error {
+			_, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+			return err
+		})
 	}
 	for _, sa := range all[*corev1.ServiceAccount](r) {
 		mustCreate(t, func() error {
@@ -53,7 +56,10 @@ func TestWebhookRunsWithRenderedRBAC(t *testing.T) {
 		})
 	}
 	for _, o := range all[*rbacv1.Role](r) {
-		mustCreate(t, func() error { _, err := admin.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{}); return err })
+		mustCreate(t, func() error {
+			_, err := admin.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			return err
+		})
 	}
 	for _, o := range all[*rbacv1.RoleBinding](r) {
 		mustCreate(t, func() error {
@@ -62,7 +68,10 @@ func TestWebhookRunsWithRenderedRBAC(t *testing.T) {
 		})
 	}
 	for _, o := range all[*rbacv1.ClusterRole](r) {
-		mustCreate(t, func() error { _, err := admin.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{}); return err })
+		mustCreate(t, func() error {
+			_, err := admin.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			return err
+		})
 	}
 	for _, o := range all[*rbacv1.ClusterRoleBinding](r) {
 		mustCreate(t, func() error {
