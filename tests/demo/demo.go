@@ -51,6 +51,16 @@ type Result struct {
 	Err    error
 }
 
+// Report is what a run did: the summary rows, and what it created (all of
+// it removed by the time run returns).
+type Report struct {
+	Results []Result
+	// WorkDir is the run's temporary directory.
+	WorkDir string
+	// Namespaces are the network namespaces the run created.
+	Namespaces []string
+}
+
 // demo is one run: its temporary directory, the cleanups to run in reverse
 // order, the results so far and what the steps hand each other.
 type demo struct {
@@ -72,6 +82,8 @@ type demo struct {
 	webhook   *webhookProc
 	podResolv string // resolv.conf of the injected plain pod
 	podSource string // where podResolv came from
+	// namespaces are the network namespaces created.
+	namespaces []string
 }
 
 type cleanup struct {
@@ -81,7 +93,7 @@ type cleanup struct {
 
 // run runs the demo and returns the summary rows; the error says which
 // steps failed.
-func run(ctx context.Context, cfg Config) ([]Result, error) {
+func run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Out == nil {
 		cfg.Out = os.Stdout
 	}
@@ -124,6 +136,7 @@ func run(ctx context.Context, cfg Config) ([]Result, error) {
 		d.loopbackSteps()
 	}
 	d.summary(time.Since(began))
+	rep := &Report{Results: d.results, WorkDir: dir, Namespaces: d.namespaces}
 	var failed []string
 	for _, r := range d.results {
 		if r.Status == Fail {
@@ -131,12 +144,12 @@ func run(ctx context.Context, cfg Config) ([]Result, error) {
 		}
 	}
 	if ctx.Err() != nil {
-		return d.results, fmt.Errorf("interrupted: %w", ctx.Err())
+		return rep, fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	if len(failed) > 0 {
-		return d.results, fmt.Errorf("%d step(s) failed: %s", len(failed), strings.Join(failed, "; "))
+		return rep, fmt.Errorf("%d step(s) failed: %s", len(failed), strings.Join(failed, "; "))
 	}
-	return d.results, nil
+	return rep, nil
 }
 
 // stepFunc runs one step and returns a one-line account of what it showed.

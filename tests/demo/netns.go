@@ -79,6 +79,7 @@ func (n *netnode) build(ctx context.Context) (string, error) {
 		return "", err
 	}
 	n.d.onCleanup("delete network namespaces "+n.pod+", "+n.node+", "+n.kubeDNS, n.destroy)
+	n.d.namespaces = append(n.d.namespaces, n.pod, n.node, n.kubeDNS)
 	steps := [][]string{
 		{"ip", "netns", "add", n.pod}, {"ip", "netns", "add", n.node}, {"ip", "netns", "add", n.kubeDNS},
 		n.in(n.pod, "ip", "link", "set", "lo", "up"),
