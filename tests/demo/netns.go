@@ -309,6 +309,9 @@ func (n *netnode) startFirstAgent(ctx context.Context) (string, error) {
 	if len(addrs) == 0 || rules == 0 {
 		return "", fmt.Errorf("after start: interface addresses %v, %d rules", addrs, rules)
 	}
+	if err := n.showEndpoints(ctx); err != nil {
+		return "", err
+	}
 	return fmt.Sprintf("interface %s holds %v; %d NOTRACK/ACCEPT rules", ifaceName, addrs, rules), nil
 }
 
@@ -415,13 +418,40 @@ func (n *netnode) digServer(ctx context.Context, name string) (server, addr stri
 
 // metrics scrapes the agent's /metrics from inside the node namespace.
 func (n *netnode) metrics(ctx context.Context) (string, error) {
+	return n.get(ctx, metricsAddr, "/metrics")
+}
+
+// get fetches http://addr/path from inside the node namespace.
+func (n *netnode) get(ctx context.Context, addr, path string) (string, error) {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return dialIn(n.node, metricsAddr)
+			return dialIn(n.node, addr)
 		}},
 	}
-	return httpGet(ctx, client, "http://"+metricsAddr+"/metrics")
+	return httpGet(ctx, client, "http://"+addr+path)
+}
+
+// showEndpoints prints the agent's health, readiness and node set-up
+// metrics, read from inside the node namespace.
+func (n *netnode) showEndpoints(ctx context.Context) error {
+	for _, ep := range []struct{ addr, path string }{
+		{localDNSIP + ":8080", "/health"},
+		{localDNSIP + ":8181", "/ready"},
+	} {
+		body, err := n.get(ctx, ep.addr, ep.path)
+		if err != nil {
+			return fmt.Errorf("GET http://%s%s: %w", ep.addr, ep.path, err)
+		}
+		n.d.printf("GET http://%s%s (the probes of the DaemonSet): 200 %s\n", ep.addr, ep.path, strings.TrimSpace(firstLine(body)))
+	}
+	body, err := n.get(ctx, localDNSIP+":9353", "/metrics")
+	if err != nil {
+		return fmt.Errorf("setup metrics (-metrics-listen-address): %w", err)
+	}
+	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address), the coredns_nodecache_setup_errors_total lines:\n", localDNSIP)
+	n.d.show("", strings.Join(grepLines(body, "coredns_nodecache_setup_errors_total{"), "\n"))
+	return nil
 }
 
 // resolve looks names up from the pod and shows the cache hits.
