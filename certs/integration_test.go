@@ -205,7 +205,7 @@ func (c *cluster) caBundle(t *testing.T) []byte {
 
 // TestBuiltinCertsRealAPIServer runs two webhook replicas with
 // --builtin-certs against a real kube-apiserver, with a serving certificate
-// valid for 6s and a CA valid for 20s: pods are injected through the API
+// valid for 9s and a CA valid for 30s: pods are injected through the API
 // server from the first certificates on, both replicas serve the same
 // certificate from the one Secret, renewals (serving and CA) happen during
 // the test, and admission keeps working across them.
@@ -216,8 +216,8 @@ func TestBuiltinCertsRealAPIServer(t *testing.T) {
 		"--certs-secret=" + webhookNS + "/" + secretName,
 		"--webhook-config-name=" + configName,
 		"--certs-dns-names=localhost",
-		"--cert-validity=6s",
-		"--ca-validity=21s",
+		"--cert-validity=9s",
+		"--ca-validity=30s",
 	}
 	a := startReplicaWhenConfigured(t, c, flags)
 	b := startReplica(t, c, flags...)
@@ -229,11 +229,11 @@ func TestBuiltinCertsRealAPIServer(t *testing.T) {
 	}
 	firstCA := secret.Data[certs.KeyCACert]
 
-	// Admission keeps working for 25s (more than three serving and one CA
-	// renewal); both replicas serve a certificate the caBundle trusts.
+	// Admission keeps working for 28s (serving renewals at about 6s, 12s,
+	// 18s and with the CA at 20s); both replicas serve a certificate the caBundle trusts.
 	seen := map[string]bool{}
 	sameCert := 0
-	deadline := time.Now().Add(25 * time.Second)
+	deadline := time.Now().Add(28 * time.Second)
 	failures := 0
 	pods := 0
 	for time.Now().Before(deadline) {
@@ -267,10 +267,10 @@ func TestBuiltinCertsRealAPIServer(t *testing.T) {
 		t.Errorf("%d of %d pods were not injected while certificates rotated", failures, pods)
 	}
 	if len(seen) < 3 {
-		t.Errorf("saw %d serving certificates in 25s with a 6s validity, want >= 3 (renewal at 4s)", len(seen))
+		t.Errorf("saw %d serving certificates in 28s with a 9s validity, want >= 3 (renewal at 6s)", len(seen))
 	}
 	if bytes.Equal(secret.Data[certs.KeyCACert], firstCA) {
-		t.Error("the CA (validity 21s) was not renewed within 25s")
+		t.Error("the CA (validity 30s, renewal at 20s) was not renewed within 28s")
 	}
 	if sameCert == 0 {
 		t.Error("the two replicas never served the same certificate")
