@@ -28,6 +28,15 @@ var zone = dnstest.MustZone(
 	". 30 IN NS ns.root.",
 )
 
+// hugeZone answers with about 7.5 kB over UDP, ignoring the EDNS0 size.
+var hugeZone = func() *dnstest.Zone {
+	var rrs []string
+	for i := range 30 {
+		rrs = append(rrs, fmt.Sprintf("huge.default.svc.cluster.local. 30 IN TXT \"%s%02d\"", strings.Repeat("h", 240), i))
+	}
+	return dnstest.MustZone(rrs...)
+}()
+
 // fastOpts keeps failing tests short.
 func fastOpts(reg prometheus.Registerer) Options {
 	return Options{Registerer: reg, Timeout: time.Second, AttemptTimeout: 300 * time.Millisecond, HealthTimeout: 100 * time.Millisecond}
@@ -88,6 +97,7 @@ func TestExchangeTransport(t *testing.T) {
 		{name: "udp answer", handler: zone.Handler(), qname: "Web.Default.svc.cluster.local.", qtype: dns.TypeA, wantUDP: 1, wantCount: 1},
 		{name: "truncated udp retried over tcp", handler: dnstest.Truncate(zone.Handler()), qname: "web.default.svc.cluster.local.", qtype: dns.TypeA, wantUDP: 1, wantTCP: 1, wantCount: 1},
 		{name: "large answer over udp", handler: zone.Handler(), qname: "big.default.svc.cluster.local.", qtype: dns.TypeTXT, wantUDP: 1, wantCount: 5},
+		{name: "oversized udp answer retried over tcp", handler: hugeZone.Handler(), qname: "huge.default.svc.cluster.local.", qtype: dns.TypeTXT, wantUDP: 1, wantTCP: 1, wantCount: 30},
 		{name: "force_tcp never uses udp", handler: dnstest.OnlyTCP(zone.Handler()), forceTCP: true, qname: "web.default.svc.cluster.local.", qtype: dns.TypeA, wantTCP: 1, wantCount: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

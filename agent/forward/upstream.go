@@ -80,7 +80,13 @@ func (u *upstream) exchange(ctx context.Context, q *dns.Msg, deadline time.Time)
 	return r, nil
 }
 
-var udpBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
+// udpReadSize is the receive buffer of a UDP exchange: above the EDNS0 size
+// we advertise (1232), far below 64 KiB, so a thousand misses in flight do
+// not pin 64 MiB. A datagram that fills it may have been cut and is taken
+// as truncated: the query is repeated over TCP.
+const udpReadSize = 4096
+
+var udpBufs = sync.Pool{New: func() any { b := make([]byte, udpReadSize); return &b }}
 
 // exchangeUDP sends q from a pooled connected socket (a random source port
 // chosen by the kernel when it was opened) with a fresh random ID, and reads
@@ -132,6 +138,13 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 			continue
 		}
 		m := new(dns.Msg)
+		if n == len(buf) && isResponse(buf) {
+			// Larger than the buffer (the upstream ignored our EDNS0 size):
+			// ask again over TCP.
+			m.SetReply(q)
+			m.Truncated = true
+			return m, nil
+		}
 		if err := m.Unpack(buf[:n]); err != nil {
 			if truncatedHeader(buf[:n]) {
 				// A truncated answer that does not even unpack: go to TCP.
@@ -146,6 +159,9 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 		}
 	}
 }
+
+// isResponse reports whether a raw message has the QR bit.
+func isResponse(b []byte) bool { return b[2]&0x80 != 0 }
 
 // truncatedHeader reports whether a raw message is a response with TC set.
 func truncatedHeader(b []byte) bool {
