@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
@@ -80,13 +81,16 @@ func newReader(s *Server, conn *net.UDPConn, addr netip.AddrPort) (*reader, erro
 }
 
 // doRead is one non-blocking recvmmsg; false means "wait until readable".
+// recvmmsg and sendmmsg are raw system calls: with MSG_DONTWAIT they never
+// block, and skipping the runtime's syscall bookkeeping avoids handing the
+// P to another thread (futex wake-ups, context switches) on every batch.
 func (r *reader) doRead(fd uintptr) bool {
 	for i := range r.in {
 		r.in[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		r.in[i].hdr.Flags = 0
 	}
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.in[0])), batchSize, unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.in[0])), batchSize, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			r.n, r.errno = int(n), 0
@@ -104,7 +108,7 @@ func (r *reader) doRead(fd uintptr) bool {
 // doWrite sends the pending answers; false means "wait until writable".
 func (r *reader) doWrite(fd uintptr) bool {
 	for r.sent < r.nout {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.out[r.sent])), uintptr(r.nout-r.sent), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.out[r.sent])), uintptr(r.nout-r.sent), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			r.sent += int(n)
@@ -132,6 +136,11 @@ func (r *reader) run() {
 			continue // e.g. ECONNREFUSED from an ICMP error: keep reading
 		}
 		r.batch()
+		// The syscalls are raw (they never block: MSG_DONTWAIT), so the
+		// scheduler does not hand the P to another thread around each one;
+		// under a steady flood the reader would keep the P for a whole
+		// preemption slice. Let misses and TCP run between batches.
+		runtime.Gosched()
 	}
 }
 
