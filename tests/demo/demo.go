@@ -32,6 +32,9 @@ type Config struct {
 	Kube bool
 	// Node is one of NodeAuto, NodeNetns, NodeLoopback, NodeNone.
 	Node string
+	// AfterStep, when set, is called after every step (a test seam, e.g. to
+	// cancel the run half-way).
+	AfterStep func(Result)
 	// Out receives the demo's narration.
 	Out io.Writer
 }
@@ -59,6 +62,9 @@ type Report struct {
 	WorkDir string
 	// Namespaces are the network namespaces the run created.
 	Namespaces []string
+	// PIDs are the processes the run started directly (the control plane's
+	// are tests/kubeapi's).
+	PIDs []int
 }
 
 // demo is one run: its temporary directory, the cleanups to run in reverse
@@ -84,6 +90,8 @@ type demo struct {
 	podSource string // where podResolv came from
 	// namespaces are the network namespaces created.
 	namespaces []string
+	// pids are the processes started (guarded by mu).
+	pids []int
 }
 
 type cleanup struct {
@@ -136,7 +144,7 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 		d.loopbackSteps()
 	}
 	d.summary(time.Since(began))
-	rep := &Report{Results: d.results, WorkDir: dir, Namespaces: d.namespaces}
+	rep := &Report{Results: d.results, WorkDir: dir, Namespaces: d.namespaces, PIDs: d.pids}
 	var failed []string
 	for _, r := range d.results {
 		if r.Status == Fail {
@@ -180,6 +188,9 @@ func (d *demo) step(title string, ready bool, fn stepFunc) bool {
 	}
 	d.printf("(%s in %v)\n", r.Status, time.Since(began).Round(time.Millisecond))
 	d.results = append(d.results, r)
+	if d.cfg.AfterStep != nil {
+		d.cfg.AfterStep(r)
+	}
 	return err == nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +97,67 @@ func checkCleanedUp(t *testing.T, rep *Report) {
 				t.Errorf("%s left behind (%v)", p, err)
 			}
 		}
+	}
+}
+
+// TestDemoInterrupted cancels the run right after the agent started (what
+// Ctrl-C does) and checks that the remaining steps are skipped and that every
+// process, namespace and file of the run is gone.
+func TestDemoInterrupted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		node      string
+		root      bool
+		cancelAt  string // cancel after the step whose name contains this
+		wantSkip  string // a later step, skipped
+		needsBins []string
+	}{
+		{name: "loopback", node: NodeLoopback, cancelAt: "Agent on", wantSkip: "Resolve through the agent",
+			needsBins: []string{"agent", "AGENT_BIN", "nsd", "NSD_BIN"}},
+		{name: "netns", node: NodeNetns, root: true, cancelAt: "Agent: bin/agent", wantSkip: "Resolve from the pod",
+			needsBins: []string{"agent", "AGENT_BIN", "nsd", "NSD_BIN", "dig", "", "getent", "", "ip", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.root {
+				testenv.RequireRoot(t)
+			}
+			for i := 0; i < len(tc.needsBins); i += 2 {
+				testenv.Binary(t, tc.needsBins[i], tc.needsBins[i+1])
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			rep, err := run(ctx, Config{Node: tc.node, Out: &out, AfterStep: func(r Result) {
+				if strings.Contains(r.Step, tc.cancelAt) {
+					if r.Status != Pass {
+						t.Errorf("step %q: %s (%v)", r.Step, r.Status, r.Err)
+					}
+					cancel()
+				}
+			}})
+			t.Logf("demo output:\n%s", out.String())
+			if err == nil || !strings.Contains(err.Error(), "interrupted") {
+				t.Fatalf("run error = %v, want interrupted", err)
+			}
+			skipped := false
+			for _, r := range rep.Results {
+				if strings.Contains(r.Step, tc.wantSkip) {
+					skipped = r.Status == Skip
+				}
+			}
+			if !skipped {
+				t.Errorf("step %q not skipped after the interruption: %+v", tc.wantSkip, rep.Results)
+			}
+			if len(rep.PIDs) < 2 {
+				t.Errorf("only %d processes recorded, want NSD and the agent", len(rep.PIDs))
+			}
+			for _, pid := range rep.PIDs {
+				if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+					t.Errorf("process %d still exists after the run (kill -0: %v)", pid, err)
+				}
+			}
+			checkCleanedUp(t, rep)
+		})
 	}
 }
 

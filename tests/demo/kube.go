@@ -163,7 +163,7 @@ func (d *demo) startWebhook(ctx context.Context, bin string) (*webhookProc, erro
 		"--cluster-domain=" + clusterDomain,
 	}
 	d.show(shellJoin(args)+" &", "")
-	wh.proc, err = startProc("webhook", filepath.Join(d.dir, "webhook.log"), nil, args...)
+	wh.proc, err = d.startProc("webhook", filepath.Join(d.dir, "webhook.log"), nil, args...)
 	if err != nil {
 		return nil, err
 	}

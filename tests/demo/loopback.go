@@ -84,7 +84,7 @@ func (l *loopback) startNSD(ctx context.Context) (string, error) {
 	}
 	args := []string{nsd, "-d", "-c", conf}
 	l.d.show(shellJoin(args)+" &", "")
-	p, err := startProc("nsd", filepath.Join(dir, "nsd.out"), nil, args...)
+	p, err := l.d.startProc("nsd", filepath.Join(dir, "nsd.out"), nil, args...)
 	if err != nil {
 		return "", err
 	}
@@ -172,7 +172,7 @@ func (l *loopback) startAgent(ctx context.Context) (string, error) {
 		"-lameduck", "0s",
 	}
 	l.d.show(shellJoin(args)+" &", "")
-	p, err := startProc("agent", filepath.Join(l.dir, "agent.log"), nil, args...)
+	p, err := l.d.startProc("agent", filepath.Join(l.dir, "agent.log"), nil, args...)
 	if err != nil {
 		return "", err
 	}

@@ -182,7 +182,7 @@ func (n *netnode) startNSD(ctx context.Context) error {
 	}
 	args := n.in(n.kubeDNS, nsd, "-d", "-c", conf)
 	n.d.show(shellJoin(args)+" &", "")
-	p, err := startProc("nsd", filepath.Join(dir, "nsd.out"), nil, args...)
+	p, err := n.d.startProc("nsd", filepath.Join(dir, "nsd.out"), nil, args...)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,7 @@ func (n *netnode) runAgent(ctx context.Context) error {
 	n.agentRuns++
 	logPath := filepath.Join(n.dir, fmt.Sprintf("agent-%d.log", n.agentRuns))
 	n.d.show(strings.Join(n.agentEnv, " ")+" "+shellJoin(n.agentArgs)+" &", "")
-	p, err := startProc("agent", logPath, n.agentEnv, n.agentArgs...)
+	p, err := n.d.startProc("agent", logPath, n.agentEnv, n.agentArgs...)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,17 @@ type proc struct {
 	err     error
 }
 
+// startProc is startProc for the demo: it records the process in the report.
+func (d *demo) startProc(name, logPath string, env []string, args ...string) (*proc, error) {
+	p, err := startProc(name, logPath, env, args...)
+	if err == nil {
+		d.mu.Lock()
+		d.pids = append(d.pids, p.pid())
+		d.mu.Unlock()
+	}
+	return p, err
+}
+
 // startProc starts args[0] with args[1:], extra environment env and its
 // output appended to logPath.
 func startProc(name, logPath string, env []string, args ...string) (*proc, error) {
