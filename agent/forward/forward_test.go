@@ -37,6 +37,19 @@ var hugeZone = func() *dnstest.Zone {
 	return dnstest.MustZone(rrs...)
 }()
 
+// brokenTC answers UDP with a bare header: QR and TC set, one question
+// announced but missing, so it does not unpack; TCP goes to h.
+func brokenTC(h dnstest.Handler) dnstest.Handler {
+	return func(w *dnstest.Writer, q *dnstest.Query) {
+		if q.Proto == "tcp" {
+			h(w, q)
+			return
+		}
+		hdr := []byte{byte(q.Msg.Id >> 8), byte(q.Msg.Id), 0x82, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+		_ = w.WriteRaw(hdr)
+	}
+}
+
 // fastOpts keeps failing tests short.
 func fastOpts(reg prometheus.Registerer) Options {
 	return Options{Registerer: reg, Timeout: time.Second, AttemptTimeout: 300 * time.Millisecond, HealthTimeout: 100 * time.Millisecond}
@@ -97,6 +110,7 @@ func TestExchangeTransport(t *testing.T) {
 		{name: "udp answer", handler: zone.Handler(), qname: "Web.Default.svc.cluster.local.", qtype: dns.TypeA, wantUDP: 1, wantCount: 1},
 		{name: "truncated udp retried over tcp", handler: dnstest.Truncate(zone.Handler()), qname: "web.default.svc.cluster.local.", qtype: dns.TypeA, wantUDP: 1, wantTCP: 1, wantCount: 1},
 		{name: "large answer over udp", handler: zone.Handler(), qname: "big.default.svc.cluster.local.", qtype: dns.TypeTXT, wantUDP: 1, wantCount: 5},
+		{name: "broken truncated udp answer retried over tcp", handler: brokenTC(zone.Handler()), qname: "web.default.svc.cluster.local.", qtype: dns.TypeA, wantUDP: 1, wantTCP: 1, wantCount: 1},
 		{name: "oversized udp answer retried over tcp", handler: hugeZone.Handler(), qname: "huge.default.svc.cluster.local.", qtype: dns.TypeTXT, wantUDP: 1, wantTCP: 1, wantCount: 30},
 		{name: "force_tcp never uses udp", handler: dnstest.OnlyTCP(zone.Handler()), forceTCP: true, qname: "web.default.svc.cluster.local.", qtype: dns.TypeA, wantTCP: 1, wantCount: 1},
 	} {

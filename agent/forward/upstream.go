@@ -157,6 +157,13 @@ func (u *upstream) exchangeUDP(ctx context.Context, q *dns.Msg, deadline time.Ti
 		if matches(q.Question[0], q.Id, m) {
 			return m, nil
 		}
+		if m.Response && m.Truncated && len(m.Question) == 0 {
+			// A truncated answer without its question section: our ID,
+			// nothing to cache, so ask again over TCP.
+			m.SetReply(q)
+			m.Truncated = true
+			return m, nil
+		}
 	}
 }
 
