@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +40,8 @@ import (
 // admission request (the API server waits at most the webhook timeout).
 const namespaceLookupTimeout = 2 * time.Second
 
+var setGlobalLoggers sync.Once
+
 // Run parses args (without the program name) with its own FlagSet and serves
 // the webhook until ctx is done. Bad flags return an error before anything
 // starts; -h returns flag.ErrHelp.
@@ -53,8 +56,12 @@ func Run(ctx context.Context, args []string) error {
 // RunOptions serves the webhook with validated options until ctx is done.
 func RunOptions(ctx context.Context, o *Options) error {
 	logger := zap.New(zap.UseFlagOptions(&o.Zap))
-	logf.SetLogger(logger)
-	klog.SetLogger(logger)
+	// controller-runtime's and klog's loggers are process globals: the first
+	// Run sets them, later Runs in the same process (tests) keep them.
+	setGlobalLoggers.Do(func() {
+		logf.SetLogger(logger)
+		klog.SetLogger(logger)
+	})
 	ctx = logf.IntoContext(ctx, logger)
 
 	injectCfg, err := o.InjectConfig()
