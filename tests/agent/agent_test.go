@@ -70,6 +70,29 @@ func TestTemplateIsTheOfficialOne(t *testing.T) {
 	}
 }
 
+// TestTemplateMatchesParserTestdata keeps this copy and the Corefile
+// parser's copy of the official ConfigMap identical (comments aside), so the
+// check also holds where the reference manifest is not available.
+func TestTemplateMatchesParserTestdata(t *testing.T) {
+	other, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "agent", "corefile", "testdata", "nodelocaldns.Corefile.base"))
+	if err != nil {
+		t.Skipf("parser testdata not available: %v", err)
+	}
+	ours, err := os.ReadFile(filepath.Join("testdata", "Corefile.base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, line := range strings.SplitAfter(string(other), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			kept = append(kept, line)
+		}
+	}
+	if got := strings.Join(kept, ""); got != string(ours) {
+		t.Fatalf("agent/corefile/testdata/nodelocaldns.Corefile.base differs from tests/agent/testdata/Corefile.base:\n%s", got)
+	}
+}
+
 // env is one set of processes: NSD for the cluster zones (the kube-dns
 // Service, port 53), NSD for an external zone (the upstream nameserver),
 // and the agent, on a loopback /24 of their own.
