@@ -505,3 +505,46 @@ func TestFailoverToLiveUpstream(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestUpstreamChangeFollowed changes the kube-dns ConfigMap's
+// upstreamNameservers while the agent runs (the file replaced by a rename,
+// as a ConfigMap volume update does): new names go to the new upstream.
+func TestUpstreamChangeFollowed(t *testing.T) {
+	e := setup(t, "", nil)
+	second := StartNSD(t, NSDOptions{Addr: e.ip(4) + ":5300", Zones: map[string]string{"example.test": `$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns.example.test. hostmaster.example.test. 2 7200 1800 86400 60
+@ IN NS ns
+ns IN A 192.0.2.53
+* IN A 192.0.2.99
+`}})
+	if r := ask(t, "udp", e.agent.DNS, "w0.example.test.", dns.TypeA); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("before the change: %v, want NXDOMAIN from the first upstream", r)
+	}
+	file := filepath.Join(e.agent.dir, "kube-dns", "upstreamNameservers")
+	tmp := file + ".new"
+	if err := os.WriteFile(tmp, []byte(`["`+second.Addr+`"]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 1; ; i++ {
+		r := ask(t, "udp", e.agent.DNS, fmt.Sprintf("w%d.example.test.", i), dns.TypeA)
+		if r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 && strings.Contains(r.Answer[0].String(), "192.0.2.99") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new upstream not used 30s after the change; rendered Corefile:\n%s", e.agent.RenderedCorefile())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(e.agent.RenderedCorefile(), "forward . "+second.Addr) {
+		t.Fatalf("rendered Corefile does not forward to %s:\n%s", second.Addr, e.agent.RenderedCorefile())
+	}
+	// Cluster names are unaffected.
+	if r := ask(t, "tcp", e.agent.DNS, "web.default.svc.cluster.local.", dns.TypeA); len(r.Answer) != 1 {
+		t.Fatalf("cluster name after the change: %v", r)
+	}
+}
