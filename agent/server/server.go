@@ -323,6 +323,10 @@ func (s *Server) Serve(socks Sockets) error {
 	return nil
 }
 
+// releaseDrain is how long a released UDP socket stays open for the
+// answers to queries already read from it.
+const releaseDrain = 5 * time.Second
+
 // Release stops serving the sockets with the given keys (listen
 // addresses a new configuration no longer has): their readers stop and
 // their TCP connections finish. The caller closes the files.
@@ -331,7 +335,9 @@ func (s *Server) Release(keys []string) {
 	defer s.mu.Unlock()
 	for _, k := range keys {
 		if c, ok := s.udp[k]; ok {
-			c.Close()
+			// Stop reading now, close once answers in flight are out.
+			_ = c.SetReadDeadline(time.Now())
+			time.AfterFunc(releaseDrain, func() { c.Close() })
 			delete(s.udp, k)
 		}
 		if t, ok := s.tcp[k]; ok {
@@ -374,12 +380,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	// Stop reading but keep the UDP sockets open until the queries in
+	// flight (misses waiting for upstreams) have written their answers.
 	for _, c := range s.udp {
-		c.Close()
+		_ = c.SetReadDeadline(time.Now())
 	}
 	for _, t := range s.tcp {
 		t.close()
 	}
+	udp := s.udp
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
@@ -387,14 +396,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.workers.Wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
-		s.cancel()
-		return nil
 	case <-ctx.Done():
-		s.cancel()
-		return fmt.Errorf("server: shutdown: %w", ctx.Err())
+		err = fmt.Errorf("server: shutdown: %w", ctx.Err())
 	}
+	s.cancel()
+	for _, c := range udp {
+		c.Close()
+	}
+	return err
 }
 
 // Check sends a real query to the server's first UDP listener and waits

@@ -707,3 +707,47 @@ func TestKeysAndRouting(t *testing.T) {
 		t.Error("bad bind address accepted")
 	}
 }
+
+func TestShutdownAnswersMissesInFlight(t *testing.T) {
+	_, f := upstream(t, dnstest.Delay(300*time.Millisecond, zone.Handler()))
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	socks, err := OpenSockets([]string{"udp/" + addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer socks.Close()
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		r   *dns.Msg
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+		r, _, err := c.Exchange(q("www.example.", dns.TypeA), addr)
+		res <- result{r, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // the miss is waiting for the upstream
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	got := <-res
+	if got.err != nil || len(got.r.Answer) != 1 {
+		t.Fatalf("miss in flight at shutdown: %v, %v", got.r, got.err)
+	}
+	// And nothing is read any more.
+	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	if _, _, err := c.Exchange(q("www.example.", dns.TypeA), addr); err == nil {
+		t.Error("answered after shutdown")
+	}
+}
