@@ -9,7 +9,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func service(ns, name string, ips ...string) *corev1.Service {
@@ -146,5 +149,48 @@ func TestParseService(t *testing.T) {
 				t.Errorf("ParseService(%q) = %q, %q, %v", tc.in, ns, name, err)
 			}
 		})
+	}
+}
+
+// TestWatcherListsOnlyItsService checks the informer lists and watches with
+// fieldSelector metadata.name=<name> in the Service's namespace: RBAC with
+// resourceNames (the manifests' least-privilege Role) only allows that.
+func TestWatcherListsOnlyItsService(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(service("dns", "coredns", "10.0.0.10"))
+	type seen struct{ verb, ns, fields string }
+	calls := make(chan seen, 16)
+	record := func(action k8stesting.Action) (bool, runtime.Object, error) {
+		var fields string
+		switch a := action.(type) {
+		case k8stesting.ListAction:
+			fields = a.GetListRestrictions().Fields.String()
+		case k8stesting.WatchAction:
+			fields = a.GetWatchRestrictions().Fields.String()
+		}
+		select {
+		case calls <- seen{action.GetVerb(), action.GetNamespace(), fields}:
+		default:
+		}
+		return false, nil, nil
+	}
+	client.PrependReactor("list", "services", record)
+	client.PrependWatchReactor("services", func(action k8stesting.Action) (bool, watch.Interface, error) {
+		record(action)
+		return false, nil, nil
+	})
+	w := New(client, "dns", "coredns")
+	go func() { _ = w.Start(ctx) }()
+	waitFor(t, w, []string{"10.0.0.10"})
+	for _, verb := range []string{"list", "watch"} {
+		select {
+		case c := <-calls:
+			if c.verb != verb || c.ns != "dns" || c.fields != "metadata.name=coredns" {
+				t.Errorf("%s call: %+v, want %s in namespace dns with fieldSelector metadata.name=coredns", verb, c, verb)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s call seen", verb)
+		}
 	}
 }
