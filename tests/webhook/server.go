@@ -13,8 +13,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
@@ -33,6 +36,9 @@ type ServerOptions struct {
 	CertDir string
 	// Args are extra flags for app.Run (e.g. "--kube-dns-ip=10.96.0.10").
 	Args []string
+	// Binary, when set, runs that webhook executable (e.g. bin/webhook) as a
+	// child process with the same flags instead of app.Run in-process.
+	Binary string
 	// Metrics serves /metrics on a free port (MetricsURL); off by default.
 	Metrics bool
 	// ReadyTimeout bounds Start's wait for /readyz (30s if zero).
@@ -56,6 +62,7 @@ type Server struct {
 	cancel context.CancelFunc
 	done   chan error
 	err    error
+	pid    int // child process, when ServerOptions.Binary is set
 }
 
 // StartServer runs app.Run in a goroutine with a fresh serving certificate
@@ -100,9 +107,16 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	}
 	args = append(args, opts.Args...)
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go func() { s.done <- app.Run(runCtx, args) }()
+	if opts.Binary != "" {
+		if err := s.startProcess(opts.Binary, args); err != nil {
+			s.cleanup()
+			return nil, err
+		}
+	} else {
+		runCtx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		go func() { s.done <- app.Run(runCtx, args) }()
+	}
 
 	timeout := opts.ReadyTimeout
 	if timeout <= 0 {
@@ -115,6 +129,68 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("webhook (args %q): %w", args, err)
 	}
 	return s, nil
+}
+
+// startProcess starts the webhook binary. It is started and waited for on
+// one locked OS thread so that Pdeathsig (tied to the forking thread) kills
+// it only when the test process dies. Its output goes to stderr.
+func (s *Server) startProcess(bin string, args []string) error {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := cmd.Wait()
+		if err == nil || (cmd.ProcessState != nil && cmd.ProcessState.Success()) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	s.pid = cmd.Process.Pid
+	s.cancel = func() { _ = cmd.Process.Signal(syscall.SIGTERM) }
+	return nil
+}
+
+// CPUTime returns the user+system CPU time the webhook process has used; it
+// is only available with ServerOptions.Binary (in-process, the webhook shares
+// the caller's process).
+func (s *Server) CPUTime() (time.Duration, error) {
+	if s.pid == 0 {
+		return 0, errors.New("webhook runs in-process: no separate CPU time")
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	if err != nil {
+		return 0, fmt.Errorf("webhook CPU time: %w", err)
+	}
+	// Fields after the parenthesised command name: state is field 3,
+	// utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100).
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("webhook CPU time: short /proc stat %q", data)
+	}
+	var ticks int64
+	for _, field := range f[11:13] {
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("webhook CPU time: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // waitReady polls until the TLS endpoint verifies against CAPEM and the
@@ -233,7 +309,8 @@ func (s *Server) Client(conns int) *http.Client {
 	}
 }
 
-// Stop cancels app.Run and returns its error (nil for a clean shutdown).
+// Stop cancels app.Run (or sends SIGTERM to the child process) and returns
+// its error (nil for a clean shutdown).
 // It is safe to call more than once.
 func (s *Server) Stop() error {
 	if s.cancel == nil {
@@ -244,7 +321,10 @@ func (s *Server) Stop() error {
 	select {
 	case s.err = <-s.done:
 	case <-time.After(30 * time.Second):
-		s.err = errors.New("app.Run did not return within 30s of cancel")
+		s.err = errors.New("webhook did not stop within 30s")
+		if s.pid != 0 {
+			_ = syscall.Kill(s.pid, syscall.SIGKILL)
+		}
 	}
 	s.cleanup()
 	return s.err

@@ -258,20 +258,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			t.Fatalf("start webhook again: %v", err)
 		}
 		t.Cleanup(func() { _ = srv2.Stop() })
-		mwcs := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
-		mwc, err := mwcs.Get(ctx, testConfigName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rv := mwc.ResourceVersion
-		mwc = PointAt(mwc, testConfigName, srv2.URL, srv2.CAPEM)
-		mwc.ResourceVersion = rv
-		if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
-			t.Fatalf("point the webhook configuration at the new server: %v", err)
-		}
-		if err := WaitActive(ctx, cs, "inject", 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		pointConfigAt(ctx, t, cs, srv2)
 		got, err := cs.CoreV1().Pods("inject").Create(ctx, basePod("after-restart-"), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -281,6 +268,48 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			t.Errorf("second webhook did not shut down cleanly: %v", err)
 		}
 	})
+
+	t.Run("webhook binary in its own process", func(t *testing.T) {
+		// bin/webhook (make build) through its thin main, as deployed.
+		bin := testenv.Binary(t, "webhook", "WEBHOOK_BIN")
+		srv3, err := StartServer(ctx, ServerOptions{Kubeconfig: env.KubeconfigPath, Binary: bin})
+		if err != nil {
+			t.Fatalf("start %s: %v", bin, err)
+		}
+		t.Cleanup(func() { _ = srv3.Stop() })
+		pointConfigAt(ctx, t, cs, srv3)
+		got, err := cs.CoreV1().Pods("inject").Create(ctx, basePod("binary-"), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInjected(t, got, "inject", &wantDNS{nameservers: []string{localIP, kubeDNSIP2, kubeDNSIPv6}, ndots: "3"})
+		if cpu, err := srv3.CPUTime(); err != nil || cpu <= 0 {
+			t.Errorf("CPUTime() = %v, %v; want > 0", cpu, err)
+		}
+		if err := srv3.Stop(); err != nil {
+			t.Errorf("webhook process did not exit cleanly on SIGTERM: %v", err)
+		}
+	})
+}
+
+// pointConfigAt updates the registered configuration to call srv and waits
+// until the API server does.
+func pointConfigAt(ctx context.Context, t *testing.T, cs kubernetes.Interface, srv *Server) {
+	t.Helper()
+	mwcs := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	mwc, err := mwcs.Get(ctx, testConfigName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := mwc.ResourceVersion
+	mwc = PointAt(mwc, testConfigName, srv.URL, srv.CAPEM)
+	mwc.ResourceVersion = rv
+	if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("point the webhook configuration at %s: %v", srv.URL, err)
+	}
+	if err := WaitActive(ctx, cs, "inject", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // wantDNS is the expected result of an injection.

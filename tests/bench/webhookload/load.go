@@ -42,9 +42,17 @@ type result struct {
 	FirstErr  error
 	Elapsed   time.Duration
 	Latencies []time.Duration // sorted
-	// CPU is the CPU time this process (load generator and in-process
-	// webhook together) used during the run.
+	// CPU is the CPU time this process used during the run (the load
+	// generator, plus the webhook when it runs in-process).
 	CPU time.Duration
+}
+
+// CPUPerAdmission is CPU divided by the admissions sent.
+func (r result) CPUPerAdmission() time.Duration {
+	if r.Sent == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Sent)
 }
 
 // Rate is admissions per second.
@@ -67,14 +75,10 @@ func (r result) Quantile(q float64) time.Duration {
 
 // String prints the figures on one line.
 func (r result) String() string {
-	s := fmt.Sprintf("%d admissions in %v: %.0f admissions/s, p50 %v, p90 %v, p99 %v, max %v, %d injected, %d errors",
+	return fmt.Sprintf("%d admissions in %v: %.0f admissions/s, p50 %v, p90 %v, p99 %v, max %v, %d injected, %d errors",
 		r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(),
 		r.Quantile(0.50).Round(time.Microsecond), r.Quantile(0.90).Round(time.Microsecond),
 		r.Quantile(0.99).Round(time.Microsecond), r.Quantile(1).Round(time.Microsecond), r.Injected, r.Errors)
-	if r.CPU > 0 && r.Sent > 0 {
-		s += fmt.Sprintf("; CPU %v per admission (client and server together)", (r.CPU / time.Duration(r.Sent)).Round(time.Microsecond))
-	}
-	return s
 }
 
 // request is a prepared AdmissionReview body with a placeholder UID.

@@ -1,11 +1,15 @@
 // Command webhookload measures the real webhook server under load: it starts
-// the control plane of tests/kubeapi, runs webhook/app.Run in-process on
-// 127.0.0.1 with a test certificate, and sends AdmissionReviews over HTTPS
+// the control plane of tests/kubeapi, runs the webhook on 127.0.0.1 with a
+// test certificate, and sends AdmissionReviews over HTTPS
 // keep-alive connections from a few concurrent workers, for a bounded count
 // and time. It prints admissions/s and latency quantiles against the targets
 // (>= 2,000 admissions/s, p99 < 5 ms).
 //
-//	go run ./tests/bench/webhookload [-requests 20000] [-duration 30s] [-workers 4]
+//	go run ./tests/bench/webhookload [-requests 20000] [-duration 30s] [-workers 4] [-webhook auto|inprocess|PATH]
+//
+// By default the webhook is bin/webhook (as built by `make build`) in its own
+// process, so that its CPU time per admission is measured apart from the load
+// generator's; without bin/webhook it runs in-process.
 package main
 
 import (
@@ -15,7 +19,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/tests/webhook"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -50,6 +57,7 @@ type options struct {
 	workers  int
 	strict   bool
 	profile  string
+	webhook  string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -60,6 +68,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "upper bound on the measured run")
 	fs.IntVar(&o.workers, "workers", 4, "concurrent workers, each on its own keep-alive connection")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a target is missed")
+	fs.StringVar(&o.webhook, "webhook", "auto", "webhook under test: \"inprocess\" (app.Run in this process), a path to the webhook binary (its own process), or \"auto\" (bin/webhook if built, else inprocess)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the measured run (client and in-process webhook) to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -94,13 +103,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := prepareCluster(ctx, env, namespace); err != nil {
 		return err
 	}
-	srv, err := webhook.StartServer(ctx, webhook.ServerOptions{Kubeconfig: env.KubeconfigPath})
+	bin := webhookBinary(o.webhook)
+	srv, err := webhook.StartServer(ctx, webhook.ServerOptions{Kubeconfig: env.KubeconfigPath, Binary: bin})
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	fmt.Fprintf(out, "webhookload: webhook at %s; %d workers, %d warm-up + %d admissions (at most %v)\n",
-		srv.URL, o.workers, o.warmup, o.requests, o.duration)
+	mode := "in-process (app.Run)"
+	if bin != "" {
+		mode = "process " + bin
+	}
+	fmt.Fprintf(out, "webhookload: webhook %s at %s; %d workers, %d warm-up + %d admissions (at most %v)\n",
+		mode, srv.URL, o.workers, o.warmup, o.requests, o.duration)
 
 	client := srv.Client(o.workers)
 	cfg := loadConfig{URL: srv.URL, Client: client, Workers: o.workers, Namespace: namespace, Duration: o.duration}
@@ -125,6 +139,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 	}
+	serverCPU0, cpuErr := srv.CPUTime()
 	res, err := runLoad(ctx, cfg)
 	if o.profile != "" {
 		pprof.StopCPUProfile()
@@ -133,6 +148,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "webhookload: %s\n", res)
+	who := "load generator"
+	if bin == "" {
+		who = "load generator and in-process webhook together"
+	}
+	fmt.Fprintf(out, "webhookload: %s CPU %v per admission\n", who, res.CPUPerAdmission().Round(time.Microsecond))
+	if serverCPU1, err := srv.CPUTime(); cpuErr == nil && err == nil && res.Sent > 0 {
+		per := (serverCPU1 - serverCPU0) / time.Duration(res.Sent)
+		if per > 0 {
+			fmt.Fprintf(out, "webhookload: webhook process CPU %v per admission: about %.0f admissions/s per fully used core\n",
+				per.Round(time.Microsecond), float64(time.Second)/float64(per))
+		}
+	}
+	fmt.Fprintf(out, "webhookload: load average during the run %s\n", loadAverage())
 	if res.Errors > 0 {
 		return fmt.Errorf("%d of %d admissions failed, first: %w", res.Errors, res.Sent, res.FirstErr)
 	}
@@ -142,6 +170,35 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("target missed")
 	}
 	return nil
+}
+
+// webhookBinary resolves the -webhook flag to a binary path ("" = in-process).
+func webhookBinary(flagValue string) string {
+	switch flagValue {
+	case "inprocess":
+		return ""
+	case "auto":
+		p := filepath.Join(testenv.RepoRoot(), "bin", "webhook")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		return ""
+	default:
+		return flagValue
+	}
+}
+
+// loadAverage returns the 1-minute load average, to judge how much of the
+// machine the run had.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	if f := strings.Fields(string(data)); len(f) > 0 {
+		return f[0] + " (1 min)"
+	}
+	return "unknown"
 }
 
 // verdict compares a result with the targets.
