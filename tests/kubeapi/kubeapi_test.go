@@ -1,14 +1,19 @@
 package kubeapi
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,4 +241,71 @@ func mustClient(t *testing.T, env *Env) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// TestChildDiesWithParent checks the Pdeathsig guarantee: when the process
+// that started a child (here a helper copy of this test binary) is killed
+// with SIGKILL, the child is killed too.
+func TestChildDiesWithParent(t *testing.T) {
+	if os.Getenv("KUBEAPI_TEST_HELPER") == "1" {
+		return // running as the helper: see helperStartChild
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperStartsChild$")
+	cmd.Env = append(os.Environ(), "KUBEAPI_TEST_HELPER=1", "KUBEAPI_TEST_LOG="+filepath.Join(t.TempDir(), "child.log"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper wrote no child pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "child ")))
+	if err != nil {
+		t.Fatalf("helper output %q: %v", line, err)
+	}
+	if !alive(pid) {
+		t.Fatalf("child %d not running while its parent lives", pid)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("child %d still running 5s after its parent was killed", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHelperStartsChild is the helper process of TestChildDiesWithParent:
+// it starts `sleep 60` with startProcess, prints its pid and waits.
+func TestHelperStartsChild(t *testing.T) {
+	if os.Getenv("KUBEAPI_TEST_HELPER") != "1" {
+		t.Skip("helper process for TestChildDiesWithParent")
+	}
+	p, err := startProcess("sleep", "/bin/sleep", os.Getenv("KUBEAPI_TEST_LOG"), []string{"60"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("child %d\n", p.cmd.Process.Pid)
+	<-p.done // killed with the helper, or exits after 60s
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
 }
