@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/netip"
 	"strconv"
@@ -751,3 +752,47 @@ func TestShutdownAnswersMissesInFlight(t *testing.T) {
 		t.Error("answered after shutdown")
 	}
 }
+
+func TestLogPluginAndDOEcho(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	_, f := upstream(t, zone.Handler())
+	port := freePort(t)
+	s, err := New(Options{Logger: log.New(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Log: true, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	socks, err := OpenSockets([]string{"udp/" + addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer socks.Close()
+	if err := s.Serve(socks); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	for i := 0; i < 2; i++ { // a miss, then a hit (which logs too)
+		m := q("WWW.example.", dns.TypeA)
+		m.SetEdns0(1232, true)
+		r := exchange(t, "udp", addr, m)
+		if opt := r.IsEdns0(); opt == nil || !opt.Do() {
+			t.Errorf("query %d: DO bit not echoed in OPT %v", i, opt)
+		}
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if n := strings.Count(out, `"A IN www.example. udp" NOERROR`); n != 2 {
+		t.Errorf("%d log lines for the 2 queries:\n%s", n, out)
+	}
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
