@@ -19,7 +19,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		// Cache hits allocate nothing; misses do. A tighter GC keeps the
 		// resident set small (the agent runs on every node).
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(25)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
