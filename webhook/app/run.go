@@ -93,7 +93,7 @@ func RunOptions(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	mgr.GetWebhookServer().Register(handler.Path, &admission.Webhook{Handler: h})
+	mgr.GetWebhookServer().Register(handler.Path, &admission.Webhook{Handler: h, LogConstructor: handler.LogConstructor})
 
 	if err := mgr.Add(watcher); err != nil {
 		return fmt.Errorf("adding kube-dns watcher: %w", err)

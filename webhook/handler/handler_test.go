@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	jsonpatchv5 "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -413,4 +414,32 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if _, err := New(Options{Config: testConfig(t)}); err == nil {
 		t.Error("missing kube-dns source accepted")
 	}
+}
+
+func TestLogConstructor(t *testing.T) {
+	var sink recordingSink
+	base := logr.New(&sink)
+	if got := LogConstructor(base, nil); got != base {
+		t.Error("nil request changed the logger")
+	}
+	req := podRequest(t, admissionv1.Create, testPod())
+	req.Name = "web-1"
+	LogConstructor(base, &req).Info("x")
+	want := []any{"requestID", "uid-1", "namespace", "team-a", "name", "web-1"}
+	if !reflect.DeepEqual(sink.values, want) {
+		t.Errorf("values = %v, want %v", sink.values, want)
+	}
+}
+
+// recordingSink records the key/values given to WithValues.
+type recordingSink struct{ values []any }
+
+func (s *recordingSink) Init(logr.RuntimeInfo)        {}
+func (s *recordingSink) Enabled(int) bool             { return true }
+func (s *recordingSink) Info(int, string, ...any)     {}
+func (s *recordingSink) Error(error, string, ...any)  {}
+func (s *recordingSink) WithName(string) logr.LogSink { return s }
+func (s *recordingSink) WithValues(kv ...any) logr.LogSink {
+	s.values = append(s.values, kv...)
+	return s
 }
