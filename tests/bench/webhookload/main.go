@@ -5,7 +5,7 @@
 // and time. It prints admissions/s and latency quantiles against the targets
 // (>= 2,000 admissions/s, p99 < 5 ms).
 //
-//	go run ./tests/bench/webhookload [-requests 20000] [-duration 30s] [-workers 4] [-webhook auto|inprocess|PATH]
+//	go run ./tests/bench/webhookload [-requests 20000] [-duration 30s] [-workers 2] [-webhook auto|inprocess|PATH]
 //
 // By default the webhook is bin/webhook (as built by `make build`) in its own
 // process, so that its CPU time per admission is measured apart from the load
@@ -66,7 +66,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.requests, "requests", 20000, "admissions to send in the measured run")
 	fs.IntVar(&o.warmup, "warmup", 1000, "admissions sent first and not measured")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "upper bound on the measured run")
-	fs.IntVar(&o.workers, "workers", 4, "concurrent workers, each on its own keep-alive connection")
+	fs.IntVar(&o.workers, "workers", 2, "concurrent workers, each on its own keep-alive connection (2 = one per core here)")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when a target is missed")
 	fs.StringVar(&o.webhook, "webhook", "auto", "webhook under test: \"inprocess\" (app.Run in this process), a path to the webhook binary (its own process), or \"auto\" (bin/webhook if built, else inprocess)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the measured run (client and in-process webhook) to this file")
