@@ -110,9 +110,7 @@ func TestControlPlane(t *testing.T) {
 	})
 
 	t.Run("anonymous client is refused", func(t *testing.T) {
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(env.CAPEM)
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: env.TLSConfig()}}
 		resp, err := c.Get(env.URL + "/api/v1/namespaces")
 		if err != nil {
 			t.Fatalf("anonymous GET (serving cert must verify against CAPEM): %v", err)
@@ -191,6 +189,29 @@ func TestStartErrors(t *testing.T) {
 				t.Errorf("failing Start took %v", d)
 			}
 		})
+	}
+}
+
+// TestStartRetriesTakenPort checks that a port taken between probing and
+// binding (another test grabbed it) makes Start retry on new ports.
+func TestStartRetriesTakenPort(t *testing.T) {
+	dir := t.TempDir()
+	starts := filepath.Join(dir, "starts")
+	script := filepath.Join(dir, "etcd")
+	// First start: fail like a bind race. Later starts: hang (never healthy).
+	body := "#!/bin/sh\necho start >> " + starts + "\n" +
+		"if [ $(wc -l < " + starts + ") -eq 1 ]; then echo 'listen tcp 127.0.0.1:1: bind: address already in use' >&2; exit 1; fi\n" +
+		"exec sleep 60\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(context.Background(), Options{APIServerBin: "/bin/false", EtcdBin: script, Dir: filepath.Join(dir, "env"), StartTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "not ready in time") {
+		t.Fatalf("error = %v, want a timeout after the retry", err)
+	}
+	data, _ := os.ReadFile(starts)
+	if n := strings.Count(string(data), "start"); n != 2 {
+		t.Errorf("etcd started %d times, want 2 (one retry after the taken port)", n)
 	}
 }
 
