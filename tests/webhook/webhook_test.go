@@ -54,6 +54,8 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		"inject":      namespace("inject", true, nil),
 		"inject-opts": namespace("inject-opts", true, map[string]string{inject.OptionsAnnotation: "ndots:2"}),
 		"plain":       namespace("plain", false, nil),
+		// The webhook's own namespace, labelled: excluded by name.
+		"node-local-dns": namespace("node-local-dns", true, nil),
 	} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create namespace %s: %v", name, err)
@@ -380,6 +382,7 @@ func podCases() []podCase {
 		})},
 		{name: "namespace without the label", namespace: "plain", pod: with(func(*corev1.Pod) {})},
 		{name: "kube-system", namespace: "kube-system", pod: with(func(*corev1.Pod) {})},
+		{name: "the webhook's own namespace", namespace: "node-local-dns", pod: with(func(*corev1.Pod) {})},
 		{name: "namespace options annotation", namespace: "inject-opts", pod: with(func(*corev1.Pod) {}),
 			want: &wantDNS{nameservers: []string{localIP, kubeDNSIP}, ndots: "2"}},
 		{name: "pod options annotation beats namespace", namespace: "inject-opts", pod: with(func(p *corev1.Pod) {
