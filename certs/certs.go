@@ -111,6 +111,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.ServingValidity == 0 {
 		opts.ServingValidity = DefaultServingValidity
 	}
+	if opts.ServingValidity < time.Second || opts.CAValidity < time.Second {
+		return nil, errors.New("certs: validities below one second cannot be expressed in a certificate")
+	}
 	if opts.ServingValidity > opts.CAValidity {
 		return nil, fmt.Errorf("certs: serving validity %s exceeds the CA validity %s", opts.ServingValidity, opts.CAValidity)
 	}

@@ -149,6 +149,7 @@ func TestNewValidates(t *testing.T) {
 		{"no names", func(o *Options) { o.DNSNames = nil }, "DNS name"},
 		{"no dir", func(o *Options) { o.CertDir = "" }, "directory"},
 		{"negative", func(o *Options) { o.ServingValidity = -time.Second }, "negative"},
+		{"sub-second validity", func(o *Options) { o.ServingValidity = 500 * time.Millisecond }, "one second"},
 		{"serving outlives CA", func(o *Options) { o.CAValidity = time.Hour; o.ServingValidity = 2 * time.Hour }, "exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
