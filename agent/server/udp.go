@@ -81,16 +81,18 @@ func newReader(s *Server, conn *net.UDPConn, addr netip.AddrPort) (*reader, erro
 }
 
 // doRead is one non-blocking recvmmsg; false means "wait until readable".
-// recvmmsg and sendmmsg are raw system calls: with MSG_DONTWAIT they never
-// block, and skipping the runtime's syscall bookkeeping avoids handing the
-// P to another thread (futex wake-ups, context switches) on every batch.
+// recvmmsg and sendmmsg go through the runtime's syscall bookkeeping on
+// purpose: raw system calls (no P hand-off) cost less CPU per query when
+// the core is free, but on a loaded machine the reader then stalled for
+// milliseconds (measured: 2-4 ms average latency at 15k QPS against
+// 0.2-0.6 ms, and 40k QPS not sustained).
 func (r *reader) doRead(fd uintptr) bool {
 	for i := range r.in {
 		r.in[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		r.in[i].hdr.Flags = 0
 	}
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.in[0])), batchSize, unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.in[0])), batchSize, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			r.n, r.errno = int(n), 0
@@ -108,7 +110,7 @@ func (r *reader) doRead(fd uintptr) bool {
 // doWrite sends the pending answers; false means "wait until writable".
 func (r *reader) doWrite(fd uintptr) bool {
 	for r.sent < r.nout {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.out[r.sent])), uintptr(r.nout-r.sent), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.out[r.sent])), uintptr(r.nout-r.sent), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			r.sent += int(n)
@@ -136,10 +138,8 @@ func (r *reader) run() {
 			continue // e.g. ECONNREFUSED from an ICMP error: keep reading
 		}
 		r.batch()
-		// The syscalls are raw (they never block: MSG_DONTWAIT), so the
-		// scheduler does not hand the P to another thread around each one;
-		// under a steady flood the reader would keep the P for a whole
-		// preemption slice. Let misses and TCP run between batches.
+		// Under a steady flood the reader never parks; let misses and TCP
+		// run between batches.
 		runtime.Gosched()
 	}
 }
