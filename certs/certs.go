@@ -14,6 +14,7 @@ package certs
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -198,21 +199,22 @@ func (m *Manager) ensure(ctx context.Context) error {
 
 // plan returns the Secret data to write, or nil when data is fine as it is,
 // and which certificates it issued ("ca", "serving").
+//
+// A CA renewal happens in two steps so that every API server trusts the new
+// CA before the webhook presents a certificate signed by it: the renewal
+// adds the new CA to the bundle and keeps the serving certificate signed by
+// the old one (still valid and trusted); the next serving renewal is signed
+// by the new CA.
 func (m *Manager) plan(data map[string][]byte) (map[string][]byte, []string, error) {
 	now := m.opts.Now()
 	var issued []string
 	ca, err := parseKeyPair(data[KeyCACert], data[KeyCAKey])
 	caBundle := data[KeyCABundle]
-	switch {
-	case err != nil || !ca.Cert.IsCA:
-		caBundle = nil
-		fallthrough
-	case !now.Before(renewAt(ca.Cert)):
-		prev := caBundle
-		if ca != nil && ca.Cert.IsCA && now.Before(ca.Cert.NotAfter) {
+	usable := err == nil && ca.Cert.IsCA && now.Before(ca.Cert.NotAfter)
+	if !usable || !now.Before(renewAt(ca.Cert)) {
+		var prev []byte
+		if usable {
 			prev = ca.CertPEM // keep trusting the old CA while it is valid
-		} else {
-			prev = nil
 		}
 		if ca, err = newCA(now, m.opts.CAValidity, "node-local-dns-webhook-ca"); err != nil {
 			return nil, nil, err
@@ -220,8 +222,9 @@ func (m *Manager) plan(data map[string][]byte) (map[string][]byte, []string, err
 		caBundle = bundle(ca.CertPEM, prev)
 		issued = append(issued, "ca")
 	}
+	caBundle = bundle(ca.CertPEM, caBundle)
 	serving, err := parseKeyPair(data[KeyTLSCert], data[KeyTLSKey])
-	if len(issued) > 0 || err != nil || serving.Cert.CheckSignatureFrom(ca.Cert) != nil ||
+	if err != nil || !signedByTrusted(serving.Cert, caBundle, now) ||
 		!slices.Equal(serving.Cert.DNSNames, m.opts.DNSNames) || !now.Before(renewAt(serving.Cert)) {
 		if serving, err = newServing(now, m.opts.ServingValidity, ca, m.opts.DNSNames); err != nil {
 			return nil, nil, err
@@ -236,8 +239,23 @@ func (m *Manager) plan(data map[string][]byte) (map[string][]byte, []string, err
 		KeyTLSKey:   serving.KeyPEM,
 		KeyCACert:   ca.CertPEM,
 		KeyCAKey:    ca.KeyPEM,
-		KeyCABundle: bundle(ca.CertPEM, caBundle),
+		KeyCABundle: caBundle,
 	}, issued, nil
+}
+
+// signedByTrusted reports whether c is signed by a certificate of bundle
+// that is valid at now.
+func signedByTrusted(c *x509.Certificate, bundlePEM []byte, now time.Time) bool {
+	cas, err := parseCerts(bundlePEM)
+	if err != nil {
+		return false
+	}
+	for _, ca := range cas {
+		if now.Before(ca.NotAfter) && c.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // write creates the Secret, or updates cur at its resourceVersion.

@@ -468,3 +468,54 @@ func TestRunRenewsOnTime(t *testing.T) {
 	}
 	verifyServing(t, dir, caBundles(t, client)[0], time.Now())
 }
+
+// TestCARotationIsTwoStep: when the CA is due while the serving certificate
+// is fresh, the new CA is only added to the trusted bundle; the serving
+// certificate signed by the old CA stays until its own renewal, which is
+// signed by the new CA. API servers so trust the new CA before they see it.
+func TestCARotationIsTwoStep(t *testing.T) {
+	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	client := fake.NewClientset(webhookConfig(1))
+	clk := &clock{now: start}
+	dir := t.TempDir()
+	m := newTestManager(t, client, clk, dir, nil) // CA 300h (due at 200h), serving 30h (due after 20h)
+	ctx := context.Background()
+	step := func(at time.Duration) *corev1.Secret {
+		t.Helper()
+		clk.now = start.Add(at)
+		if err := m.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return getSecret(t, client)
+	}
+	first := step(0)
+	before := step(190 * time.Hour) // serving renewed, CA not yet due
+	if !bytes.Equal(before.Data[KeyCACert], first.Data[KeyCACert]) {
+		t.Fatal("CA renewed too early")
+	}
+	rotated := step(200*time.Hour + time.Second)
+	if bytes.Equal(rotated.Data[KeyCACert], before.Data[KeyCACert]) {
+		t.Fatal("CA not renewed at 2/3 of its validity")
+	}
+	if !bytes.Equal(rotated.Data[KeyTLSCert], before.Data[KeyTLSCert]) {
+		t.Fatal("serving certificate replaced in the same step as the CA")
+	}
+	b := caBundles(t, client)[0]
+	if cas, _ := parseCerts(b); len(cas) != 2 {
+		t.Fatalf("caBundle holds %d CAs during the rotation, want old and new", len(cas))
+	}
+	verifyServing(t, dir, b, clk.Now())
+
+	after := step(211 * time.Hour) // the serving certificate's own renewal
+	if bytes.Equal(after.Data[KeyTLSCert], rotated.Data[KeyTLSCert]) {
+		t.Fatal("serving certificate not renewed")
+	}
+	newCA, err := parseCerts(after.Data[KeyCACert])
+	if err != nil {
+		t.Fatal(err)
+	}
+	servingCert := verifyServing(t, dir, caBundles(t, client)[0], clk.Now())
+	if err := servingCert.CheckSignatureFrom(newCA[0]); err != nil {
+		t.Fatalf("renewed serving certificate is not signed by the new CA: %v", err)
+	}
+}
