@@ -68,6 +68,11 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 		t.Fatalf("%s: want 1 container, got %d", ds.Name, len(spec.Containers))
 	}
 	c := spec.Containers[0]
+	if spec.HostNetwork && len(c.Ports) > 0 {
+		// On a hostNetwork pod every container port is a hostPort: the
+		// scheduler would keep the maxSurge pod Pending beside the old one.
+		t.Errorf("%s: hostNetwork container declares ports %v (they become hostPorts and block surge upgrades)", ds.Name, c.Ports)
+	}
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}) {
 		t.Errorf("%s: capabilities %+v, want add [NET_ADMIN] only", ds.Name, sc)

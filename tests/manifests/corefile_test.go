@@ -78,8 +78,8 @@ func TestRenderCorefileParses(t *testing.T) {
 			checkListener(t, "health", health, c.LivenessProbe, cilium)
 			checkListener(t, "ready", ready, c.ReadinessProbe, cilium)
 			_, mport, _ := net.SplitHostPort(metrics)
-			if p := containerPort(t, c, "metrics", 0); strconv.Itoa(int(p)) != mport {
-				t.Errorf("prometheus listens on %q, container port metrics is %d", metrics, p)
+			if p := servicePort(t, get[*corev1.Service](t, r, "node-local-dns"), "metrics"); strconv.Itoa(p) != mport {
+				t.Errorf("prometheus listens on %q, the metrics Service targets port %d", metrics, p)
 			}
 		})
 	}
@@ -111,4 +111,16 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// servicePort returns the numeric target port of the Service port named name.
+func servicePort(t *testing.T, svc *corev1.Service, name string) int {
+	t.Helper()
+	for _, p := range svc.Spec.Ports {
+		if p.Name == name {
+			return p.TargetPort.IntValue()
+		}
+	}
+	t.Errorf("Service %s has no port named %q", svc.Name, name)
+	return 0
 }
