@@ -97,15 +97,15 @@ func (z *zoneMap) lookup(name []byte) *route {
 	return nil
 }
 
-// table is an immutable set of routes per listen address ("IP:port").
+// table is an immutable set of routes per listen address.
 type table struct {
-	byAddr map[string]*zoneMap
+	byAddr map[netip.AddrPort]*zoneMap
 	byPort map[int]*zoneMap // blocks without bind, for listeners not in byAddr
 }
 
 // zonesFor returns the routes for a listener address.
 func (t *table) zonesFor(addr netip.AddrPort) *zoneMap {
-	if z, ok := t.byAddr[addr.String()]; ok {
+	if z, ok := t.byAddr[addr]; ok {
 		return z
 	}
 	return t.byPort[int(addr.Port())]
@@ -187,7 +187,7 @@ func (s *Server) SetBlocks(blocks []*Block) error {
 }
 
 func (s *Server) buildTable(blocks []*Block) (*table, error) {
-	t := &table{byAddr: map[string]*zoneMap{}, byPort: map[int]*zoneMap{}}
+	t := &table{byAddr: map[netip.AddrPort]*zoneMap{}, byPort: map[int]*zoneMap{}}
 	// Every listen address of every block, and the no-bind blocks per port.
 	addrs := map[string]int{}
 	for _, b := range blocks {
@@ -196,7 +196,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 			if err != nil {
 				return nil, fmt.Errorf("server block %v: bind %q: %w", b.Zones, ip, err)
 			}
-			addrs[ap.String()] = b.Port
+			addrs[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()] = b.Port
 		}
 	}
 	routes := map[*Block]map[string]*route{}
@@ -238,7 +238,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 				return nil, err
 			}
 		}
-		t.byAddr[addr] = z
+		t.byAddr[netip.MustParseAddrPort(addr)] = z
 	}
 	return t, nil
 }
@@ -250,7 +250,7 @@ func bindsAddr(b *Block, addr string) bool {
 		return true
 	}
 	for _, ip := range b.Bind {
-		if ap, err := netip.ParseAddrPort(net.JoinHostPort(ip, strconv.Itoa(b.Port))); err == nil && ap.String() == addr {
+		if ap, err := netip.ParseAddrPort(net.JoinHostPort(ip, strconv.Itoa(b.Port))); err == nil && netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String() == addr {
 			return true
 		}
 	}
