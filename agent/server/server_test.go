@@ -796,3 +796,56 @@ func TestLogPluginAndDOEcho(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestMaxConcurrentRefused: with max_concurrent 1 and one query held by the
+// upstream, another miss is answered REFUSED (as CoreDNS's forward plugin),
+// not SERVFAIL; the held query still gets its answer once released.
+func TestMaxConcurrentRefused(t *testing.T) {
+	release := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	up := dnstest.NewServer(t, dnstest.Block(release, zone.Handler()))
+	f, err := forward.New(corefile.Forward{From: ".", To: []string{up.Addr}, MaxConcurrent: 1},
+		forward.Options{Timeout: 5 * time.Second, AttemptTimeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+
+	held := make(chan *dns.Msg, 1)
+	go func() {
+		c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+		r, _, err := c.Exchange(q("www.example.", dns.TypeA), addr)
+		if err != nil {
+			t.Errorf("held query: %v", err)
+		}
+		held <- r
+	}()
+	if !up.WaitCount("", 1, 3*time.Second) {
+		t.Fatal("the upstream never saw the first query")
+	}
+	for _, tc := range []struct {
+		name, qname string
+		qtype       uint16
+	}{
+		{"other name", "other.example.", dns.TypeA},
+		{"other type", "www.example.", dns.TypeAAAA},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := exchange(t, "udp", addr, q(tc.qname, tc.qtype))
+			if r.Rcode != dns.RcodeRefused {
+				t.Errorf("rcode %s while max_concurrent queries are in flight, want REFUSED", dns.RcodeToString[r.Rcode])
+			}
+		})
+	}
+	close(release)
+	released = true
+	if r := <-held; r == nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("held query answered %v", r)
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
+	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 )
 
 // job is one query for the miss path: a miss, a query the fast path does
@@ -161,12 +163,23 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		}
 	}
 	if err != nil {
-		return errReply(req, dns.RcodeServerFailure), pluginForward
+		return errReply(req, failureRcode(err)), pluginForward
 	}
 	if b.Cache != nil {
 		_ = b.Cache.Set(key, resp) // a SERVFAIL, cached briefly
 	}
 	return resp, pluginForward
+}
+
+// failureRcode is the rcode of the reply to a query whose forwarding
+// failed with err: REFUSED when max_concurrent queries were already in
+// flight (as CoreDNS's forward plugin, so that clients try another server
+// rather than treat the name as broken), SERVFAIL otherwise.
+func failureRcode(err error) int {
+	if errors.Is(err, forward.ErrMaxConcurrent) {
+		return dns.RcodeRefused
+	}
+	return dns.RcodeServerFailure
 }
 
 // exchange asks b's upstreams: the question with the client's RD, CD and
