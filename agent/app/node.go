@@ -121,19 +121,21 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 // (nil when there are none), keyed like server.Sockets.
 func (n *node) Inherited() map[string]*os.File { return n.inherited }
 
-// Serving is called with the open listening sockets once the agent answers:
-// from now on this instance hands them to any new instance that asks.
-// Handed-over sockets the server did not take are closed.
-func (n *node) Serving(socks map[string]*os.File) {
-	snapshot := make(map[string]*os.File, len(socks))
-	for k, f := range socks {
-		snapshot[k] = f
-	}
-	n.closeInherited(snapshot)
+// Serving is called once the agent answers, with live: the function that
+// returns the listening sockets open at the moment it is called and a done
+// function; the sockets stay open until done is called (see
+// instance.ServeHandover). From now on this instance hands the live set to
+// any new instance that asks, so a reload that opened or closed listen
+// addresses is reflected in later hand-overs. Handed-over sockets the server
+// did not take are closed.
+func (n *node) Serving(live func() (map[string]*os.File, func())) {
+	socks, done := live()
+	n.closeInherited(socks)
+	done()
 	n.mu.Lock()
 	n.serving = true
 	n.mu.Unlock()
-	if err := n.reg.ServeHandover(func() map[string]*os.File { return snapshot }); err != nil {
+	if err := n.reg.ServeHandover(live); err != nil {
 		n.logf("[WARNING] no socket hand-over for later instances: %v", err)
 	}
 }

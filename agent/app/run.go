@@ -58,9 +58,13 @@ type agent struct {
 	cacheMetrics *cache.Metrics
 	ready        atomic.Bool
 
-	mu      sync.Mutex
+	mu      sync.Mutex // serializes apply and guards current
 	current *generation
-	socks   server.Sockets
+	// socks are the open listening sockets. They change only under mu and
+	// sockMu's write lock; a socket hand-over reads them under sockMu's
+	// read lock, so none is closed while it is being sent.
+	socks  server.Sockets
+	sockMu sync.RWMutex
 }
 
 // generation is what one configuration built: its blocks and the
@@ -129,7 +133,7 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	a.ready.Store(true)
-	n.Serving(a.socks)
+	n.Serving(a.liveSockets)
 	if err := a.writePIDFile(); err != nil {
 		a.logger.Printf("[WARNING] %v", err)
 	}
@@ -177,7 +181,9 @@ func (a *agent) stopServing(_ *node) error {
 	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	err := a.srv.Shutdown(sctx)
 	cancel()
+	a.sockMu.Lock()
 	a.socks.Close()
+	a.sockMu.Unlock()
 	a.mu.Lock()
 	if a.current != nil {
 		a.current.close()
@@ -303,9 +309,11 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 			gen.close()
 			return err
 		}
+		a.sockMu.Lock()
 		for k, f := range socks {
 			a.socks[k] = f
 		}
+		a.sockMu.Unlock()
 	}
 	if err := a.srv.SetBlocks(gen.blocks); err != nil {
 		gen.close()
@@ -340,11 +348,24 @@ func (a *agent) releaseUnused(cfg *corefile.Config) {
 		return
 	}
 	a.srv.Release(gone)
+	a.sockMu.Lock()
 	for _, k := range gone {
 		a.socks[k].Close()
 		delete(a.socks, k)
 	}
+	a.sockMu.Unlock()
 	a.logger.Printf("[INFO] stopped listening on %v", gone)
+}
+
+// liveSockets returns the listening sockets open now (a copy of the set)
+// for a socket hand-over; they stay open until done is called.
+func (a *agent) liveSockets() (socks map[string]*os.File, done func()) {
+	a.sockMu.RLock()
+	socks = make(map[string]*os.File, len(a.socks))
+	for k, f := range a.socks {
+		socks[k] = f
+	}
+	return socks, a.sockMu.RUnlock
 }
 
 // writePIDFile writes the process ID to -pidfile.

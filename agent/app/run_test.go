@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
+	"github.com/nodelocaldns/nodelocaldns/agent/instance"
 )
 
 // freePort returns a port free for UDP and TCP on 127.0.0.1.
@@ -289,5 +291,111 @@ func TestRunReloadMovesListeners(t *testing.T) {
 	f.addr = oldAddr
 	if _, err := f.query("www.example.", "udp"); err == nil {
 		t.Error("old listen address still answers after the reload")
+	}
+}
+
+// writeCorefileText replaces the agent's Corefile with text atomically.
+func (f *agentFixture) writeCorefileText(t *testing.T, text string) {
+	t.Helper()
+	tmp := filepath.Join(f.dir, "Corefile.tmp")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(f.dir, "Corefile")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answers reports whether a DNS server answers (any rcode) on addr over UDP.
+func answers(addr string) bool {
+	m := new(dns.Msg)
+	m.SetQuestion("probe.extra.test.", dns.TypeA)
+	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	_, _, err := c.Exchange(m, addr)
+	return err == nil
+}
+
+// socketAddr returns the local address of a handed-over socket: an error
+// for a closed or foreign descriptor.
+func socketAddr(key string, f *os.File) (string, error) {
+	if strings.HasPrefix(key, "udp/") {
+		c, err := net.FilePacketConn(f)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// TestRunHandoverAfterReload: a new instance asking for the sockets after
+// a reload that opened, then closed, a listen address receives the sockets
+// open at that moment: the new address's, then no longer it, and every
+// descriptor it gets is a live socket bound where its key says.
+func TestRunHandoverAfterReload(t *testing.T) {
+	cluster := dnstest.NewServer(t, clusterZone.Handler())
+	other := dnstest.NewServer(t, otherZone.Handler())
+	f := startAgent(t, cluster.Addr, other.Addr)
+	base := fmt.Sprintf(corefileTmpl, f.dnsPort, cluster.Addr, f.promPort, f.hlthPort, other.Addr)
+	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	_, newPort, _ := net.SplitHostPort(newAddr)
+	extra := fmt.Sprintf("extra.test:%s {\n    reload 2s\n    bind 127.0.0.1\n    forward . %s\n}\n", newPort, other.Addr)
+	for _, tc := range []struct {
+		name         string
+		text         string
+		newServed    bool
+		want, closed []string
+	}{
+		{"listen address added", base + extra, true,
+			[]string{"udp/" + f.addr, "tcp/" + f.addr, "udp/" + newAddr, "tcp/" + newAddr}, nil},
+		{"listen address removed", base, false,
+			[]string{"udp/" + f.addr, "tcp/" + f.addr}, []string{"udp/" + newAddr, "tcp/" + newAddr}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.writeCorefileText(t, tc.text)
+			for deadline := time.Now().Add(15 * time.Second); answers(newAddr) != tc.newServed; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("reload not applied within 15s (%s served: %v)", newAddr, !tc.newServed)
+				}
+			}
+			reg, err := instance.Register(filepath.Join(f.dir, "run"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			socks, from, err := reg.FetchSockets(ctx)
+			if err != nil || from == "" {
+				t.Fatalf("FetchSockets: from %q, %v", from, err)
+			}
+			defer func() {
+				for _, s := range socks {
+					s.Close()
+				}
+			}()
+			for _, k := range tc.want {
+				if socks[k] == nil {
+					t.Errorf("hand-over lacks %s (got %d sockets)", k, len(socks))
+				}
+			}
+			for k, s := range socks {
+				base, _, _ := strings.Cut(k, "#")
+				if slices.Contains(tc.closed, base) {
+					t.Errorf("hand-over still carries %s, closed by the reload", k)
+					continue
+				}
+				got, err := socketAddr(k, s)
+				if err != nil || "udp/"+got != base && "tcp/"+got != base {
+					t.Errorf("socket %s: bound to %q, %v", k, got, err)
+				}
+			}
+		})
 	}
 }

@@ -35,7 +35,13 @@ type handoverServer struct {
 // like server.Sockets: "udp/IP:port", "tcp/IP:port"). The descriptors travel
 // with SCM_RIGHTS, so both processes then share the very same kernel sockets:
 // nothing queued on them is lost when one process goes away.
-func (r *Registry) ServeHandover(get func() map[string]*os.File) error {
+//
+// get is called for every request, so a requester receives the sockets open
+// at that moment. The files it returns must stay open until its done
+// function (when not nil) is called, once they are sent or the hand-over
+// failed: a caller that closes sockets (a reload) holds a lock that get
+// takes and done releases.
+func (r *Registry) ServeHandover(get func() (socks map[string]*os.File, done func())) error {
 	path := filepath.Join(r.dir, r.id+sockSuffix)
 	os.Remove(path)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -75,7 +81,7 @@ func (r *Registry) StopHandover() {
 	})
 }
 
-func serveOne(c *net.UnixConn, get func() map[string]*os.File) error {
+func serveOne(c *net.UnixConn, get func() (map[string]*os.File, func())) error {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
@@ -85,7 +91,10 @@ func serveOne(c *net.UnixConn, get func() map[string]*os.File) error {
 	if string(buf[:n]) != request {
 		return fmt.Errorf("instance: unknown handover request %q", buf[:n])
 	}
-	socks := get()
+	socks, done := get()
+	if done != nil {
+		defer done()
+	}
 	keys := make([]string, 0, len(socks))
 	for k := range socks {
 		keys = append(keys, k)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -23,8 +24,10 @@ func TestHandoverSharesSockets(t *testing.T) {
 	}
 	udpKey := "udp/" + oldConn.LocalAddr().String()
 	tcpKey := "tcp/" + tcpLn.Addr().String()
-	if err := old.ServeHandover(func() map[string]*os.File {
-		return map[string]*os.File{udpKey: oldFile, tcpKey: tcpFile}
+	var gets, dones atomic.Int32
+	if err := old.ServeHandover(func() (map[string]*os.File, func()) {
+		gets.Add(1)
+		return map[string]*os.File{udpKey: oldFile, tcpKey: tcpFile}, func() { dones.Add(1) }
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +42,11 @@ func TestHandoverSharesSockets(t *testing.T) {
 	socks, from, err := newer.FetchSockets(ctxT(t))
 	if err != nil || from != old.ID() || len(socks) != 2 {
 		t.Fatalf("FetchSockets = %v from %q, %v; want 2 sockets from %s", socks, from, err, old.ID())
+	}
+	for deadline := time.Now().Add(2 * time.Second); gets.Load() == 0 || dones.Load() != gets.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("get called %d times, its done %d times", gets.Load(), dones.Load())
+		}
 	}
 	newConn, err := net.FilePacketConn(socks[udpKey])
 	if err != nil {
@@ -108,7 +116,7 @@ func TestHandoverSharesSockets(t *testing.T) {
 func TestHandoverRefusesGarbage(t *testing.T) {
 	dir := t.TempDir()
 	r := mustRegister(t, dir)
-	if err := r.ServeHandover(func() map[string]*os.File { return nil }); err != nil {
+	if err := r.ServeHandover(func() (map[string]*os.File, func()) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
 	c, err := net.Dial("unixpacket", dir+"/"+r.ID()+sockSuffix)
