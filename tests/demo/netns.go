@@ -8,16 +8,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
+	"github.com/nodelocaldns/nodelocaldns/tests/netns"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
@@ -426,7 +425,7 @@ func (n *netnode) get(ctx context.Context, addr, path string) (string, error) {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return dialIn(n.node, addr)
+			return netns.DialTCP(n.node, addr)
 		}},
 	}
 	return httpGet(ctx, client, "http://"+addr+path)
@@ -628,47 +627,6 @@ func (n *netnode) terminate(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("exit in %v, 0 rules, no %s interface; pod now answered by %s", took.Round(time.Millisecond), ifaceName, server), nil
-}
-
-// dialIn opens a TCP connection from inside namespace ns: on an OS thread
-// moved into ns and back. The thread must survive: a thread that exits
-// sends the parent-death signal to every child process it started, and
-// the demo's children (NSD, agents, the control plane) use one.
-func dialIn(ns, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/var/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("setns %s: %w", ns, err)}
-			return
-		}
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread() // back home: the thread may serve other goroutines
-		} // else it stays locked and is discarded with this goroutine
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
 
 // metricSum adds up the samples of metric (Prometheus text format).

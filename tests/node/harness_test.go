@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,11 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
+	"github.com/nodelocaldns/nodelocaldns/tests/netns"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -513,55 +512,13 @@ func (c *cluster) wantRules() int {
 	return 12 * len(strings.Split(c.localIPs(), ","))
 }
 
-// dialIn opens a TCP connection from inside namespace ns: the socket is
-// created on an OS thread switched into ns, and the thread is switched back
-// before it is unlocked. (A thread left in ns would have to be discarded,
-// and a discarded thread delivers the parent-death signal to every child
-// that was forked from it: NSD or an agent would die with it.)
-func dialIn(ns, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer home.Close()
-		target, err := os.Open(filepath.Join("/var/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and is discarded
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
-
 // metrics scrapes the agent's Prometheus endpoint from inside the node.
 func (c *cluster) metrics() string {
 	c.t.Helper()
 	client := &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return dialIn(c.node, net.JoinHostPort(localIP, metricsPort))
+			return netns.DialTCP(c.node, net.JoinHostPort(localIP, metricsPort))
 		}},
 	}
 	resp, err := client.Get("http://" + net.JoinHostPort(localIP, metricsPort) + "/metrics")
