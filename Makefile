@@ -44,7 +44,7 @@ lint: ## Check formatting (gofmt) and run go vet.
 ##@ Testing
 
 .PHONY: test
-test: tools build lint ## Run everything CI runs: lint, unit, integration (real kube-apiserver, netns as root) and short fuzzing.
+test: deps tools build lint ## Run everything CI runs: lint, unit, integration (real kube-apiserver, netns as root) and short fuzzing.
 	$(GO) test -count=1 -timeout 30m $(TESTARGS) ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -63,6 +63,11 @@ bench: tools build ## Run the benchmarks and print figures (Go benchmarks, webho
 	bash tests/bench/agent.sh
 
 ##@ Tools
+
+.PHONY: deps
+deps: ## Install the Debian packages the tests use (nsd, unbound, dig, dnsperf, iptables, ...); needs root.
+	@if [ "$$(id -u)" -eq 0 ]; then bash tests/install-deps.sh; \
+	else echo "deps: not root; the tests that need Debian packages or root will skip (CI=1 makes them fail)"; fi
 
 .PHONY: tools
 tools: $(BIN)/kube-apiserver $(BIN)/etcd ## Build the real kube-apiserver and etcd from the Go module proxy (cached in bin/).
