@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +59,7 @@ type agent struct {
 
 	srv          *server.Server
 	cacheMetrics *cache.Metrics
+	loopMetrics  *loop.Metrics
 	ready        atomic.Bool
 
 	mu      sync.Mutex // serializes apply and guards current
@@ -94,6 +98,9 @@ func (a *agent) run(ctx context.Context) error {
 	if a.cacheMetrics, err = cache.NewMetrics(a.reg); err != nil {
 		return err
 	}
+	if a.loopMetrics, err = loop.NewMetrics(a.reg); err != nil {
+		return err
+	}
 	gen, err := a.build(cfg, text)
 	if err != nil {
 		return err
@@ -124,6 +131,7 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	if err := loop.CheckAll(ctx, gen.probes); err != nil {
+		a.loopMetrics.Count(err)
 		a.abort(n)
 		return err
 	}
@@ -277,8 +285,12 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 
 // apply swaps in a new configuration (the pillar watcher's OnChange). New
 // listen addresses are opened; the handler table is replaced atomically,
-// so no query is dropped. An error leaves the old configuration in force.
-// Loop probes of a reloaded configuration are armed but not sent.
+// so no query is dropped. Then, as CoreDNS's loop plugin at every
+// (re)start of a server block, the loop probes of the new blocks are sent:
+// a loop refuses the new configuration (the old blocks and listen addresses
+// are put back, the loop is counted) without stopping the agent. Only then
+// are listen addresses the new configuration no longer has closed. An error
+// leaves the old configuration in force; the watcher logs it.
 func (a *agent) apply(cfg *corefile.Config, text string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -298,6 +310,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 			missing = append(missing, k)
 		}
 	}
+	var opened []string
 	if len(missing) > 0 {
 		socks, err := server.OpenSockets(missing, nil)
 		if err != nil {
@@ -305,6 +318,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 			return err
 		}
 		if err := a.srv.Serve(socks); err != nil {
+			a.srv.Release(slices.Collect(maps.Keys(socks)))
 			socks.Close()
 			gen.close()
 			return err
@@ -312,12 +326,28 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		a.sockMu.Lock()
 		for k, f := range socks {
 			a.socks[k] = f
+			opened = append(opened, k)
 		}
 		a.sockMu.Unlock()
 	}
 	if err := a.srv.SetBlocks(gen.blocks); err != nil {
+		a.closeSockets(opened)
 		gen.close()
 		return err
+	}
+	if err := loop.CheckAll(context.Background(), gen.probes); err != nil {
+		a.loopMetrics.Count(err)
+		if a.current != nil {
+			if rerr := a.srv.SetBlocks(a.current.blocks); rerr != nil {
+				// The old blocks were in force a moment ago; this cannot
+				// fail, but say so if it does.
+				err = errors.Join(err, fmt.Errorf("restore the old configuration: %w", rerr))
+			}
+		}
+		a.closeSockets(opened)
+		// Queries in flight may still use the refused forwarders.
+		time.AfterFunc(10*time.Second, gen.close)
+		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
 	a.releaseUnused(cfg)
 	old := a.current
@@ -347,14 +377,27 @@ func (a *agent) releaseUnused(cfg *corefile.Config) {
 	if len(gone) == 0 {
 		return
 	}
-	a.srv.Release(gone)
-	a.sockMu.Lock()
-	for _, k := range gone {
-		a.socks[k].Close()
-		delete(a.socks, k)
-	}
-	a.sockMu.Unlock()
+	a.closeSockets(gone)
 	a.logger.Printf("[INFO] stopped listening on %v", gone)
+}
+
+// closeSockets stops serving the sockets with these keys and closes them.
+// It runs under mu; the write lock on sockMu waits for hand-overs in
+// progress.
+func (a *agent) closeSockets(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	sort.Strings(keys)
+	a.srv.Release(keys)
+	a.sockMu.Lock()
+	defer a.sockMu.Unlock()
+	for _, k := range keys {
+		if f, ok := a.socks[k]; ok {
+			f.Close()
+			delete(a.socks, k)
+		}
+	}
 }
 
 // liveSockets returns the listening sockets open now (a copy of the set)

@@ -399,3 +399,67 @@ func TestRunHandoverAfterReload(t *testing.T) {
 		})
 	}
 }
+
+// TestRunReloadWithLoopRefused: a reloaded Corefile whose cluster block
+// forwards to the agent itself is probed like a start, found looping, and
+// refused: the agent keeps running with the old configuration (old
+// upstream, the new configuration's extra listen address closed again),
+// counts the loop, and a later good Corefile still applies.
+func TestRunReloadWithLoopRefused(t *testing.T) {
+	cluster := dnstest.NewServer(t, clusterZone.Handler())
+	other := dnstest.NewServer(t, otherZone.Handler())
+	f := startAgent(t, cluster.Addr, other.Addr)
+	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	_, newPort, _ := net.SplitHostPort(newAddr)
+	extra := fmt.Sprintf("extra.test:%s {\n    reload 2s\n    bind 127.0.0.1\n    forward . %s\n}\n", newPort, other.Addr)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort)
+	const counted = `nodelocaldns_loop_detected_total{zone="cluster.local."} 1`
+
+	f.writeCorefileText(t, fmt.Sprintf(corefileTmpl, f.dnsPort, f.addr, f.promPort, f.hlthPort, other.Addr)+extra)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, body := get(t, metricsURL); strings.Contains(body, counted) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 15s of the looping Corefile", counted)
+		}
+	}
+	select {
+	case err := <-f.done:
+		t.Fatalf("the agent stopped on a looping reload: %v", err)
+	default:
+	}
+	cluster.Reset()
+	for _, tc := range []struct {
+		name, qname string
+		wantRcode   int
+	}{
+		{"cached", "kube-dns.kube-system.svc.cluster.local.", dns.RcodeSuccess},
+		{"miss goes to the old upstream", "nosuch.kube-system.svc.cluster.local.", dns.RcodeNameError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := f.query(tc.qname, "udp")
+			if err != nil || r.Rcode != tc.wantRcode {
+				t.Fatalf("after the refused reload: %v, %v; want %s", r, err, dns.RcodeToString[tc.wantRcode])
+			}
+		})
+	}
+	if cluster.Count("tcp") != 1 {
+		t.Errorf("old cluster upstream saw %d TCP queries, want 1 (the miss)", cluster.Count("tcp"))
+	}
+	if answers(newAddr) {
+		t.Errorf("%s of the refused configuration still answers", newAddr)
+	}
+
+	replacement := dnstest.NewServer(t, otherZone.Handler())
+	f.writeCorefileText(t, fmt.Sprintf(corefileTmpl, f.dnsPort, cluster.Addr, f.promPort, f.hlthPort, replacement.Addr))
+	for deadline := time.Now().Add(15 * time.Second); replacement.Count("") == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a good Corefile after the refused one was not applied within 15s")
+		}
+		_, _ = f.query(fmt.Sprintf("n%d.new.example.", time.Now().UnixNano()), "udp")
+	}
+	if _, body := get(t, metricsURL); !strings.Contains(body, counted) {
+		t.Errorf("loop counter changed after a good reload; want %s", counted)
+	}
+}
