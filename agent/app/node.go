@@ -15,6 +15,7 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/instance"
 	"github.com/nodelocaldns/nodelocaldns/agent/iptables"
 	"github.com/nodelocaldns/nodelocaldns/agent/netif"
+	"github.com/nodelocaldns/nodelocaldns/agent/sysctl"
 )
 
 // Bounds of the node set-up: no step waits longer than these.
@@ -53,6 +54,12 @@ type node struct {
 
 	inherited map[string]*os.File
 
+	// sysctlRoot is where the sysctls are written (sysctl.DefaultRoot).
+	sysctlRoot string
+	// sysctlLogged is set once a sysctl failure was logged: a read-only
+	// /proc/sys fails every sync, and is logged once but counted each time.
+	sysctlLogged bool
+
 	stopSync context.CancelFunc
 	syncDone chan struct{}
 
@@ -71,7 +78,11 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, fmt.Errorf("register setup metrics: %w", err)
 	}
-	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags)}
+	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags), sysctlRoot: sysctlRoot}
+	// The sysctls first: they need no lock (every instance writes the same
+	// values) and must hold before the agent serves, so that a kill at any
+	// later moment meets a node that answers ICMP at once.
+	n.ensureSysctls(true)
 	for _, ip := range opts.LocalIPs {
 		n.ips = append(n.ips, net.IP(ip.AsSlice()))
 	}
@@ -201,6 +212,9 @@ func (n *node) ensure(first bool) error {
 		errs = append(errs, err)
 	}
 	prune := err == nil && len(others) == 0
+	if !first {
+		n.ensureSysctls(false)
+	}
 	if n.opts.SetupInterface {
 		res, err := netif.Ensure(n.opts.InterfaceName, n.ips, prune)
 		switch {
@@ -239,6 +253,33 @@ func (n *node) ensure(first bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ensureSysctls applies -icmp-ratelimit (nothing with the default -1). A
+// failure (a read-only /proc/sys in a container without privileges) is
+// counted as errortype "sysctl" every time and logged once; it is never
+// fatal: the agent serves as well, only the fallback after a kill is slower.
+// In the sync loop a value someone changed back is set again and logged.
+func (n *node) ensureSysctls(first bool) {
+	if n.opts.ICMPRateLimit == ICMPRateLimitKeep {
+		return
+	}
+	res, err := sysctl.EnsureICMPRateLimit(n.sysctlRoot, n.opts.ICMPRateLimit)
+	if err != nil {
+		n.errs.WithLabelValues("sysctl").Inc()
+		if !n.sysctlLogged {
+			n.sysctlLogged = true
+			n.logf("[WARNING] -icmp-ratelimit=%d not applied (fallback to kube-dns after a kill will be slow; set it from a privileged init container with -sysctls-only): %v", n.opts.ICMPRateLimit, err)
+		}
+	}
+	switch {
+	case len(res.Changed) > 0 && first:
+		n.logf("sysctl: %v", res.Changed)
+	case len(res.Changed) > 0:
+		n.logf("sysctl: set again after a change by someone else: %v", res.Changed)
+	case first && err == nil:
+		n.logf("sysctl: ICMP rate limits already %d ms", n.opts.ICMPRateLimit)
+	}
 }
 
 // teardown removes the rules, then the interface.

@@ -3,13 +3,17 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/netif"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
@@ -160,6 +164,143 @@ func TestNodeFailedStartUndoes(t *testing.T) {
 			if tc.wantRules > 0 {
 				exec.Command("iptables", "-t", "raw", "-F").Run()
 				exec.Command("iptables", "-F").Run()
+			}
+		})
+	}
+}
+
+func readSysctl(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+const (
+	procV4 = "/proc/sys/net/ipv4/icmp_ratelimit"
+	procV6 = "/proc/sys/net/ipv6/icmp/ratelimit"
+)
+
+// TestSysctlsOnly: `agent -sysctls-only -icmp-ratelimit=0` (the init
+// container) sets both ICMP rate limits of its network namespace, a fresh
+// one here (kernel default 1000 ms), and returns without serving; the host's
+// values are untouched.
+func TestSysctlsOnly(t *testing.T) {
+	if os.Getenv(inNetnsEnv) == "" {
+		hostV4 := ""
+		if b, err := os.ReadFile(procV4); err == nil {
+			hostV4 = strings.TrimSpace(string(b))
+		}
+		if !runInNetns(t) {
+			if b, err := os.ReadFile(procV4); err == nil && strings.TrimSpace(string(b)) != hostV4 {
+				t.Errorf("host icmp_ratelimit changed from %s to %s", hostV4, strings.TrimSpace(string(b)))
+			}
+			return
+		}
+	}
+	for _, p := range []string{procV4, procV6} {
+		if err := os.WriteFile(p, []byte("1000"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Main(ctx, []string{"-sysctls-only", "-icmp-ratelimit=0"}); err != nil {
+		t.Fatalf("Main(-sysctls-only): %v", err)
+	}
+	for _, p := range []string{procV4, procV6} {
+		if got := readSysctl(t, p); got != "0" {
+			t.Errorf("%s = %s after -sysctls-only, want 0", p, got)
+		}
+	}
+	// Applying again is a no-op and still succeeds.
+	if err := Main(ctx, []string{"-sysctls-only", "-icmp-ratelimit=0"}); err != nil {
+		t.Errorf("second Main(-sysctls-only): %v", err)
+	}
+}
+
+// TestNodeSysctls: -icmp-ratelimit=0 holds before the agent serves
+// (setupNode) and a value changed by someone is set back by the next sync.
+func TestNodeSysctls(t *testing.T) {
+	if !runInNetns(t) {
+		return
+	}
+	for _, p := range []string{procV4, procV6} {
+		if err := os.WriteFile(p, []byte("1000"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := ParseFlags([]string{"-localip", "169.254.20.10", "-rundir", t.TempDir(), "-syncinterval", "200ms",
+		"-iptables-backend", "nft", "-icmp-ratelimit=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	n, err := setupNode(context.Background(), o, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for _, p := range []string{procV4, procV6} {
+		if got := readSysctl(t, p); got != "0" {
+			t.Fatalf("%s = %s after setup, want 0 (before serving)", p, got)
+		}
+	}
+	if err := os.WriteFile(procV4, []byte("1000"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for readSysctl(t, procV4) != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still %s 3 s after a change by hand, want 0 again within a sync", procV4, readSysctl(t, procV4))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(n.errs.WithLabelValues("sysctl")); got != 0 {
+		t.Errorf("sysctl errors = %v, want 0", got)
+	}
+}
+
+// TestNodeSysctlFailureNotFatal: a /proc/sys the agent cannot write (here a
+// tree without the files) does not stop the start; each attempt is counted
+// in coredns_nodecache_setup_errors_total{errortype="sysctl"}, which exists
+// at 0 from the start when nothing fails.
+func TestNodeSysctlFailureNotFatal(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		limit      string
+		wantErrors bool
+	}{
+		{name: "unwritable, -icmp-ratelimit=0", limit: "0", wantErrors: true},
+		{name: "default -1 touches nothing", limit: "-1", wantErrors: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := sysctlRoot
+			sysctlRoot = filepath.Join(t.TempDir(), "missing")
+			defer func() { sysctlRoot = old }()
+			o, err := ParseFlags([]string{"-localip", "169.254.20.10", "-rundir", t.TempDir(), "-syncinterval", "100ms",
+				"-setupinterface=false", "-setupiptables=false", "-icmp-ratelimit=" + tc.limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			n, err := setupNode(context.Background(), o, reg)
+			if err != nil {
+				t.Fatalf("setupNode with an unwritable /proc/sys: %v, want no error", err)
+			}
+			time.Sleep(350 * time.Millisecond) // a few syncs
+			n.Close()
+			got := testutil.ToFloat64(n.errs.WithLabelValues("sysctl"))
+			if tc.wantErrors && got < 2 {
+				t.Errorf("sysctl errors = %v, want at least 2 (start and syncs)", got)
+			}
+			if !tc.wantErrors && got != 0 {
+				t.Errorf("sysctl errors = %v, want 0", got)
+			}
+			if err := ApplySysctls(o, log.New(io.Discard, "", 0)); (err != nil) != tc.wantErrors {
+				t.Errorf("ApplySysctls: %v, want error %v", err, tc.wantErrors)
 			}
 		})
 	}

@@ -53,6 +53,11 @@ const (
 
 	// MaxLameDuck bounds -lameduck so that a shutdown can never hang.
 	MaxLameDuck = 5 * time.Minute
+	// MaxICMPRateLimit bounds -icmp-ratelimit (one hour).
+	MaxICMPRateLimit = 3600 * 1000
+	// ICMPRateLimitKeep is the default of -icmp-ratelimit: leave the node's
+	// setting alone.
+	ICMPRateLimitKeep = -1
 	// MinSyncInterval keeps -syncinterval from turning into a busy loop.
 	MinSyncInterval = 100 * time.Millisecond
 )
@@ -114,6 +119,14 @@ type Options struct {
 	// ClusterDomain replaces __PILLAR__DNS__DOMAIN__ when the template still
 	// holds it (-cluster-domain).
 	ClusterDomain string
+	// ICMPRateLimit is written to net.ipv4.icmp_ratelimit and
+	// net.ipv6.icmp.ratelimit (milliseconds) before serving and re-ensured
+	// every sync; ICMPRateLimitKeep (-1) leaves the node's settings
+	// (-icmp-ratelimit).
+	ICMPRateLimit int
+	// SysctlsOnly applies the sysctls and exits, for a privileged init
+	// container (-sysctls-only); -localip is not needed then.
+	SysctlsOnly bool
 }
 
 // InterceptedIPs returns the local IPs that are not link-local: in
@@ -238,11 +251,23 @@ func newFlagSet(o *Options) (*flag.FlagSet, *rawFlags) {
 	fs.StringVar(&o.IPTablesBackend, "iptables-backend", BackendAuto, "iptables backend: auto (the one holding kube-proxy's rules), nft or legacy")
 	fs.DurationVar(&o.LameDuck, "lameduck", DefaultLameDuck, "how long to keep answering after teardown on SIGTERM")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster domain, replaces __PILLAR__DNS__DOMAIN__ if the template still has it")
+	fs.IntVar(&o.ICMPRateLimit, "icmp-ratelimit", ICMPRateLimitKeep, "set net.ipv4.icmp_ratelimit and net.ipv6.icmp.ratelimit to this many ms before serving and every sync (0: fast fallback to kube-dns when the agent dies); -1 leaves the node's settings")
+	fs.BoolVar(&o.SysctlsOnly, "sysctls-only", false, "apply the sysctls (-icmp-ratelimit) and exit: for a privileged init container")
 	return fs, r
 }
 
 // complete validates the raw flags and fills the derived fields.
 func (o *Options) complete(r *rawFlags, set map[string]bool) error {
+	if o.ICMPRateLimit < ICMPRateLimitKeep || o.ICMPRateLimit > MaxICMPRateLimit {
+		return fmt.Errorf("-icmp-ratelimit %d: want -1 (leave the node's setting) or 0 to %d ms", o.ICMPRateLimit, MaxICMPRateLimit)
+	}
+	if o.SysctlsOnly && o.ICMPRateLimit == ICMPRateLimitKeep {
+		return errors.New("-sysctls-only has nothing to apply: give -icmp-ratelimit (e.g. -icmp-ratelimit=0)")
+	}
+	if o.SysctlsOnly {
+		// An init container: it needs no -localip and ignores the rest.
+		return nil
+	}
 	ips, err := parseLocalIPs(r.localIP)
 	if err != nil {
 		return err

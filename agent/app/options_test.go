@@ -43,6 +43,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		IPTablesBackend:      "auto",
 		LameDuck:             2 * time.Second,
 		ClusterDomain:        "cluster.local",
+		ICMPRateLimit:        -1,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", o, want)
@@ -150,6 +151,24 @@ func TestParseFlags(t *testing.T) {
 			},
 		},
 		{
+			name: "-icmp-ratelimit=0 for fast fallback",
+			args: []string{"-localip=169.254.20.10", "-icmp-ratelimit=0"},
+			check: func(t *testing.T, o *Options) {
+				if o.ICMPRateLimit != 0 || o.SysctlsOnly {
+					t.Errorf("ICMPRateLimit=%d SysctlsOnly=%v", o.ICMPRateLimit, o.SysctlsOnly)
+				}
+			},
+		},
+		{
+			name: "-sysctls-only needs no -localip",
+			args: []string{"-sysctls-only", "-icmp-ratelimit=250"},
+			check: func(t *testing.T, o *Options) {
+				if !o.SysctlsOnly || o.ICMPRateLimit != 250 || len(o.LocalIPs) != 0 {
+					t.Errorf("SysctlsOnly=%v ICMPRateLimit=%d LocalIPs=%v", o.SysctlsOnly, o.ICMPRateLimit, o.LocalIPs)
+				}
+			},
+		},
+		{
 			name: "node-cache compatibility flags accepted",
 			args: []string{"-localip=169.254.20.10", "-setupebtables=false", "-initialdelay=10ns"},
 			check: func(t *testing.T, o *Options) {
@@ -233,6 +252,11 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"empty basecorefile", []string{base, "-basecorefile="}, "-basecorefile must not be empty"},
 		{"ebtables", []string{base, "-setupebtables"}, "-setupebtables"},
 		{"cluster domain", []string{base, "-cluster-domain=a..b"}, "-cluster-domain"},
+		{"icmp ratelimit below -1", []string{base, "-icmp-ratelimit=-2"}, "-icmp-ratelimit -2"},
+		{"icmp ratelimit huge", []string{base, "-icmp-ratelimit=3600001"}, "-icmp-ratelimit 3600001"},
+		{"icmp ratelimit not a number", []string{base, "-icmp-ratelimit=fast"}, "icmp-ratelimit"},
+		{"sysctls-only without a sysctl", []string{"-sysctls-only"}, "nothing to apply"},
+		{"sysctls-only with bad ratelimit", []string{"-sysctls-only", "-icmp-ratelimit=-5"}, "-icmp-ratelimit -5"},
 		{"unknown flag", []string{base, "-rewrite"}, "rewrite"},
 		{"positional argument", []string{base, "extra"}, "unexpected arguments"},
 	} {

@@ -9,7 +9,7 @@ import (
 // SetupErrorTypes are the errortype label values of
 // coredns_nodecache_setup_errors_total; each starts at 0 so that dashboards
 // and alerts see the series before the first error.
-var SetupErrorTypes = []string{"interfaceadd", "iptables", "iptables_lock", "configmap"}
+var SetupErrorTypes = []string{"interfaceadd", "iptables", "iptables_lock", "configmap", "sysctl"}
 
 // NewSetupErrors registers (or finds, when it is already registered)
 // coredns_nodecache_setup_errors_total{errortype}, node-cache's counter of
