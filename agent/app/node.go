@@ -54,8 +54,8 @@ type node struct {
 
 	inherited map[string]*os.File
 
-	// sysctlRoot is where the sysctls are written (sysctl.DefaultRoot).
-	sysctlRoot string
+	// sysctls keeps -icmp-ratelimit; nil with the default -1.
+	sysctls *sysctl.Ensurer
 	// sysctlLogged is set once a sysctl failure was logged: a read-only
 	// /proc/sys fails every sync, and is logged once but counted each time.
 	sysctlLogged bool
@@ -78,7 +78,12 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, fmt.Errorf("register setup metrics: %w", err)
 	}
-	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags), sysctlRoot: sysctlRoot}
+	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags)}
+	if opts.ICMPRateLimit != ICMPRateLimitKeep {
+		if n.sysctls, err = sysctl.NewICMPRateLimit(sysctlRoot, opts.ICMPRateLimit); err != nil {
+			return nil, err
+		}
+	}
 	// The sysctls first: they need no lock (every instance writes the same
 	// values) and must hold before the agent serves, so that a kill at any
 	// later moment meets a node that answers ICMP at once.
@@ -261,10 +266,10 @@ func (n *node) ensure(first bool) error {
 // fatal: the agent serves as well, only the fallback after a kill is slower.
 // In the sync loop a value someone changed back is set again and logged.
 func (n *node) ensureSysctls(first bool) {
-	if n.opts.ICMPRateLimit == ICMPRateLimitKeep {
+	if n.sysctls == nil {
 		return
 	}
-	res, err := sysctl.EnsureICMPRateLimit(n.sysctlRoot, n.opts.ICMPRateLimit)
+	res, err := n.sysctls.Ensure()
 	if err != nil {
 		n.errs.WithLabelValues("sysctl").Inc()
 		if !n.sysctlLogged {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/netif"
+	"github.com/nodelocaldns/nodelocaldns/agent/sysctl"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
@@ -260,6 +261,21 @@ func TestNodeSysctls(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(n.errs.WithLabelValues("sysctl")); got != 0 {
 		t.Errorf("sysctl errors = %v, want 0", got)
+	}
+
+	// A value the kernel rounds to jiffies (7 ms reads back as 8 with
+	// HZ=250) is written once, not again at every sync.
+	e, err := sysctl.NewICMPRateLimit(sysctl.DefaultRoot, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.Ensure(); err != nil || len(res.Changed) != 2 {
+		t.Fatalf("set to 7 ms: changed %v, %v; want both written", res.Changed, err)
+	}
+	for i := 0; i < 3; i++ {
+		if res, err := e.Ensure(); err != nil || len(res.Changed) != 0 {
+			t.Fatalf("sync %d after setting 7 ms (now %s): changed %v, %v; want nothing", i, readSysctl(t, procV4), res.Changed, err)
+		}
 	}
 }
 

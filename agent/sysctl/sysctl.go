@@ -40,7 +40,7 @@ type Setting struct {
 // Result says what Ensure did.
 type Result struct {
 	// Changed are the settings that held another value and were written,
-	// as "path: old -> new".
+	// as "path: old -> new" (new as read back from the kernel).
 	Changed []string
 }
 
@@ -58,35 +58,82 @@ func ICMPRateLimit(root string, ms int) ([]Setting, error) {
 	return out, nil
 }
 
-// Ensure makes every setting below root hold its value: it reads each file
-// and writes only those that differ, so that running it every sync costs
-// reads only and the result tells whether someone changed a value. It
-// tries every setting and returns all failures joined.
-func Ensure(root string, settings []Setting) (Result, error) {
+// Ensurer keeps settings at their values. The kernel may store a value in
+// another form than the one written (the ICMP rate limits are kept in
+// jiffies: with HZ=250, 7 ms reads back as 8), so the Ensurer remembers what
+// each setting read back after its write and accepts that form too;
+// otherwise every sync would see a change. An Ensurer is not safe for
+// concurrent use.
+type Ensurer struct {
+	root     string
+	settings []Setting
+	// kernelForm maps a path to the value it read back after a write.
+	kernelForm map[string]string
+}
+
+// NewEnsurer returns an Ensurer of settings below root.
+func NewEnsurer(root string, settings []Setting) *Ensurer {
+	return &Ensurer{root: root, settings: settings, kernelForm: map[string]string{}}
+}
+
+// NewICMPRateLimit returns an Ensurer of both ICMP rate limits below root
+// (see ICMPRateLimit).
+func NewICMPRateLimit(root string, ms int) (*Ensurer, error) {
+	settings, err := ICMPRateLimit(root, ms)
+	if err != nil {
+		return nil, err
+	}
+	return NewEnsurer(root, settings), nil
+}
+
+// Ensure makes every setting hold its value: it reads each file and writes
+// only those that differ, so that running it every sync costs reads only
+// and the result tells whether someone changed a value. It tries every
+// setting and returns all failures joined.
+func (e *Ensurer) Ensure() (Result, error) {
 	var res Result
 	var errs []error
-	for _, s := range settings {
-		p := filepath.Join(root, s.Path)
-		cur, err := os.ReadFile(p)
+	for _, s := range e.settings {
+		p := filepath.Join(e.root, s.Path)
+		old, err := readValue(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read %s: %w", p, err))
+			errs = append(errs, err)
 			continue
 		}
-		old := strings.TrimSpace(string(cur))
-		if old == s.Value {
+		if old == s.Value || old == e.kernelForm[s.Path] {
 			continue
 		}
 		if err := os.WriteFile(p, []byte(s.Value+"\n"), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("set %s to %s: %w", p, s.Value, err))
 			continue
 		}
-		res.Changed = append(res.Changed, fmt.Sprintf("%s: %s -> %s", s.Path, old, s.Value))
+		now, err := readValue(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.kernelForm[s.Path] = now
+		res.Changed = append(res.Changed, fmt.Sprintf("%s: %s -> %s", s.Path, old, now))
 	}
 	return res, errors.Join(errs...)
 }
 
+func readValue(p string) (string, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Ensure makes every setting below root hold its value once (see
+// (*Ensurer).Ensure).
+func Ensure(root string, settings []Setting) (Result, error) {
+	return NewEnsurer(root, settings).Ensure()
+}
+
 // EnsureICMPRateLimit sets both ICMP rate limits below root to ms
-// milliseconds (see ICMPRateLimit and Ensure).
+// milliseconds once (see ICMPRateLimit and Ensure).
 func EnsureICMPRateLimit(root string, ms int) (Result, error) {
 	settings, err := ICMPRateLimit(root, ms)
 	if err != nil {

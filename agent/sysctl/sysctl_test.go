@@ -138,3 +138,38 @@ func TestEnsureReadOnly(t *testing.T) {
 		t.Errorf("value %q after a failed write, want 1000", got)
 	}
 }
+
+// TestEnsurerKernelForm: a value the kernel stores in another form (7 ms
+// reads back as 8 with HZ=250) is written once, not at every sync; a real
+// change by someone else is written again.
+func TestEnsurerKernelForm(t *testing.T) {
+	root := fakeRoot(t, map[string]string{ICMPRateLimitV4: "1000\n"})
+	e, err := NewICMPRateLimit(root, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, ICMPRateLimitV4)
+	res, err := e.Ensure()
+	if err != nil || len(res.Changed) != 1 {
+		t.Fatalf("first Ensure: %v, %v; want one change", res.Changed, err)
+	}
+	// The kernel rounds to jiffies: a fake tree cannot, so store the
+	// rounded value and the form the Ensurer would have read back.
+	if err := os.WriteFile(p, []byte("8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.kernelForm[ICMPRateLimitV4] = "8"
+	for i := 0; i < 3; i++ {
+		res, err := e.Ensure()
+		if err != nil || len(res.Changed) != 0 {
+			t.Fatalf("sync %d: changed %v, %v; want no write of the kernel's form", i, res.Changed, err)
+		}
+	}
+	if err := os.WriteFile(p, []byte("1000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.Ensure()
+	if err != nil || len(res.Changed) != 1 || read(t, root, ICMPRateLimitV4) != "7" {
+		t.Fatalf("after a change by hand: changed %v, %v, value %s; want it set again", res.Changed, err, read(t, root, ICMPRateLimitV4))
+	}
+}

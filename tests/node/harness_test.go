@@ -128,14 +128,9 @@ func (c *cluster) build() {
 	c.mustIn(c.node, "ip", "route", "add", "10.96.0.0/16", "via", kubeDNSHost)
 	c.mustIn(c.node, "ip", "route", "add", externalIP+"/32", "via", kubeDNSHost)
 	c.mustIn(c.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	// With the agent killed, the node answers queries to the local IP with
-	// ICMP port unreachable, and glibc moves to the next nameserver at once.
-	// The kernel's default per-destination ICMP rate limit (a burst of 6,
-	// then 1/s per pod) turns most of those into 1 s timeouts; docs/node.md
-	// tells operators to set this on nodes (the global limit,
-	// icmp_msgs_per_sec, still applies).
-	c.mustIn(c.node, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
-	c.mustIn(c.node, "sysctl", "-qw", "net.ipv6.icmp.ratelimit=0")
+	// The ICMP rate limits (net.ipv4.icmp_ratelimit, net.ipv6.icmp.ratelimit)
+	// keep the kernel's defaults here: the agent sets them (-icmp-ratelimit=0
+	// in startAgent), as it does on a real node.
 	// resolv.conf files, read through `ip netns exec`.
 	c.writeNetnsFile(c.node, "resolv.conf", "nameserver "+externalIP+"\n")
 	c.writeNetnsFile(c.pod, "resolv.conf", c.podResolvConf())
@@ -351,6 +346,12 @@ func (c *cluster) startAgent(extra ...string) *agent {
 		"-metrics-listen-address", "",
 		"-syncinterval", "1s",
 		"-lameduck", "1s",
+		// With the agent killed, the node answers queries to the local IP
+		// with ICMP port unreachable and glibc moves to the next nameserver
+		// at once; the kernel's default per-destination ICMP rate limit (a
+		// burst of 6, then 1/s per pod) would turn most of those into 1 s
+		// timeouts. The agent lifts it, as the manifests have it do.
+		"-icmp-ratelimit=0",
 	}
 	if c.interception {
 		args = append(args, "-upstreamsvc", "kube-dns-upstream")
@@ -422,6 +423,15 @@ func (c *cluster) must(args ...string) string {
 		c.t.Fatalf("%v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+// icmpRateLimits returns the node namespace's net.ipv4.icmp_ratelimit and
+// net.ipv6.icmp.ratelimit, read from /proc/sys inside the namespace.
+func (c *cluster) icmpRateLimits() (v4, v6 string) {
+	c.t.Helper()
+	v4 = strings.TrimSpace(c.mustIn(c.node, "cat", "/proc/sys/net/ipv4/icmp_ratelimit"))
+	v6 = strings.TrimSpace(c.mustIn(c.node, "cat", "/proc/sys/net/ipv6/icmp/ratelimit"))
+	return v4, v6
 }
 
 // in runs a command inside namespace ns.

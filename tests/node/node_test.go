@@ -73,12 +73,49 @@ func (c *cluster) waitRules(want int, limit time.Duration) time.Duration {
 	}
 }
 
+// TestSysctlsOnlyBinary: bin/agent -sysctls-only (the init container of
+// manifests/components/fast-fallback) sets the ICMP rate limits of the node
+// namespace and exits 0 without serving; with nothing to apply it exits
+// non-zero.
+func TestSysctlsOnlyBinary(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr bool
+		want    string
+	}{
+		{name: "sets 20 ms", args: []string{"-sysctls-only", "-icmp-ratelimit=20"}, want: "20"},
+		{name: "sets 0 ms", args: []string{"-sysctls-only", "-icmp-ratelimit=0"}, want: "0"},
+		{name: "nothing to apply", args: []string{"-sysctls-only"}, wantErr: true, want: "0"},
+		{name: "bad value", args: []string{"-sysctls-only", "-icmp-ratelimit=-3"}, wantErr: true, want: "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := c.in(c.node, append([]string{c.agentBin}, tc.args...)...)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("agent %v: %v, want error %v:\n%s", tc.args, err, tc.wantErr, out)
+			}
+			if v4, v6 := c.icmpRateLimits(); v4 != tc.want || v6 != tc.want {
+				t.Errorf("after agent %v: icmp_ratelimit %s, ipv6 %s, want %s", tc.args, v4, v6, tc.want)
+			}
+		})
+	}
+}
+
 // TestInjectionLifecycle: serve, fall back after SIGKILL, adopt leftovers,
 // repair hand-made damage within a sync, never duplicate, tear down on
 // SIGTERM.
 func TestInjectionLifecycle(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
+	// The fresh node namespace has the kernel's default ICMP rate limits:
+	// the agent, not the test, must lift them.
+	if v4, v6 := c.icmpRateLimits(); v4 == "0" || v6 == "0" {
+		t.Fatalf("fresh node netns already has icmp_ratelimit %s / %s, want the kernel default", v4, v6)
+	}
 	a := c.startAgent()
+	if v4, v6 := c.icmpRateLimits(); v4 != "0" || v6 != "0" {
+		t.Fatalf("after the agent started with -icmp-ratelimit=0: icmp_ratelimit %s, ipv6 ratelimit %s, want 0 and 0", v4, v6)
+	}
 	c.expectNodeState(true)
 	if !strings.Contains(a.log.String(), "created a bridge without ports") && !strings.Contains(a.log.String(), "(dummy) created") {
 		t.Errorf("the log does not say which link type was used:\n%s", a.log.String())
@@ -99,8 +136,10 @@ func TestInjectionLifecycle(t *testing.T) {
 	if n := metricSum(m, "coredns_dns_responses_total", `rcode="NOERROR"`); n < 4 {
 		t.Errorf("NOERROR responses = %v, want >= 4", n)
 	}
-	if !strings.Contains(m, `coredns_nodecache_setup_errors_total{errortype="iptables"} 0`) {
-		t.Errorf("no zero setup error counter for iptables in the metrics")
+	for _, typ := range []string{"iptables", "sysctl"} {
+		if !strings.Contains(m, `coredns_nodecache_setup_errors_total{errortype="`+typ+`"} 0`) {
+			t.Errorf("no zero setup error counter for %s in the metrics", typ)
+		}
 	}
 
 	// kill -9: rules and addresses stay behind, nobody listens: every lookup
