@@ -336,7 +336,6 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		return err
 	}
 	if err := loop.CheckAll(context.Background(), gen.probes); err != nil {
-		a.loopMetrics.Count(err)
 		if a.current != nil {
 			if rerr := a.srv.SetBlocks(a.current.blocks); rerr != nil {
 				// The old blocks were in force a moment ago; this cannot
@@ -347,6 +346,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		a.closeSockets(opened)
 		// Queries in flight may still use the refused forwarders.
 		time.AfterFunc(10*time.Second, gen.close)
+		a.loopMetrics.Count(err)
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
 	a.releaseUnused(cfg)

@@ -288,9 +288,16 @@ func TestRunReloadMovesListeners(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The old listeners close once the reload is complete (after its loop
+	// probes), a moment after the new ones answer.
 	f.addr = oldAddr
-	if _, err := f.query("www.example.", "udp"); err == nil {
-		t.Error("old listen address still answers after the reload")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := f.query("www.example.", "udp"); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("old listen address still answers 5s after the new one does")
+		}
 	}
 }
 
@@ -306,13 +313,21 @@ func (f *agentFixture) writeCorefileText(t *testing.T, text string) {
 	}
 }
 
-// answers reports whether a DNS server answers (any rcode) on addr over UDP.
-func answers(addr string) bool {
+// extraState says how addr answers a name of the extra.test block: "served"
+// (forwarded: that block is in force there), "refused" (a listener without
+// that block) or "silent" (no listener).
+func extraState(addr string) string {
 	m := new(dns.Msg)
 	m.SetQuestion("probe.extra.test.", dns.TypeA)
 	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
-	_, _, err := c.Exchange(m, addr)
-	return err == nil
+	switch r, _, err := c.Exchange(m, addr); {
+	case err != nil:
+		return "silent"
+	case r.Rcode == dns.RcodeRefused:
+		return "refused"
+	default:
+		return "served"
+	}
 }
 
 // socketAddr returns the local address of a handed-over socket: an error
@@ -349,19 +364,19 @@ func TestRunHandoverAfterReload(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		text         string
-		newServed    bool
+		newState     string
 		want, closed []string
 	}{
-		{"listen address added", base + extra, true,
+		{"listen address added", base + extra, "served",
 			[]string{"udp/" + f.addr, "tcp/" + f.addr, "udp/" + newAddr, "tcp/" + newAddr}, nil},
-		{"listen address removed", base, false,
+		{"listen address removed", base, "silent",
 			[]string{"udp/" + f.addr, "tcp/" + f.addr}, []string{"udp/" + newAddr, "tcp/" + newAddr}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.writeCorefileText(t, tc.text)
-			for deadline := time.Now().Add(15 * time.Second); answers(newAddr) != tc.newServed; time.Sleep(100 * time.Millisecond) {
+			for deadline := time.Now().Add(15 * time.Second); extraState(newAddr) != tc.newState; time.Sleep(100 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("reload not applied within 15s (%s served: %v)", newAddr, !tc.newServed)
+					t.Fatalf("reload not applied within 15s (%s: %s, want %s)", newAddr, extraState(newAddr), tc.newState)
 				}
 			}
 			reg, err := instance.Register(filepath.Join(f.dir, "run"))
@@ -447,8 +462,8 @@ func TestRunReloadWithLoopRefused(t *testing.T) {
 	if cluster.Count("tcp") != 1 {
 		t.Errorf("old cluster upstream saw %d TCP queries, want 1 (the miss)", cluster.Count("tcp"))
 	}
-	if answers(newAddr) {
-		t.Errorf("%s of the refused configuration still answers", newAddr)
+	if st := extraState(newAddr); st != "silent" {
+		t.Errorf("%s of the refused configuration still listens (%s)", newAddr, st)
 	}
 
 	replacement := dnstest.NewServer(t, otherZone.Handler())
