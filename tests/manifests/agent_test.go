@@ -93,6 +93,7 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 	if err != nil {
 		t.Fatalf("%s: the agent rejects its arguments %v: %v", ds.Name, c.Args, err)
 	}
+	checkFastFallback(t, ds, c, opts, cilium)
 	if !slices.Contains(opts.LocalIPStrings(), localDNSIP) {
 		t.Errorf("%s: -localip %v lacks %s", ds.Name, opts.LocalIPs, localDNSIP)
 	}
@@ -121,6 +122,48 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 	}
 	if spec.ServiceAccountName == "" {
 		t.Errorf("%s: no serviceAccountName", ds.Name)
+	}
+}
+
+// checkFastFallback checks components/fast-fallback: on a hostNetwork agent
+// (every overlay but Cilium's) a privileged init container "sysctls" runs
+// the agent image with -sysctls-only -icmp-ratelimit=0 and the agent
+// container (not privileged, checked by the caller) gets -icmp-ratelimit=0.
+// In Cilium mode the agent has its own network namespace: no init container.
+func checkFastFallback(t *testing.T, ds *appsv1.DaemonSet, c corev1.Container, opts *app.Options, cilium bool) {
+	t.Helper()
+	inits := ds.Spec.Template.Spec.InitContainers
+	if cilium {
+		if len(inits) != 0 {
+			t.Errorf("%s: Cilium mode has init containers %v; the agent's sysctls would only touch its own pod network", ds.Name, inits)
+		}
+		return
+	}
+	if opts.ICMPRateLimit != 0 {
+		t.Errorf("%s: agent -icmp-ratelimit=%d, want 0 (fast fallback)", ds.Name, opts.ICMPRateLimit)
+	}
+	if len(inits) != 1 || inits[0].Name != "sysctls" {
+		t.Fatalf("%s: init containers %v, want exactly one named sysctls", ds.Name, inits)
+	}
+	ic := inits[0]
+	if ic.Image != c.Image {
+		t.Errorf("%s: init container image %q, want the agent's %q", ds.Name, ic.Image, c.Image)
+	}
+	if ic.SecurityContext == nil || ic.SecurityContext.Privileged == nil || !*ic.SecurityContext.Privileged {
+		t.Errorf("%s: init container sysctls is not privileged (/proc/sys is read-only otherwise)", ds.Name)
+	}
+	if ic.Resources.Requests.Cpu().IsZero() || ic.Resources.Requests.Memory().IsZero() || ic.Resources.Limits.Memory().IsZero() {
+		t.Errorf("%s: init container resources %v, want cpu/memory requests and a memory limit", ds.Name, ic.Resources)
+	}
+	if len(ic.Command) != 0 {
+		t.Errorf("%s: init container command %v, want the image's entrypoint (the agent)", ds.Name, ic.Command)
+	}
+	iopts, err := app.ParseFlags(ic.Args)
+	if err != nil {
+		t.Fatalf("%s: the agent rejects the init container's arguments %v: %v", ds.Name, ic.Args, err)
+	}
+	if !iopts.SysctlsOnly || iopts.ICMPRateLimit != 0 {
+		t.Errorf("%s: init container args %v, want -sysctls-only -icmp-ratelimit=0", ds.Name, ic.Args)
 	}
 }
 
