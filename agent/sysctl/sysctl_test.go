@@ -110,7 +110,8 @@ func TestEnsureICMPRateLimit(t *testing.T) {
 // privileges) gives an error naming the file, and nothing panics.
 func TestEnsureReadOnly(t *testing.T) {
 	if os.Geteuid() == 0 {
-		// root writes through file modes; use a path that cannot be a file.
+		// Root ignores file modes: make the setting a directory, which
+		// cannot be read or written as a file.
 		root := fakeRoot(t, map[string]string{ICMPRateLimitV4: "1000\n"})
 		p := filepath.Join(root, ICMPRateLimitV4)
 		if err := os.Remove(p); err != nil {
