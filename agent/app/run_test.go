@@ -415,6 +415,30 @@ func TestRunHandoverAfterReload(t *testing.T) {
 	}
 }
 
+// handedOver asks the agent of f for its sockets as a new instance would,
+// closes them, and returns their keys.
+func handedOver(t *testing.T, f *agentFixture) []string {
+	t.Helper()
+	reg, err := instance.Register(filepath.Join(f.dir, "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	socks, from, err := reg.FetchSockets(ctx)
+	if err != nil || from == "" {
+		t.Fatalf("FetchSockets: from %q, %v", from, err)
+	}
+	var keys []string
+	for k, s := range socks {
+		keys = append(keys, k)
+		s.Close()
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 // TestRunReloadWithLoopRefused: a reloaded Corefile whose cluster block
 // forwards to the agent itself is probed like a start, found looping, and
 // refused: the agent keeps running with the old configuration (old
@@ -462,8 +486,14 @@ func TestRunReloadWithLoopRefused(t *testing.T) {
 	if cluster.Count("tcp") != 1 {
 		t.Errorf("old cluster upstream saw %d TCP queries, want 1 (the miss)", cluster.Count("tcp"))
 	}
-	if st := extraState(newAddr); st != "silent" {
-		t.Errorf("%s of the refused configuration still listens (%s)", newAddr, st)
+	if st := extraState(newAddr); st == "served" {
+		t.Errorf("%s serves the refused configuration's block", newAddr)
+	}
+	// The listen address opened for the refused configuration is closed
+	// again: a new instance is not handed its socket.
+	if keys := handedOver(t, f); slices.Contains(keys, "udp/"+newAddr) || slices.Contains(keys, "tcp/"+newAddr) ||
+		!slices.Contains(keys, "udp/"+f.addr) {
+		t.Errorf("sockets after the refused reload: %v; want %s without %s", keys, f.addr, newAddr)
 	}
 
 	replacement := dnstest.NewServer(t, otherZone.Handler())
