@@ -11,6 +11,7 @@ export GOFLAGS
 # Integration tests find the real control plane here (see tests/kubeapi).
 export KUBE_APISERVER_BIN ?= $(BIN)/kube-apiserver
 export ETCD_BIN           ?= $(BIN)/etcd
+export KUBECTL_BIN        ?= $(BIN)/kubectl
 # How much each fuzz target runs inside `make test`: a count of executions, not a
 # duration (a duration races the fuzz coordinator on Go 1.26, golang/go#75804).
 # -timeout still bounds each target in time.
@@ -70,10 +71,13 @@ deps: ## Install the Debian packages the tests use (nsd, unbound, dig, dnsperf, 
 	else echo "deps: not root; the tests that need Debian packages or root will skip (CI=1 makes them fail)"; fi
 
 .PHONY: tools
-tools: $(BIN)/kube-apiserver $(BIN)/etcd ## Build the real kube-apiserver and etcd from the Go module proxy (cached in bin/).
+tools: $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/etcd ## Build the real kube-apiserver, kubectl and etcd from the Go module proxy (cached in bin/).
 
 $(BIN)/kube-apiserver: tests/tools/kube-apiserver/go.mod
 	cd tests/tools/kube-apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(BIN)/kubectl: tests/tools/kube-apiserver/go.mod
+	cd tests/tools/kube-apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kubectl
 
 $(BIN)/etcd: tests/tools/etcd/go.mod
 	cd tests/tools/etcd && $(GO) build -o $@ .

@@ -1,6 +1,10 @@
 //go:build tools
 
-// Package tools pins the kube-apiserver command so that `go build` can find it.
+// Package tools pins the kube-apiserver and kubectl commands so that `go build`
+// can find them.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
