@@ -1,10 +1,9 @@
 package certs
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // metrics of the certificate manager.
@@ -39,30 +38,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.notAfter, err = register(reg, m.notAfter); err != nil {
+	if m.notAfter, err = promreg.Register(reg, m.notAfter); err != nil {
 		return nil, err
 	}
-	if m.issued, err = register(reg, m.issued); err != nil {
+	if m.issued, err = promreg.Register(reg, m.issued); err != nil {
 		return nil, err
 	}
-	if m.errors, err = register(reg, m.errors); err != nil {
+	if m.errors, err = promreg.Register(reg, m.errors); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector registered before under the
-// same name (the webhook may start several times in one process).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("certs: register metrics: %w", err)
 }

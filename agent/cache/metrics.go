@@ -1,10 +1,9 @@
 package cache
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // Metrics holds the cache metric vectors, with CoreDNS's names and labels.
@@ -55,33 +54,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, typed),
 	}
 	var err error
-	if m.entries, err = register(reg, m.entries); err != nil {
+	if m.entries, err = promreg.Register(reg, m.entries); err != nil {
 		return nil, err
 	}
 	for _, v := range []**prometheus.CounterVec{&m.requests, &m.hits, &m.misses, &m.prefetch, &m.servedStale, &m.evictions} {
-		if *v, err = register(reg, *v); err != nil {
+		if *v, err = promreg.Register(reg, *v); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers c, returning the already registered collector of the
-// same description when there is one.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register cache metrics: %w", err)
-	}
-	return c, nil
 }
 
 // handles are the metric children of one cache, resolved once so that the

@@ -1,10 +1,9 @@
 package forward
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // metrics are the forward plugin's metrics with CoreDNS's names and labels.
@@ -54,39 +53,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.requests, err = register(reg, m.requests); err != nil {
+	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
-	if m.responses, err = register(reg, m.responses); err != nil {
+	if m.responses, err = promreg.Register(reg, m.responses); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.healthcheckFailures, err = register(reg, m.healthcheckFailures); err != nil {
+	if m.healthcheckFailures, err = promreg.Register(reg, m.healthcheckFailures); err != nil {
 		return nil, err
 	}
-	if m.healthcheckBroken, err = register(reg, m.healthcheckBroken); err != nil {
+	if m.healthcheckBroken, err = promreg.Register(reg, m.healthcheckBroken); err != nil {
 		return nil, err
 	}
-	if m.maxConcurrentRejects, err = register(reg, m.maxConcurrentRejects); err != nil {
+	if m.maxConcurrentRejects, err = promreg.Register(reg, m.maxConcurrentRejects); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the identical collector registered
-// before (by an earlier Forwarder on the same registry).
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(T); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("forward: register metrics: %w", err)
 }

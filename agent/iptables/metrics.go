@@ -1,9 +1,9 @@
 package iptables
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // SetupErrorTypes are the errortype label values of
@@ -15,19 +15,13 @@ var SetupErrorTypes = []string{"interfaceadd", "iptables", "iptables_lock", "con
 // coredns_nodecache_setup_errors_total{errortype}, node-cache's counter of
 // node setup failures (errortype: see SetupErrorTypes).
 func NewSetupErrors(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+	c, err := promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "coredns",
 		Subsystem: "nodecache",
 		Name:      "setup_errors_total",
 		Help:      "The number of errors during periodic network setup for node-cache.",
-	}, []string{"errortype"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
+	}, []string{"errortype"}))
+	if err != nil {
 		return nil, err
 	}
 	for _, t := range SetupErrorTypes {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // Metrics counts the loops the probes found. CoreDNS has no such metric
@@ -20,11 +22,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Namespace: "nodelocaldns", Subsystem: "loop", Name: "detected_total",
 		Help: "Counter of forwarding loops detected by the loop probe, per zone (a reloaded configuration with a loop is refused).",
 	}, []string{"zone"})}
-	if reg == nil {
-		return m, nil
-	}
-	if err := reg.Register(m.detected); err != nil {
-		return nil, fmt.Errorf("loop: register metrics: %w", err)
+	var err error
+	if m.detected, err = promreg.Register(reg, m.detected); err != nil {
+		return nil, fmt.Errorf("loop: %w", err)
 	}
 	return m, nil
 }

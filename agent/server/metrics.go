@@ -1,8 +1,6 @@
 package server
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"sort"
 	"strconv"
@@ -12,6 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
 // Metrics holds the request metrics with CoreDNS's names and labels.
@@ -36,32 +36,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		duration: newDurationVec(),
 	}
 	var err error
-	if m.requests, err = register(reg, m.requests); err != nil {
+	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
-	if m.responses, err = register(reg, m.responses); err != nil {
+	if m.responses, err = promreg.Register(reg, m.responses); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register dns metrics: %w", err)
-	}
-	return c, nil
 }
 
 // monitoredTypes are the query types CoreDNS labels by name; others are

@@ -1,10 +1,9 @@
 package handler
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
@@ -41,30 +40,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	defer m.initSeries()
 	var err error
-	if m.admissions, err = register(reg, m.admissions); err != nil {
+	if m.admissions, err = promreg.Register(reg, m.admissions); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (several handlers in one process share the registry).
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(T); ok {
-			return existing, nil
-		}
-	}
-	var zero T
-	return zero, err
 }
 
 // knownReasons are the reasons each decision can have; their series start at
