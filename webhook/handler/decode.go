@@ -1,10 +1,10 @@
 package handler
 
 import (
-	"encoding/json"
 	"errors"
 
 	corev1 "k8s.io/api/core/v1"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // podFields is the part of a pod the webhook reads. Decoding only these
@@ -27,10 +27,13 @@ type podFields struct {
 	} `json:"spec"`
 }
 
-// decodePod decodes the fields of a pod that injection depends on.
+// decodePod decodes the fields of a pod that injection depends on. Keys are
+// matched case-sensitively, as the API server does: encoding/json would take
+// "speC" for "spec", and the JSON patch (whose paths are case-sensitive) would
+// then not apply to the object.
 func decodePod(raw []byte) (*corev1.Pod, error) {
 	var f podFields
-	if err := json.Unmarshal(raw, &f); err != nil {
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &f); err != nil {
 		return nil, err
 	}
 	if f.Metadata == nil || f.Spec == nil {
