@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -68,6 +69,12 @@ func FuzzHandle(f *testing.F) {
 		var in admissionv1.AdmissionReview
 		if err := json.Unmarshal(body, &in); err != nil || in.Request == nil {
 			t.Fatalf("patched a request that does not decode: %v", err)
+		}
+		var orig corev1.Pod
+		if sigsjson.UnmarshalCaseSensitivePreserveInts(in.Request.Object.Raw, &orig) != nil {
+			// Not a pod the API server could have decoded, so it never
+			// reaches a webhook; only "no panic, an answer" applies.
+			return
 		}
 		pod, patched := applyPatchJSON(t, in.Request.Object.Raw, resp.Patch)
 		if err := inject.ValidateDNS(pod.Spec.DNSPolicy, pod.Spec.DNSConfig); err != nil {

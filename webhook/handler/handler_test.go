@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -99,7 +100,7 @@ func applyPatchJSON(t testing.TB, raw, patchJSON []byte) (*corev1.Pod, []byte) {
 		t.Fatalf("applying patch %s: %v", patchJSON, err)
 	}
 	var pod corev1.Pod
-	if err := json.Unmarshal(out, &pod); err != nil {
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(out, &pod); err != nil { // as the API server decodes
 		t.Fatal(err)
 	}
 	return &pod, out
