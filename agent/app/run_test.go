@@ -18,27 +18,8 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
 	"github.com/nodelocaldns/nodelocaldns/agent/instance"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
-
-// freePort returns a port free for UDP and TCP on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
 
 const corefileTmpl = `cluster.local:%[1]d {
     errors
@@ -75,7 +56,7 @@ type agentFixture struct {
 
 func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixture {
 	t.Helper()
-	f := &agentFixture{dir: t.TempDir(), dnsPort: freePort(t), promPort: freePort(t), hlthPort: freePort(t), done: make(chan error, 1)}
+	f := &agentFixture{dir: t.TempDir(), dnsPort: testenv.FreePort(t), promPort: testenv.FreePort(t), hlthPort: testenv.FreePort(t), done: make(chan error, 1)}
 	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.dnsPort))
 	f.writeCorefile(t, cluster, other)
 	args := append([]string{
@@ -269,7 +250,7 @@ func TestRunReloadMovesListeners(t *testing.T) {
 	other := dnstest.NewServer(t, otherZone.Handler())
 	f := startAgent(t, cluster.Addr, other.Addr)
 	oldAddr := f.addr
-	newPort := freePort(t)
+	newPort := testenv.FreePort(t)
 	text := fmt.Sprintf(corefileTmpl, newPort, cluster.Addr, f.promPort, f.hlthPort, other.Addr)
 	if err := os.WriteFile(filepath.Join(f.dir, "Corefile.tmp"), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -358,7 +339,7 @@ func TestRunHandoverAfterReload(t *testing.T) {
 	other := dnstest.NewServer(t, otherZone.Handler())
 	f := startAgent(t, cluster.Addr, other.Addr)
 	base := fmt.Sprintf(corefileTmpl, f.dnsPort, cluster.Addr, f.promPort, f.hlthPort, other.Addr)
-	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
 	_, newPort, _ := net.SplitHostPort(newAddr)
 	extra := fmt.Sprintf("extra.test:%s {\n    reload 2s\n    bind 127.0.0.1\n    forward . %s\n}\n", newPort, other.Addr)
 	for _, tc := range []struct {
@@ -448,7 +429,7 @@ func TestRunReloadWithLoopRefused(t *testing.T) {
 	cluster := dnstest.NewServer(t, clusterZone.Handler())
 	other := dnstest.NewServer(t, otherZone.Handler())
 	f := startAgent(t, cluster.Addr, other.Addr)
-	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	newAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort(t)))
 	_, newPort, _ := net.SplitHostPort(newAddr)
 	extra := fmt.Sprintf("extra.test:%s {\n    reload 2s\n    bind 127.0.0.1\n    forward . %s\n}\n", newPort, other.Addr)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort)

@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/sys/unix"
 
+	"github.com/nodelocaldns/nodelocaldns/tests/netns"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
@@ -417,18 +416,7 @@ func foreignRules(f *fakeRunner) int {
 // away by the runtime afterwards.
 func inFreshNetns(t *testing.T, fn func()) {
 	t.Helper()
-	done := make(chan struct{})
-	var unshareErr error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		if unshareErr = unix.Unshare(unix.CLONE_NEWNET); unshareErr != nil {
-			return
-		}
-		fn()
-	}()
-	<-done
-	if unshareErr != nil {
-		t.Fatalf("unshare network namespace: %v", unshareErr)
+	if err := netns.RunInFresh(fn); err != nil {
+		t.Fatal(err)
 	}
 }

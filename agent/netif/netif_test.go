@@ -2,13 +2,12 @@ package netif
 
 import (
 	"net"
-	"runtime"
 	"sort"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/nodelocaldns/nodelocaldns/tests/netns"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
@@ -18,19 +17,8 @@ import (
 func inFreshNetns(t *testing.T, fn func()) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	done := make(chan struct{})
-	var unshareErr error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		if unshareErr = unix.Unshare(unix.CLONE_NEWNET); unshareErr != nil {
-			return
-		}
-		fn()
-	}()
-	<-done
-	if unshareErr != nil {
-		t.Fatalf("unshare network namespace: %v", unshareErr)
+	if err := netns.RunInFresh(fn); err != nil {
+		t.Fatal(err)
 	}
 }
 

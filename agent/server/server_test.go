@@ -22,31 +22,12 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
 func cacheCfg() corefile.Cache {
 	return corefile.Cache{SuccessCap: 9984, SuccessTTL: 3600 * time.Second, SuccessMinTTL: 5 * time.Second,
 		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second}
-}
-
-// freePort returns a port free for both UDP and TCP on 127.0.0.1.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // upstream starts a fake authoritative server and a forwarder to it.
@@ -64,7 +45,7 @@ func upstream(t testing.TB, h dnstest.Handler) (*dnstest.Server, *forward.Forwar
 // start serves blocks (all on one port of 127.0.0.1) and returns the address.
 func start(t testing.TB, reg prometheus.Registerer, blocks ...*Block) (*Server, string) {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	for _, b := range blocks {
 		b.Port = port
 		b.Bind = []string{"127.0.0.1"}
@@ -461,7 +442,7 @@ func TestShutdownClosesTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	socks, err := OpenSockets([]string{"udp/" + addr, "tcp/" + addr}, nil)
@@ -490,7 +471,7 @@ func TestShutdownClosesTCP(t *testing.T) {
 }
 
 func TestOpenSocketsReusePort(t *testing.T) {
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	keys := []string{"udp/" + addr, "tcp/" + addr}
 	a, err := OpenSockets(keys, nil)
@@ -531,7 +512,7 @@ func TestIPv6Listener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"::1", "127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
 	p := strconv.Itoa(port)
 	socks, err := OpenSockets([]string{"udp/[::1]:" + p, "tcp/[::1]:" + p, "udp/127.0.0.1:" + p, "tcp/127.0.0.1:" + p}, nil)
@@ -610,7 +591,7 @@ func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	socks, err := OpenSockets([]string{"tcp/" + addr}, nil)
@@ -719,7 +700,7 @@ func TestShutdownAnswersMissesInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	socks, err := OpenSockets([]string{"udp/" + addr}, nil)
@@ -761,7 +742,7 @@ func TestLogPluginAndDOEcho(t *testing.T) {
 	var buf strings.Builder
 	var mu sync.Mutex
 	_, f := upstream(t, zone.Handler())
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	s, err := New(Options{Logger: log.New(writerFunc(func(p []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -55,3 +55,25 @@ func DialTCP(name, addr string) (net.Conn, error) {
 	r := <-ch
 	return r.c, r.err
 }
+
+// RunInFresh runs fn on an OS thread moved into a new, empty network
+// namespace; commands started from fn inherit it. The thread stays locked
+// and is thrown away by the runtime afterwards (fn must not start processes
+// that use Pdeathsig and must outlive it).
+func RunInFresh(fn func()) error {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if err = unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return
+		}
+		fn()
+	}()
+	<-done
+	if err != nil {
+		return fmt.Errorf("netns: unshare network namespace: %w", err)
+	}
+	return nil
+}
