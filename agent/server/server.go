@@ -137,8 +137,13 @@ type Server struct {
 	metrics *Metrics
 	table   atomic.Pointer[table]
 	slots   chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// jobs feeds the idle miss workers; idle counts them (see spawn).
+	jobs chan *job
+	idle atomic.Int64
+	// quit tells idle workers to exit at shutdown.
+	quit   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	udp     map[string]*net.UDPConn // by socket key
@@ -146,7 +151,9 @@ type Server struct {
 	started bool
 	closed  bool
 	readers sync.WaitGroup
-	workers sync.WaitGroup
+	workers sync.WaitGroup // miss workers
+	// inflight counts the jobs being answered.
+	inflight sync.WaitGroup
 	// probeAddr is a UDP address the health check queries.
 	probeAddr netip.AddrPort
 }
@@ -169,7 +176,8 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, metrics: m, slots: make(chan struct{}, opts.MaxInflight)}
+	s := &Server{opts: opts, metrics: m, slots: make(chan struct{}, opts.MaxInflight),
+		jobs: make(chan *job, opts.MaxInflight), quit: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(&table{})
 	return s, nil
@@ -393,7 +401,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.readers.Wait()
-		s.workers.Wait()
+		s.inflight.Wait()
 		close(done)
 	}()
 	var err error
@@ -403,6 +411,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("server: shutdown: %w", ctx.Err())
 	}
 	s.cancel()
+	close(s.quit)
 	for _, c := range udp {
 		c.Close()
 	}

@@ -834,3 +834,56 @@ func TestMaxConcurrentRefused(t *testing.T) {
 		t.Errorf("held query answered %v", r)
 	}
 }
+
+// TestMissWorkerPerQuery checks that a miss never waits behind another
+// miss's upstream exchange, even when an idle miss worker is reused.
+func TestMissWorkerPerQuery(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	h := func(w *dnstest.Writer, qq *dnstest.Query) {
+		if strings.HasPrefix(qq.Msg.Question[0].Name, "slow.") {
+			select {
+			case <-release:
+			case <-time.After(3 * time.Second):
+			}
+		}
+		zone.Handler()(w, qq)
+	}
+	_, f := upstream(t, h)
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+
+	// One miss answered: its worker is now idle and is reused next.
+	exchange(t, "udp", addr, q("www.example.", dns.TypeA))
+
+	slow := make(chan error, 1)
+	go func() {
+		c := &dns.Client{Net: "udp", Timeout: 4 * time.Second}
+		_, _, err := c.Exchange(q("slow.example.", dns.TypeA), addr)
+		slow <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the slow miss holds the idle worker
+
+	begin := time.Now()
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	if _, _, err := c.Exchange(q("fast.example.", dns.TypeA), addr); err != nil {
+		t.Fatalf("a miss behind a slow one: %v", err)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("a miss waited %v behind a slow one", d)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow miss finished before its upstream answered: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Errorf("slow miss: %v", err)
+	}
+}

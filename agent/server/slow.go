@@ -40,20 +40,75 @@ func (s *Server) prefetch(pkt []byte, rt *route) {
 	s.spawn(&job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()})
 }
 
-// spawn runs j in its own goroutine when a slot is free. Goroutines live
-// only while their query is in flight (mostly waiting for an upstream), so
-// an idle agent holds none.
+// workerIdle is how long a miss worker waits for another job before it
+// exits, so that an idle agent holds no workers.
+const workerIdle = 10 * time.Second
+
+// spawn hands j to an idle miss worker, or to a new one, when a slot is
+// free. Workers outlive their job: a goroutine per miss paid for growing
+// its stack on every query (miekg/dns packing runs deep; 15% of the CPU
+// under a miss flood), a worker grows it once. Every job gets a worker of
+// its own, so a query never waits behind another's upstream.
 func (s *Server) spawn(j *job) {
 	select {
+	case <-s.quit: // shut down
+		return
 	case s.slots <- struct{}{}:
 	default:
 		return
 	}
-	s.workers.Add(1)
-	go func() {
-		defer func() { <-s.slots; s.workers.Done() }()
+	s.inflight.Add(1)
+	for {
+		n := s.idle.Load()
+		if n == 0 {
+			s.workers.Add(1)
+			go s.worker(j)
+			return
+		}
+		if s.idle.CompareAndSwap(n, n-1) { // claimed an idle worker
+			s.jobs <- j // never blocks: slots bound the queued jobs
+			return
+		}
+	}
+}
+
+// worker runs j, then waits for more jobs until it has been idle for
+// workerIdle or the server shuts down. s.idle counts the waiting workers
+// that no spawn has claimed yet: a worker leaves only by un-counting
+// itself, so a claimed job always finds a worker.
+func (s *Server) worker(j *job) {
+	defer s.workers.Done()
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
 		s.run(j)
-	}()
+		<-s.slots
+		s.inflight.Done()
+		s.idle.Add(1)
+		t.Reset(workerIdle)
+	wait:
+		select {
+		case j = <-s.jobs:
+			continue
+		case <-s.quit:
+			return
+		case <-t.C:
+			for {
+				n := s.idle.Load()
+				if n == 0 { // claimed meanwhile: its job is coming
+					select {
+					case j = <-s.jobs:
+					case <-s.quit:
+						return
+					}
+					break wait
+				}
+				if s.idle.CompareAndSwap(n, n-1) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // run answers one job.
