@@ -205,17 +205,17 @@ func (c *Cache) Set(key []byte, m *dns.Msg) error {
 	return err
 }
 
-// Store is Set that also returns the TTL the entry got (seconds), which
-// is the TTL every record of the answer to this miss should carry, as
-// CoreDNS's cache writes it.
-func (c *Cache) Store(key []byte, m *dns.Msg) (uint32, error) {
+// Store is Set that also returns the new entry, whose TTL is the one every
+// record of the answer to this miss should carry, as CoreDNS's cache
+// writes it; the entry's Reply builds that answer without packing it again.
+func (c *Cache) Store(key []byte, m *dns.Msg) (*Entry, error) {
 	kind, ttl, err := c.classify(m)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	e, err := newEntry(m)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	now := c.Now()
 	e.ttl = uint32(ttl / time.Second)
@@ -226,7 +226,7 @@ func (c *Cache) Store(key []byte, m *dns.Msg) (uint32, error) {
 	k := string(key)
 	c.tables[1-kind].del(k)
 	c.tables[kind].set(k, e, now)
-	return e.ttl, nil
+	return e, nil
 }
 
 // CapTTLs sets the TTL of every record of m but OPT to ttl.
@@ -367,6 +367,9 @@ func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 	m.Authoritative = false
 	return m, nil
 }
+
+// TTL returns the TTL the entry was stored with (seconds).
+func (e *Entry) TTL() uint32 { return e.ttl }
 
 // Rcode returns the entry's response code.
 func (e *Entry) Rcode() int { return dnswire.Rcode(e.flags) }

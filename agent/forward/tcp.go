@@ -255,8 +255,8 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 		return nil, fmt.Errorf("%w: write: %v", errConnClosed, err)
 	}
 	c.touch()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	timer := getTimer(time.Until(deadline))
+	defer putTimer(timer)
 	select {
 	case r := <-w.ch:
 		return r, nil
@@ -267,6 +267,26 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// timers are reused: a timer per query was 12% of the bytes a miss
+// allocated. Since Go 1.23 a stopped timer delivers nothing stale, so a
+// timer can be reset after Stop.
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+func getTimer(d time.Duration) *time.Timer {
+	t := timers.Get().(*time.Timer)
+	t.Reset(d)
+	return t
+}
+
+func putTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
 
 // write queues one length-prefixed message and flushes the queue unless

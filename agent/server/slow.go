@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
@@ -20,19 +21,34 @@ import (
 // not handle, or a prefetch.
 type job struct {
 	pkt      []byte
-	conn     *net.UDPConn // nil for a prefetch
-	client   netip.AddrPort
+	out      *replyWriter // nil for a prefetch
+	name     unix.RawSockaddrInet6
+	namelen  uint32
 	listener netip.AddrPort
 	v6       bool
 	start    time.Time
 	prefetch *route
+	// buf holds pkt when it fits.
+	buf [512]byte
+}
+
+// jobs recycles the miss path's jobs (one per miss).
+var jobs = sync.Pool{New: func() any { return new(job) }}
+
+// release returns j to the pool.
+func (j *job) release() {
+	*j = job{pkt: j.buf[:0]}
+	jobs.Put(j)
 }
 
 // enqueue hands a copy of pkt to the miss path; when MaxInflight queries
 // are already there it is dropped (the client retries, as with any
 // overloaded server).
-func (s *Server) enqueue(pkt []byte, conn *net.UDPConn, client, listener netip.AddrPort, v6 bool, start time.Time) {
-	s.spawn(&job{pkt: append([]byte(nil), pkt...), conn: conn, client: client, listener: listener, v6: v6, start: start})
+func (s *Server) enqueue(pkt []byte, out *replyWriter, name *unix.RawSockaddrInet6, namelen uint32, listener netip.AddrPort, v6 bool, start time.Time) {
+	j := jobs.Get().(*job)
+	j.pkt = append(j.buf[:0], pkt...)
+	j.out, j.name, j.namelen, j.listener, j.v6, j.start = out, *name, namelen, listener, v6, start
+	s.spawn(j)
 }
 
 // prefetch starts a refresh of the cached answer to pkt.
@@ -40,9 +56,13 @@ func (s *Server) prefetch(pkt []byte, rt *route) {
 	s.spawn(&job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()})
 }
 
-// workerIdle is how long a miss worker waits for another job before it
-// exits, so that an idle agent holds no workers.
-const workerIdle = 10 * time.Second
+// A miss worker waits workerIdle for another job before it exits, so that
+// an idle agent holds no workers, and at most maxIdleWorkers wait: a burst
+// of misses leaves few grown stacks behind (each holds 8-32 KiB).
+const (
+	workerIdle     = 10 * time.Second
+	maxIdleWorkers = 16
+)
 
 // spawn hands j to an idle miss worker, or to a new one, when a slot is
 // free. Workers outlive their job: a goroutine per miss paid for growing
@@ -82,8 +102,12 @@ func (s *Server) worker(j *job) {
 	defer t.Stop()
 	for {
 		s.run(j)
+		j.release()
 		<-s.slots
 		s.inflight.Done()
+		if s.idle.Load() >= maxIdleWorkers {
+			return
+		}
 		s.idle.Add(1)
 		t.Reset(workerIdle)
 	wait:
@@ -120,7 +144,7 @@ func (s *Server) run(j *job) {
 	zones := s.table.Load().zonesFor(j.listener)
 	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start)
 	if resp != nil {
-		_, _ = j.conn.WriteToUDPAddrPort(resp, j.client)
+		j.out.send(resp, &j.name, j.namelen)
 	}
 }
 
@@ -170,18 +194,39 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	}
 	ti := typeIndex(req.Question[0].Qtype)
 	(*rt.m.request(tcp, v6, ti)).Inc()
-	resp, plugin := s.resolve(ctx, rt, req, key)
+	resp, plugin, stored := s.resolve(ctx, rt, req, key)
 	(*rt.m.response(resp.Rcode, plugin)).Inc()
 	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	if rt.block.Log {
 		s.logQuery(req, resp, tcp, time.Since(start))
 	}
+	if stored != nil {
+		if out := entryReply(stored, pkt, tcp); out != nil {
+			return out
+		}
+	}
 	return pack(resp, req, tcp)
 }
 
+// entryReply is the reply to pkt from the cache entry just stored for it,
+// built in wire format as a cache hit's (the answer is packed once, for
+// the cache), or nil when pkt does not parse as the fast path wants it.
+func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
+	var q dnswire.Query
+	if err := dnswire.ParseQuery(pkt, &q); err != nil {
+		return nil
+	}
+	limit := dns65535
+	if !tcp {
+		limit = q.MaxUDPSize()
+	}
+	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize)
+}
+
 // resolve finds the answer to req in rt's block: cache, upstream, stale
-// cache, or an error reply.
-func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byte) (*dns.Msg, int) {
+// cache, or an error reply. An upstream answer that went into the cache
+// comes with its entry.
+func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byte) (*dns.Msg, int, *cache.Entry) {
 	b := rt.block
 	var stale *cache.Entry
 	if b.Cache != nil {
@@ -189,25 +234,26 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		if e != nil {
 			if m, err := e.Msg(ttl); err == nil {
 				if fresh {
-					return m, pluginCache
+					return m, pluginCache, nil
 				}
 				stale = e
 			}
 		}
 	}
 	if b.Forward == nil || (b.Match != nil && !b.Match(req.Question[0].Name)) {
-		return errReply(req, dns.RcodeRefused), pluginNone
+		return errReply(req, dns.RcodeRefused), pluginNone, nil
 	}
 	resp, err := s.exchange(ctx, b, req)
 	if err == nil && resp.Rcode != dns.RcodeServerFailure {
 		if b.Cache != nil {
 			// As CoreDNS, the answer to the miss carries the cached TTL
 			// (capped), not the upstream's.
-			if ttl, serr := b.Cache.Store(key, resp); serr == nil {
-				cache.CapTTLs(resp, ttl)
+			if e, serr := b.Cache.Store(key, resp); serr == nil {
+				cache.CapTTLs(resp, e.TTL())
+				return resp, pluginForward, e
 			}
 		}
-		return resp, pluginForward
+		return resp, pluginForward, nil
 	}
 	if err != nil && b.Errors {
 		s.opts.Logger.Printf("[ERROR] plugin/forward: %s %s: %v", req.Question[0].Name, dns.TypeToString[req.Question[0].Qtype], err)
@@ -215,16 +261,16 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 	if stale != nil {
 		if m, serr := stale.Msg(0); serr == nil {
 			b.Cache.ServedStale()
-			return m, pluginCache
+			return m, pluginCache, nil
 		}
 	}
 	if err != nil {
-		return errReply(req, failureRcode(err)), pluginForward
+		return errReply(req, failureRcode(err)), pluginForward, nil
 	}
 	if b.Cache != nil {
 		_ = b.Cache.Set(key, resp) // a SERVFAIL, cached briefly
 	}
-	return resp, pluginForward
+	return resp, pluginForward, nil
 }
 
 // failureRcode is the rcode of the reply to a query whose forwarding
@@ -238,25 +284,17 @@ func failureRcode(err error) int {
 	return dns.RcodeServerFailure
 }
 
-// exchange asks b's upstreams: the question with the client's RD, CD and
-// DO bits, and an EDNS0 buffer large enough that most answers are whole.
+// exchange asks b's upstreams. The forwarder builds the upstream query
+// itself (random ID, the client's RD, CD and DO bits, an EDNS0 buffer large
+// enough that most answers are whole) and answers with req's ID and
+// question.
 func (s *Server) exchange(ctx context.Context, b *Block, req *dns.Msg) (*dns.Msg, error) {
-	up := new(dns.Msg)
-	up.Id = dns.Id()
-	up.RecursionDesired = req.RecursionDesired
-	up.CheckingDisabled = req.CheckingDisabled
-	up.Question = []dns.Question{req.Question[0]}
-	do := false
-	if opt := req.IsEdns0(); opt != nil {
-		do = opt.Do()
-	}
-	up.SetEdns0(EDNSSize, do)
 	if s.opts.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.Timeout)
 		defer cancel()
 	}
-	resp, err := b.Forward.Exchange(ctx, up)
+	resp, err := b.Forward.Exchange(ctx, req)
 	if err != nil {
 		return nil, err
 	}

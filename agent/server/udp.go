@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -42,6 +41,8 @@ type reader struct {
 	v6   bool
 
 	hot hotPath
+	// replies sends the miss path's answers on this socket.
+	replies *replyWriter
 
 	in    [batchSize]mmsghdr
 	inIov [batchSize]unix.Iovec
@@ -63,7 +64,7 @@ func newReader(s *Server, conn *net.UDPConn, addr netip.AddrPort) (*reader, erro
 	if err != nil {
 		return nil, fmt.Errorf("server: raw conn %s: %w", addr, err)
 	}
-	r := &reader{s: s, conn: conn, rc: rc, addr: addr, v6: addr.Addr().Is6()}
+	r := &reader{s: s, conn: conn, rc: rc, addr: addr, v6: addr.Addr().Is6(), replies: newReplyWriter(rc)}
 	r.hot.init(s, false, r.v6)
 	for i := range r.in {
 		r.inIov[i].Base = &r.inBuf[i][0]
@@ -173,26 +174,13 @@ func (r *reader) batch() {
 			o.hdr.Namelen = h.hdr.Namelen
 			r.nout++
 		case verdictSlow:
-			r.s.enqueue(pkt, r.conn, sockaddrToAddrPort(&r.names[i], h.hdr.Namelen), r.addr, r.v6, start)
+			r.s.enqueue(pkt, r.replies, &r.names[i], h.hdr.Namelen, r.addr, r.v6, start)
 		}
 	}
 	if r.nout > 0 {
 		_ = r.rc.Write(r.writeFn)
 	}
 	r.hot.tally.flush()
-}
-
-// sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
-func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {
-	b := (*[unix.SizeofSockaddrInet6]byte)(unsafe.Pointer(sa))
-	port := binary.BigEndian.Uint16(b[2:4])
-	switch sa.Family {
-	case unix.AF_INET:
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port)
-	}
-	return netip.AddrPort{}
 }
 
 // Verdicts of the hot path.
