@@ -449,8 +449,13 @@ func (t *table) get(key []byte) *Entry {
 	return e
 }
 
+// shardOf is shard for a string key.
+func (t *table) shardOf(key string) *shard {
+	return &t.shards[maphash.String(t.seed, key)%shardCount]
+}
+
 func (t *table) del(key string) {
-	s := t.shard([]byte(key))
+	s := t.shardOf(key)
 	s.mu.Lock()
 	if _, ok := s.m[key]; ok {
 		delete(s.m, key)
@@ -460,7 +465,7 @@ func (t *table) del(key string) {
 }
 
 func (t *table) set(key string, e *Entry, now int64) {
-	s := t.shard([]byte(key))
+	s := t.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[key]; !ok {

@@ -218,7 +218,8 @@ func (c *tcpConn) register(q dns.Question) (uint16, *waiter, error) {
 	if c.err != nil {
 		return 0, nil, errConnClosed
 	}
-	w := &waiter{q: q, ch: make(chan *dns.Msg, 1)}
+	w := waiters.Get().(*waiter)
+	w.q = q
 	for {
 		id := uint16(rand.N(1 << 16))
 		if _, busy := c.pending[id]; !busy {
@@ -228,13 +229,25 @@ func (c *tcpConn) register(q dns.Question) (uint16, *waiter, error) {
 	}
 }
 
+// unregister forgets the query and recycles its waiter: once it is out of
+// pending (under c.mu) the read loop cannot send to it any more, so an
+// answer it did send is drained first.
 func (c *tcpConn) unregister(id uint16, w *waiter) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.pending[id] == w {
 		delete(c.pending, id)
 	}
+	c.mu.Unlock()
+	select {
+	case <-w.ch:
+	default:
+	}
+	w.q = dns.Question{}
+	waiters.Put(w)
 }
+
+// waiters recycles waiters and their channels (one per query).
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan *dns.Msg, 1)} }}
 
 func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 	id, w, err := c.register(q.Question[0])
@@ -350,17 +363,19 @@ func (c *tcpConn) readLoop() {
 		}
 		id := binary.BigEndian.Uint16(buf)
 		c.mu.Lock()
-		w := c.pending[id]
+		_, ok := c.pending[id]
 		c.mu.Unlock()
-		if w == nil {
+		if !ok {
 			continue
 		}
 		m := new(dns.Msg)
-		if err := m.Unpack(buf); err != nil || !matches(w.q, id, m) {
+		if err := m.Unpack(buf); err != nil {
 			continue
 		}
+		// The waiter is looked at under c.mu only: once unregistered it
+		// is recycled for another query.
 		c.mu.Lock()
-		if c.pending[id] == w {
+		if w := c.pending[id]; w != nil && matches(w.q, id, m) {
 			delete(c.pending, id)
 			w.ch <- m
 		}
