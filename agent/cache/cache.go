@@ -8,6 +8,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -213,17 +215,16 @@ func (c *Cache) Store(key []byte, m *dns.Msg) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEntry(m)
+	e, k, err := newEntry(m, key)
 	if err != nil {
 		return nil, err
 	}
 	now := c.Now()
 	e.ttl = uint32(ttl / time.Second)
-	e.kind = kind
+	e.kind = uint8(kind)
 	e.expires = now + int64(ttl)
 	e.staleUntil = e.expires + int64(c.cfg.ServeStale)
 	e.lastSeen.Store(now)
-	k := string(key)
 	c.tables[1-kind].del(k)
 	c.tables[kind].set(k, e, now)
 	return e, nil
@@ -317,23 +318,35 @@ func hasSOA(ns []dns.RR) bool {
 
 // Entry is one cached answer, packed without its OPT record. Entries are
 // immutable once stored, except for the prefetch bookkeeping.
+//
+// An entry is two objects: this struct and data, which holds the packed
+// answer, then the cache key (the table's map key points into it), then
+// the offsets of the answer's TTL fields (2 bytes each, native order).
+// With 10k cached names that is about 1 MB less than separate objects, and
+// fewer objects for the garbage collector to mark.
 type Entry struct {
-	msg        []byte
-	ttlOffsets []uint16
-	qEnd       int
-	flags      uint16
-	kind       int    // success or denial
-	ttl        uint32 // seconds, as stored
+	data       []byte
 	expires    int64
 	staleUntil int64
+	lastSeen   atomic.Int64
+	ttl        uint32 // seconds, as stored
+	hits       atomic.Int32
+	msgLen     uint16
+	offStart   uint16 // where the TTL offsets start in data
+	flags      uint16
+	qEnd       uint16
+	kind       uint8 // success or denial
 
-	hits        atomic.Int32
-	lastSeen    atomic.Int64
 	prefetching atomic.Bool
 }
 
-// newEntry packs m without its OPT record and finds its TTL fields.
-func newEntry(m *dns.Msg) (*Entry, error) {
+// packScratch recycles the buffers answers are packed into before they are
+// copied into an entry of the exact size.
+var packScratch = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// newEntry packs m without its OPT record, finds its TTL fields and
+// returns the entry with its key, a string that lives in the entry.
+func newEntry(m *dns.Msg, key []byte) (*Entry, string, error) {
 	cp := *m
 	cp.Extra = make([]dns.RR, 0, len(m.Extra))
 	for _, rr := range m.Extra {
@@ -342,21 +355,52 @@ func newEntry(m *dns.Msg) (*Entry, error) {
 		}
 	}
 	cp.Compress = true
-	buf, err := cp.Pack()
+	sp := packScratch.Get().(*[]byte)
+	defer packScratch.Put(sp)
+	buf, err := cp.PackBuffer(*sp)
 	if err != nil {
-		return nil, fmt.Errorf("cache: pack answer: %w", err)
+		return nil, "", fmt.Errorf("cache: pack answer: %w", err)
 	}
-	lay, err := dnswire.Walk(buf)
+	if cap(buf) > cap(*sp) && cap(buf) <= 1<<16 {
+		*sp = buf[:cap(buf)] // keep the larger buffer
+	}
+	var offs [32]uint16
+	lay, err := dnswire.WalkInto(buf, offs[:0])
 	if err != nil {
-		return nil, fmt.Errorf("cache: walk packed answer: %w", err)
+		return nil, "", fmt.Errorf("cache: walk packed answer: %w", err)
 	}
-	return &Entry{msg: buf, ttlOffsets: lay.TTLOffsets, qEnd: lay.QEnd, flags: dnswire.Flags(buf)}, nil
+	n, offStart := len(buf), len(buf)+len(key)
+	if offStart+2*len(lay.TTLOffsets) > 0xffff {
+		return nil, "", fmt.Errorf("cache: answer too large: %d bytes", offStart)
+	}
+	data := make([]byte, offStart+2*len(lay.TTLOffsets))
+	copy(data, buf)
+	copy(data[n:], key)
+	for i, o := range lay.TTLOffsets {
+		binary.NativeEndian.PutUint16(data[offStart+2*i:], o)
+	}
+	e := &Entry{data: data, msgLen: uint16(n), offStart: uint16(offStart), qEnd: uint16(lay.QEnd), flags: dnswire.Flags(buf)}
+	if len(key) == 0 {
+		return e, "", nil
+	}
+	return e, unsafe.String(&data[n], len(key)), nil
+}
+
+// msg is the packed answer.
+func (e *Entry) msg() []byte { return e.data[:e.msgLen:e.msgLen] }
+
+// setTTLs writes ttl into every TTL field of the copy of the answer in msg.
+func (e *Entry) setTTLs(msg []byte, ttl uint32) {
+	offs := e.data[e.offStart:]
+	for i := 0; i+1 < len(offs); i += 2 {
+		binary.BigEndian.PutUint32(msg[binary.NativeEndian.Uint16(offs[i:]):], ttl)
+	}
 }
 
 // Msg unpacks the entry with every TTL set to ttl.
 func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	if err := m.Unpack(e.msg); err != nil {
+	if err := m.Unpack(e.msg()); err != nil {
 		return nil, fmt.Errorf("cache: unpack entry: %w", err)
 	}
 	for _, s := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
@@ -376,7 +420,7 @@ func (e *Entry) Rcode() int { return dnswire.Rcode(e.flags) }
 
 // Size returns the length of the reply Reply builds for a query without
 // EDNS.
-func (e *Entry) Size() int { return len(e.msg) }
+func (e *Entry) Size() int { return int(e.msgLen) }
 
 // Reply appends to dst the answer to query (parsed as q), with the query's
 // ID, question case, RD and CD bits, every TTL set to ttl and, when the
@@ -384,7 +428,7 @@ func (e *Entry) Size() int { return len(e.msg) }
 // limit is replaced by the header and question with TC set. Reply does not
 // allocate when dst has room.
 func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16) []byte {
-	need := len(e.msg)
+	need := int(e.msgLen)
 	if q.EDNS {
 		need += dnswire.OPTLen
 	}
@@ -392,15 +436,15 @@ func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int
 	flags := e.flags&^(dnswire.FlagAA|dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
 		q.Flags&(dnswire.FlagRD|dnswire.FlagCD)
 	if need > limit {
-		dst = append(dst, e.msg[:e.qEnd]...)
+		dst = append(dst, e.data[:e.qEnd]...)
 		out := dst[start:]
 		for i := 1; i < 4; i++ {
 			dnswire.SetCount(out, i, 0)
 		}
 		flags |= dnswire.FlagTC
 	} else {
-		dst = append(dst, e.msg...)
-		dnswire.SetTTLs(dst[start:], e.ttlOffsets, ttl)
+		dst = append(dst, e.msg()...)
+		e.setTTLs(dst[start:], ttl)
 	}
 	out := dst[start:]
 	dnswire.SetID(out, q.ID)

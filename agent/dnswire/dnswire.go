@@ -255,8 +255,11 @@ type Layout struct {
 }
 
 // Walk checks a packed message record by record and returns its layout.
-func Walk(msg []byte) (Layout, error) {
-	lay := Layout{OPTStart: -1}
+func Walk(msg []byte) (Layout, error) { return WalkInto(msg, nil) }
+
+// WalkInto is Walk that appends the TTL offsets to offs.
+func WalkInto(msg []byte, offs []uint16) (Layout, error) {
+	lay := Layout{OPTStart: -1, TTLOffsets: offs}
 	if len(msg) < HeaderLen {
 		return lay, ErrShort
 	}
