@@ -257,14 +257,19 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 	defer c.unregister(id, w)
 	// q belongs to this exchange alone: set the ID in place.
 	q.Id = id
-	buf, err := q.Pack()
+	sp := queryScratch.Get().(*[]byte)
+	buf, err := q.PackBuffer(*sp)
 	if err != nil {
+		queryScratch.Put(sp)
 		return nil, fmt.Errorf("pack query: %w", err)
 	}
 	if len(buf) > 0xffff {
+		queryScratch.Put(sp)
 		return nil, fmt.Errorf("query too large for tcp: %d bytes", len(buf))
 	}
-	if err := c.write(buf, deadline); err != nil {
+	err = c.write(buf, deadline) // copies buf
+	queryScratch.Put(sp)
+	if err != nil {
 		return nil, fmt.Errorf("%w: write: %v", errConnClosed, err)
 	}
 	c.touch()
@@ -281,6 +286,10 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 		return nil, ctx.Err()
 	}
 }
+
+// queryScratch recycles the buffers queries are packed into; write copies
+// them into the connection's queue.
+var queryScratch = sync.Pool{New: func() any { b := make([]byte, 512); return &b }}
 
 // timers are reused: a timer per query was 12% of the bytes a miss
 // allocated. Since Go 1.23 a stopped timer delivers nothing stale, so a

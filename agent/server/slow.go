@@ -100,7 +100,7 @@ func (s *Server) worker(j *job) {
 	defer s.workers.Done()
 	t := time.NewTimer(workerIdle)
 	defer t.Stop()
-	for {
+	for ok := true; ok; j, ok = s.await(t) {
 		s.run(j)
 		j.release()
 		<-s.slots
@@ -108,29 +108,32 @@ func (s *Server) worker(j *job) {
 		if s.idle.Load() >= maxIdleWorkers {
 			return
 		}
-		s.idle.Add(1)
-		t.Reset(workerIdle)
-	wait:
-		select {
-		case j = <-s.jobs:
-			continue
-		case <-s.quit:
-			return
-		case <-t.C:
-			for {
-				n := s.idle.Load()
-				if n == 0 { // claimed meanwhile: its job is coming
-					select {
-					case j = <-s.jobs:
-					case <-s.quit:
-						return
-					}
-					break wait
-				}
-				if s.idle.CompareAndSwap(n, n-1) {
-					return
-				}
+	}
+}
+
+// await waits as an idle worker for the next job; false means exit.
+func (s *Server) await(t *time.Timer) (*job, bool) {
+	s.idle.Add(1)
+	t.Reset(workerIdle)
+	select {
+	case j := <-s.jobs:
+		return j, true
+	case <-s.quit:
+		return nil, false
+	case <-t.C:
+	}
+	for {
+		n := s.idle.Load()
+		if n == 0 { // claimed meanwhile: its job is coming
+			select {
+			case j := <-s.jobs:
+				return j, true
+			case <-s.quit:
+				return nil, false
 			}
+		}
+		if s.idle.CompareAndSwap(n, n-1) {
+			return nil, false
 		}
 	}
 }
