@@ -212,7 +212,7 @@ func FuzzPacket(f *testing.F) {
 			}
 		}
 		if v == verdictSlow {
-			out := fx.s.answer(context.Background(), pkt, fx.zones, false, false, time.Now())
+			out := fx.s.answer(context.Background(), pkt, fx.zones, false, false, time.Now(), netip.AddrPort{})
 			if out != nil && len(out) > dns.MaxMsgSize {
 				t.Fatalf("slow reply of %d bytes", len(out))
 			}
@@ -243,7 +243,7 @@ func BenchmarkMissPath(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if f.s.answer(ctx, pkts[i%len(pkts)], f.zones, false, false, time.Now()) == nil {
+		if f.s.answer(ctx, pkts[i%len(pkts)], f.zones, false, false, time.Now(), netip.AddrPort{}) == nil {
 			b.Fatal("no reply")
 		}
 		i++

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -773,8 +774,25 @@ func TestLogPluginAndDOEcho(t *testing.T) {
 	mu.Lock()
 	out := buf.String()
 	mu.Unlock()
-	if n := strings.Count(out, `"A IN www.example. udp" NOERROR`); n != 2 {
-		t.Errorf("%d log lines for the 2 queries:\n%s", n, out)
+	// CoreDNS's default format: remote - id "type class name proto size do
+	// bufsize" rcode rflags rsize duration.
+	line := regexp.MustCompile(`^\[INFO\] 127\.0\.0\.1:\d+ - \d+ "A IN www\.example\. udp (\d+) true 1232" NOERROR (qr[a-z,]*) (\d+) [0-9.]+s$`)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines for the 2 queries:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Errorf("log line not in CoreDNS's format: %q", l)
+			continue
+		}
+		if m[1] != "40" { // header 12, question 17, OPT 11
+			t.Errorf("request size %s in %q, want 40", m[1], l)
+		}
+		if n, _ := strconv.Atoi(m[3]); n <= 41 {
+			t.Errorf("reply size %d in %q: not the reply's", n, l)
+		}
 	}
 }
 

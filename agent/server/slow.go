@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -34,6 +36,19 @@ type job struct {
 
 // jobs recycles the miss path's jobs (one per miss).
 var jobs = sync.Pool{New: func() any { return new(job) }}
+
+// sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {
+	b := (*[unix.SizeofSockaddrInet6]byte)(unsafe.Pointer(sa))
+	port := binary.BigEndian.Uint16(b[2:4])
+	switch {
+	case sa.Family == unix.AF_INET && l >= unix.SizeofSockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
+	case sa.Family == unix.AF_INET6 && l >= unix.SizeofSockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
 
 // release returns j to the pool.
 func (j *job) release() {
@@ -145,7 +160,7 @@ func (s *Server) run(j *job) {
 		return
 	}
 	zones := s.table.Load().zonesFor(j.listener)
-	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start)
+	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start, sockaddrToAddrPort(&j.name, j.namelen))
 	if resp != nil {
 		j.out.send(resp, &j.name, j.namelen)
 	}
@@ -171,7 +186,7 @@ func (s *Server) refresh(j *job) {
 
 // answer handles one query with miekg/dns: cache, forwarding, stale answers,
 // and every error reply. It returns the packed reply, or nil to drop.
-func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time) []byte {
+func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time, client netip.AddrPort) []byte {
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		return formErr(pkt)
@@ -200,15 +215,17 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
 	(*rt.m.response(resp.Rcode, plugin)).Inc()
 	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
-	if rt.block.Log {
-		s.logQuery(req, resp, tcp, time.Since(start))
-	}
+	var out []byte
 	if stored != nil {
-		if out := entryReply(stored, pkt, tcp); out != nil {
-			return out
-		}
+		out = entryReply(stored, pkt, tcp)
 	}
-	return pack(resp, req, tcp)
+	if out == nil {
+		out = pack(resp, req, tcp)
+	}
+	if rt.block.Log {
+		s.logQuery(client, req, resp.Rcode, out, tcp, len(pkt), time.Since(start))
+	}
+	return out
 }
 
 // entryReply is the reply to pkt from the cache entry just stored for it,
@@ -406,33 +423,43 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 	return out
 }
 
-// logQuery writes one line per query, like CoreDNS's log plugin.
-func (s *Server) logQuery(req, resp *dns.Msg, tcp bool, d time.Duration) {
+// logQuery writes one line per query in the default format of CoreDNS's
+// log plugin:
+//
+//	[INFO] {remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}
+//
+// out is the reply as sent (nil when it was dropped).
+func (s *Server) logQuery(client netip.AddrPort, req *dns.Msg, rcode int, out []byte, tcp bool, size int, d time.Duration) {
 	proto := "udp"
 	if tcp {
 		proto = "tcp"
 	}
+	do, bufsize := false, dnswire.MinUDPSize
+	if opt := req.IsEdns0(); opt != nil {
+		do, bufsize = opt.Do(), int(opt.UDPSize())
+	}
+	var flags uint16
+	if len(out) >= dnswire.HeaderLen {
+		flags = dnswire.Flags(out)
+	}
 	q := req.Question[0]
-	s.opts.Logger.Printf("[INFO] %d \"%s IN %s %s\" %s %s %.6fs", req.Id, dns.TypeToString[q.Qtype],
-		strings.ToLower(q.Name), proto, dns.RcodeToString[resp.Rcode], flagString(resp), d.Seconds())
+	s.opts.Logger.Printf("[INFO] %s - %d \"%s %s %s %s %d %t %d\" %s %s %d %ss", client, req.Id,
+		dns.TypeToString[q.Qtype], dns.ClassToString[q.Qclass], strings.ToLower(q.Name), proto, size, do, bufsize,
+		dns.RcodeToString[rcode], flagString(flags), len(out), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
 }
 
-func flagString(m *dns.Msg) string {
+// flagString lists the header flags set in flags as CoreDNS's {>rflags}.
+func flagString(flags uint16) string {
+	names := [...]struct {
+		bit  uint16
+		name string
+	}{{dnswire.FlagQR, "qr"}, {dnswire.FlagAA, "aa"}, {dnswire.FlagTC, "tc"}, {dnswire.FlagRD, "rd"},
+		{dnswire.FlagRA, "ra"}, {0x0040, "z"}, {dnswire.FlagAD, "ad"}, {dnswire.FlagCD, "cd"}}
 	var f []string
-	if m.Response {
-		f = append(f, "qr")
-	}
-	if m.Authoritative {
-		f = append(f, "aa")
-	}
-	if m.Truncated {
-		f = append(f, "tc")
-	}
-	if m.RecursionDesired {
-		f = append(f, "rd")
-	}
-	if m.RecursionAvailable {
-		f = append(f, "ra")
+	for _, n := range names {
+		if flags&n.bit != 0 {
+			f = append(f, n.name)
+		}
 	}
 	return strings.Join(f, ",")
 }

@@ -98,7 +98,11 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 		inflight sync.WaitGroup
 		sem      = make(chan struct{}, MaxTCPInflight)
 		v6       = t.addr.Addr().Is6()
+		client   netip.AddrPort
 	)
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		client = a.AddrPort()
+	}
 	defer func() {
 		inflight.Wait()
 		t.mu.Lock()
@@ -133,7 +137,7 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 		inflight.Add(1)
 		go func() {
 			defer func() { <-sem; inflight.Done() }()
-			resp := t.s.answerTCP(pkt, t.addr, v6, start)
+			resp := t.s.answerTCP(pkt, t.addr, client, v6, start)
 			if resp == nil {
 				return
 			}
@@ -153,7 +157,7 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 
 // answerTCP answers one query that came over TCP: from the cache in wire
 // format when possible, else through the slow path.
-func (s *Server) answerTCP(pkt []byte, listener netip.AddrPort, v6 bool, start time.Time) []byte {
+func (s *Server) answerTCP(pkt []byte, listener, client netip.AddrPort, v6 bool, start time.Time) []byte {
 	zones := s.table.Load().zonesFor(listener)
 	h := &hotPath{}
 	h.init(s, true, v6)
@@ -166,5 +170,5 @@ func (s *Server) answerTCP(pkt []byte, listener netip.AddrPort, v6 bool, start t
 	case verdictDrop:
 		return nil
 	}
-	return s.answer(s.ctx, pkt, zones, true, v6, start)
+	return s.answer(s.ctx, pkt, zones, true, v6, start, client)
 }
