@@ -90,20 +90,5 @@ func (w *replyWriter) flush(batch []reply) {
 	runtime.KeepAlive(batch)
 }
 
-// doWrite is sendmmsg over the unsent messages; false means "wait until
-// writable". Like the readers' sendmmsg it is a raw system call.
-func (w *replyWriter) doWrite(fd uintptr) bool {
-	for w.sent < len(w.msgs) {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.msgs[w.sent])), uintptr(len(w.msgs)-w.sent), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			w.sent += int(n)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			w.sent++ // the first message failed (e.g. unreachable client): skip it
-		}
-	}
-	return true
-}
+// doWrite sends the unsent messages; false means "wait until writable".
+func (w *replyWriter) doWrite(fd uintptr) bool { return sendBatch(fd, w.msgs, &w.sent) }
