@@ -181,10 +181,12 @@ func (r *reader) batch() {
 			r.s.enqueue(pkt, r.replies, &r.names[i], h.hdr.Namelen, r.addr, r.v6, start)
 		}
 	}
+	// Count before sending, so that a client that has its answer finds it
+	// in the metrics.
+	r.hot.tally.flush()
 	if r.nout > 0 {
 		_ = r.rc.Write(r.writeFn)
 	}
-	r.hot.tally.flush()
 }
 
 // Verdicts of the hot path.
