@@ -43,15 +43,24 @@ func upstream(t testing.TB, h dnstest.Handler) (*dnstest.Server, *forward.Forwar
 	return up, f
 }
 
-// start serves blocks (all on one port of 127.0.0.1) and returns the address.
+// start serves blocks (all on one port of 127.0.0.1, UDP and TCP) and
+// returns the address.
 func start(t testing.TB, reg prometheus.Registerer, blocks ...*Block) (*Server, string) {
+	t.Helper()
+	return startWith(t, Options{Registerer: reg, Timeout: 2 * time.Second}, []string{"udp", "tcp"}, blocks...)
+}
+
+// startWith serves blocks with opts on one port of 127.0.0.1, for the
+// given protocols, and returns the address. The server is shut down when
+// the test ends (a test may shut it down itself first).
+func startWith(t testing.TB, opts Options, protos []string, blocks ...*Block) (*Server, string) {
 	t.Helper()
 	port := testenv.FreePort(t)
 	for _, b := range blocks {
 		b.Port = port
 		b.Bind = []string{"127.0.0.1"}
 	}
-	s, err := New(Options{Registerer: reg, Timeout: 2 * time.Second})
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +68,11 @@ func start(t testing.TB, reg prometheus.Registerer, blocks ...*Block) (*Server, 
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	socks, err := OpenSockets([]string{"udp/" + addr, "tcp/" + addr}, nil)
+	var keys []string
+	for _, p := range protos {
+		keys = append(keys, p+"/"+addr)
+	}
+	socks, err := OpenSockets(keys, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,21 +452,7 @@ func TestSwapBlocksUnderLoad(t *testing.T) {
 
 func TestShutdownClosesTCP(t *testing.T) {
 	_, f := upstream(t, zone.Handler())
-	s, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	socks, err := OpenSockets([]string{"udp/" + addr, "tcp/" + addr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
-	if err := s.Serve(socks); err != nil {
-		t.Fatal(err)
-	}
+	s, addr := startWith(t, Options{}, []string{"udp", "tcp"}, &Block{Zones: []string{"."}, Forward: f})
 	c, err := net.Dial("tcp", addr) // idle client
 	if err != nil {
 		t.Fatal(err)
@@ -588,22 +587,7 @@ func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
 	// The idle timeout leaves wide margins for a loaded CI machine: the
 	// active client below pauses 300 ms between queries, a third of it.
 	const idle = time.Second
-	s, err := New(Options{TCPIdleTimeout: idle, MaxTCPConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Forward: f}})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	socks, err := OpenSockets([]string{"tcp/" + addr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
-	if err := s.Serve(socks); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	_, addr := startWith(t, Options{TCPIdleTimeout: idle, MaxTCPConns: 2}, []string{"tcp"}, &Block{Zones: []string{"."}, Forward: f})
 	closedWithin := func(c net.Conn, d time.Duration) bool {
 		_ = c.SetReadDeadline(time.Now().Add(d))
 		_, err := c.Read(make([]byte, 1))
@@ -697,21 +681,7 @@ func TestKeysAndRouting(t *testing.T) {
 
 func TestShutdownAnswersMissesInFlight(t *testing.T) {
 	_, f := upstream(t, dnstest.Delay(300*time.Millisecond, zone.Handler()))
-	s, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	socks, err := OpenSockets([]string{"udp/" + addr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
-	if err := s.Serve(socks); err != nil {
-		t.Fatal(err)
-	}
+	s, addr := startWith(t, Options{}, []string{"udp"}, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
 	type result struct {
 		r   *dns.Msg
 		err error
@@ -743,26 +713,13 @@ func TestLogPluginAndDOEcho(t *testing.T) {
 	var buf strings.Builder
 	var mu sync.Mutex
 	_, f := upstream(t, zone.Handler())
-	port := testenv.FreePort(t)
-	s, err := New(Options{Logger: log.New(writerFunc(func(p []byte) (int, error) {
+	logger := log.New(writerFunc(func(p []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return buf.Write(p)
-	}), "", 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Log: true, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	socks, err := OpenSockets([]string{"udp/" + addr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
-	if err := s.Serve(socks); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	}), "", 0)
+	_, addr := startWith(t, Options{Logger: logger}, []string{"udp"},
+		&Block{Zones: []string{"."}, Log: true, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
 	for i := 0; i < 2; i++ { // a miss, then a hit (which logs too)
 		m := q("WWW.example.", dns.TypeA)
 		m.SetEdns0(1232, true)
