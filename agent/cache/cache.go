@@ -134,9 +134,9 @@ func (c *Cache) Get(key []byte, now int64) (e *Entry, ttl uint32, fresh bool) {
 	return nil, 0, false
 }
 
-// Hit is Get for the wire-format fast path: it returns only fresh entries
+// Hit is Get for the wire-format hit path: it returns only fresh entries
 // and counts nothing, so that the caller can count hits in batches (see
-// HitCounters); misses are counted by the Get of the slow path that
+// HitCounters); misses are counted by the Get of the miss path that
 // handles them. It does not allocate.
 func (c *Cache) Hit(key []byte, now int64) (e *Entry, ttl uint32, ok bool) {
 	for i := range c.tables {

@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // handles are the metric children of one cache, resolved once so that the
-// hot path only does atomic adds.
+// hit path only does atomic adds.
 type handles struct {
 	entries     [2]prometheus.Gauge
 	hits        [2]prometheus.Counter

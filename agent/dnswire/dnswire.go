@@ -1,7 +1,7 @@
 // Package dnswire reads and patches DNS messages in wire format without
 // unpacking them: it parses the header and the single question of a query,
 // builds a lower-cased cache key, finds the TTL fields of a packed answer and
-// rewrites IDs, flags and TTLs in place. It never allocates on the hot path.
+// rewrites IDs, flags and TTLs in place. It never allocates on the hit path.
 package dnswire
 
 import (
@@ -41,7 +41,7 @@ const (
 	MaxKeyLen = MaxNameLen + 5
 )
 
-// Errors returned by the parsers. They are sentinels so that the hot path
+// Errors returned by the parsers. They are sentinels so that the hit path
 // does not allocate.
 var (
 	ErrShort       = errors.New("dnswire: message too short")

@@ -87,7 +87,7 @@ const (
 var pluginName = [numPlugins]string{"", "cache", "forward"}
 
 // routeMetrics are the metric children of one zone of one server block,
-// created on first use so that the hot path only does atomic operations.
+// created on first use so that the hit path only does atomic operations.
 type routeMetrics struct {
 	m            *Metrics
 	server, zone string

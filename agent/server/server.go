@@ -48,7 +48,7 @@ type Block struct {
 	// FROM zone and `except`); names it does not handle are REFUSED.
 	Match func(name string) bool
 	// Errors logs upstream failures; Log logs every query (and keeps the
-	// block off the wire-format fast path).
+	// block off the wire-format hit path).
 	Errors, Log bool
 }
 
@@ -115,7 +115,7 @@ func (t *table) zonesFor(addr netip.AddrPort) *zoneMap {
 type Options struct {
 	// Registerer receives the request metrics; nil disables them.
 	Registerer prometheus.Registerer
-	// MaxInflight bounds the queries handled off the fast path at once
+	// MaxInflight bounds the queries handled off the hit path at once
 	// (misses waiting for upstreams, prefetches); more are dropped, as an
 	// overloaded resolver does (default 2048).
 	MaxInflight int
@@ -419,8 +419,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Check sends a real query to the server's first UDP listener and waits
-// for any answer: a STATUS opcode query, answered NOTIMP by the miss
-// miss path without going upstream. It proves that the readers and the
+// for any answer: a STATUS opcode query, answered NOTIMP by the miss path
+// without going upstream. It proves that the readers and the
 // miss path answer.
 func (s *Server) Check(ctx context.Context) error {
 	s.mu.Lock()

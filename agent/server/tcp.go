@@ -156,10 +156,10 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 }
 
 // answerTCP answers one query that came over TCP: from the cache in wire
-// format when possible, else through the slow path.
+// format when possible, else through the miss path.
 func (s *Server) answerTCP(pkt []byte, listener, client netip.AddrPort, v6 bool, start time.Time) []byte {
 	zones := s.table.Load().zonesFor(listener)
-	h := &hotPath{}
+	h := &hitPath{}
 	h.init(s, true, v6)
 	h.tally.start = start
 	resp, verdict := h.handle(make([]byte, 0, 512), pkt, zones, start.UnixNano())

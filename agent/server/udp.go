@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -19,7 +20,7 @@ const (
 	batchSize = 32
 	// inBufSize is the largest query read; longer ones are dropped.
 	inBufSize = 4096
-	// outBufSize is the largest UDP answer the fast path writes.
+	// outBufSize is the largest UDP answer the hit path writes.
 	outBufSize = 4096
 	// EDNSSize is the UDP payload size the agent advertises.
 	EDNSSize = 1232
@@ -40,7 +41,7 @@ type reader struct {
 	addr netip.AddrPort
 	v6   bool
 
-	hot hotPath
+	hot hitPath
 	// replies sends the miss path's answers on this socket.
 	replies *replyWriter
 
@@ -189,16 +190,16 @@ func (r *reader) batch() {
 	}
 }
 
-// Verdicts of the hot path.
+// Verdicts of the hit path.
 const (
 	verdictDrop = iota
 	verdictReply
 	verdictSlow
 )
 
-// hotPath answers cache hits in wire format. One per reader; not safe for
+// hitPath answers cache hits in wire format. One per reader; not safe for
 // concurrent use.
-type hotPath struct {
+type hitPath struct {
 	s     *Server
 	tcp   bool
 	v6    bool
@@ -207,7 +208,7 @@ type hotPath struct {
 	tally tally
 }
 
-func (h *hotPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 }
+func (h *hitPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 }
 
 // errNoRoute is returned when no block serves the name.
 var errNoRoute = errors.New("server: no server block for the name")
@@ -215,7 +216,7 @@ var errNoRoute = errors.New("server: no server block for the name")
 // handle answers pkt from the cache into dst when it can, counting the
 // answer in h.tally. verdictSlow sends the query to the miss path;
 // verdictDrop ignores it.
-func (h *hotPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
+func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
 	q := &h.q
 	if err := dnswire.ParseQuery(pkt, q); err != nil {
 		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
@@ -259,3 +260,16 @@ func (h *hotPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 }
 
 const dns65535 = 65535
+
+// sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {
+	b := (*[unix.SizeofSockaddrInet6]byte)(unsafe.Pointer(sa))
+	port := binary.BigEndian.Uint16(b[2:4])
+	switch {
+	case sa.Family == unix.AF_INET && l >= unix.SizeofSockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
+	case sa.Family == unix.AF_INET6 && l >= unix.SizeofSockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}

@@ -66,7 +66,7 @@ func newHotFixture(tb testing.TB, names int) *hotFixture {
 
 func TestHitPathNoAlloc(t *testing.T) {
 	f := newHotFixture(t, 100)
-	var h hotPath
+	var h hitPath
 	h.init(f.s, false, false)
 	dst := make([]byte, 0, outBufSize)
 	now := time.Now().UnixNano()
@@ -103,7 +103,7 @@ func BenchmarkHitPath(b *testing.B) {
 	f := newHotFixture(b, 1000)
 	now := time.Now().UnixNano()
 	b.Run("wire", func(b *testing.B) {
-		var h hotPath
+		var h hitPath
 		h.init(f.s, false, false)
 		dst := make([]byte, 0, outBufSize)
 		b.ReportAllocs()
@@ -156,7 +156,7 @@ func BenchmarkHitPath(b *testing.B) {
 	// ratio runs both paths in the same loop and reports how many times
 	// faster the wire-format path is.
 	b.Run("ratio", func(b *testing.B) {
-		var h hotPath
+		var h hitPath
 		h.init(f.s, false, false)
 		dst := make([]byte, 0, outBufSize)
 		buf := make([]byte, 0, outBufSize)
@@ -181,8 +181,8 @@ func BenchmarkHitPath(b *testing.B) {
 	})
 }
 
-// FuzzPacket feeds random bytes to the packet path: the wire-format fast
-// path and the miekg/dns slow path. Nothing may panic, every reply must
+// FuzzPacket feeds random bytes to the packet path: the wire-format hit
+// path and the miekg/dns miss path. Nothing may panic, every reply must
 // unpack, and the cache must stay within its capacity.
 func FuzzPacket(f *testing.F) {
 	seed := new(dns.Msg)
@@ -195,7 +195,7 @@ func FuzzPacket(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0xc0, 12})
 	fx := newHotFixture(f, 10)
-	var h hotPath
+	var h hitPath
 	h.init(fx.s, false, false)
 	dst := make([]byte, 0, outBufSize)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
@@ -208,7 +208,7 @@ func FuzzPacket(f *testing.F) {
 			}
 			var m dns.Msg
 			if err := m.Unpack(resp); err != nil {
-				t.Fatalf("fast reply does not unpack: %v", err)
+				t.Fatalf("hit-path reply does not unpack: %v", err)
 			}
 		}
 		if v == verdictSlow {

@@ -5,184 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
-
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 )
-
-// job is one query for the miss path: a miss, a query the fast path does
-// not handle, or a prefetch.
-type job struct {
-	pkt      []byte
-	out      *replyWriter // nil for a prefetch
-	name     unix.RawSockaddrInet6
-	namelen  uint32
-	listener netip.AddrPort
-	v6       bool
-	start    time.Time
-	prefetch *route
-	// buf holds pkt when it fits.
-	buf [512]byte
-}
-
-// jobs recycles the miss path's jobs (one per miss).
-var jobs = sync.Pool{New: func() any { return new(job) }}
-
-// sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
-func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {
-	b := (*[unix.SizeofSockaddrInet6]byte)(unsafe.Pointer(sa))
-	port := binary.BigEndian.Uint16(b[2:4])
-	switch {
-	case sa.Family == unix.AF_INET && l >= unix.SizeofSockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
-	case sa.Family == unix.AF_INET6 && l >= unix.SizeofSockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), port)
-	}
-	return netip.AddrPort{}
-}
-
-// release returns j to the pool.
-func (j *job) release() {
-	*j = job{pkt: j.buf[:0]}
-	jobs.Put(j)
-}
-
-// enqueue hands a copy of pkt to the miss path; when MaxInflight queries
-// are already there it is dropped (the client retries, as with any
-// overloaded server).
-func (s *Server) enqueue(pkt []byte, out *replyWriter, name *unix.RawSockaddrInet6, namelen uint32, listener netip.AddrPort, v6 bool, start time.Time) {
-	j := jobs.Get().(*job)
-	j.pkt = append(j.buf[:0], pkt...)
-	j.out, j.name, j.namelen, j.listener, j.v6, j.start = out, *name, namelen, listener, v6, start
-	s.spawn(j)
-}
-
-// prefetch starts a refresh of the cached answer to pkt.
-func (s *Server) prefetch(pkt []byte, rt *route) {
-	s.spawn(&job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()})
-}
-
-// A miss worker waits workerIdle for another job before it exits, so that
-// an idle agent holds no workers, and at most maxIdleWorkers wait: a burst
-// of misses leaves few grown stacks behind (each holds 8-32 KiB).
-const (
-	workerIdle     = 10 * time.Second
-	maxIdleWorkers = 16
-)
-
-// spawn hands j to an idle miss worker, or to a new one, when a slot is
-// free. Workers outlive their job: a goroutine per miss paid for growing
-// its stack on every query (miekg/dns packing runs deep; 15% of the CPU
-// under a miss flood), a worker grows it once. Every job gets a worker of
-// its own, so a query never waits behind another's upstream.
-func (s *Server) spawn(j *job) {
-	select {
-	case <-s.quit: // shut down
-		return
-	case s.slots <- struct{}{}:
-	default:
-		return
-	}
-	s.inflight.Add(1)
-	for {
-		n := s.idle.Load()
-		if n == 0 {
-			s.workers.Add(1)
-			go s.worker(j)
-			return
-		}
-		if s.idle.CompareAndSwap(n, n-1) { // claimed an idle worker
-			s.jobs <- j // never blocks: slots bound the queued jobs
-			return
-		}
-	}
-}
-
-// worker runs j, then waits for more jobs until it has been idle for
-// workerIdle or the server shuts down. s.idle counts the waiting workers
-// that no spawn has claimed yet: a worker leaves only by un-counting
-// itself, so a claimed job always finds a worker.
-func (s *Server) worker(j *job) {
-	defer s.workers.Done()
-	t := time.NewTimer(workerIdle)
-	defer t.Stop()
-	for ok := true; ok; j, ok = s.await(t) {
-		s.run(j)
-		j.release()
-		<-s.slots
-		s.inflight.Done()
-		if s.idle.Load() >= maxIdleWorkers {
-			return
-		}
-	}
-}
-
-// await waits as an idle worker for the next job; false means exit.
-func (s *Server) await(t *time.Timer) (*job, bool) {
-	s.idle.Add(1)
-	t.Reset(workerIdle)
-	select {
-	case j := <-s.jobs:
-		return j, true
-	case <-s.quit:
-		return nil, false
-	case <-t.C:
-	}
-	for {
-		n := s.idle.Load()
-		if n == 0 { // claimed meanwhile: its job is coming
-			select {
-			case j := <-s.jobs:
-				return j, true
-			case <-s.quit:
-				return nil, false
-			}
-		}
-		if s.idle.CompareAndSwap(n, n-1) {
-			return nil, false
-		}
-	}
-}
-
-// run answers one job.
-func (s *Server) run(j *job) {
-	if j.prefetch != nil {
-		s.refresh(j)
-		return
-	}
-	zones := s.table.Load().zonesFor(j.listener)
-	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start, sockaddrToAddrPort(&j.name, j.namelen))
-	if resp != nil {
-		j.out.send(resp, &j.name, j.namelen)
-	}
-}
-
-// refresh re-asks the upstream for a popular entry about to expire.
-func (s *Server) refresh(j *job) {
-	req := new(dns.Msg)
-	if err := req.Unpack(j.pkt); err != nil || len(req.Question) != 1 {
-		return
-	}
-	b := j.prefetch.block
-	if b.Forward == nil || b.Cache == nil {
-		return
-	}
-	resp, err := s.exchange(s.ctx, b, req)
-	if err != nil {
-		return
-	}
-	b.Cache.Prefetched()
-	_ = b.Cache.Set(msgKey(req), resp)
-}
 
 // answer handles one query with miekg/dns: cache, forwarding, stale answers,
 // and every error reply. It returns the packed reply, or nil to drop.
@@ -230,7 +59,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 
 // entryReply is the reply to pkt from the cache entry just stored for it,
 // built in wire format as a cache hit's (the answer is packed once, for
-// the cache), or nil when pkt does not parse as the fast path wants it.
+// the cache), or nil when pkt does not parse as the hit path wants it.
 func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
 	var q dnswire.Query
 	if err := dnswire.ParseQuery(pkt, &q); err != nil {
@@ -421,45 +250,4 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		return nil
 	}
 	return out
-}
-
-// logQuery writes one line per query in the default format of CoreDNS's
-// log plugin:
-//
-//	[INFO] {remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}
-//
-// out is the reply as sent (nil when it was dropped).
-func (s *Server) logQuery(client netip.AddrPort, req *dns.Msg, rcode int, out []byte, tcp bool, size int, d time.Duration) {
-	proto := "udp"
-	if tcp {
-		proto = "tcp"
-	}
-	do, bufsize := false, dnswire.MinUDPSize
-	if opt := req.IsEdns0(); opt != nil {
-		do, bufsize = opt.Do(), int(opt.UDPSize())
-	}
-	var flags uint16
-	if len(out) >= dnswire.HeaderLen {
-		flags = dnswire.Flags(out)
-	}
-	q := req.Question[0]
-	s.opts.Logger.Printf("[INFO] %s - %d \"%s %s %s %s %d %t %d\" %s %s %d %ss", client, req.Id,
-		dns.TypeToString[q.Qtype], dns.ClassToString[q.Qclass], strings.ToLower(q.Name), proto, size, do, bufsize,
-		dns.RcodeToString[rcode], flagString(flags), len(out), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
-}
-
-// flagString lists the header flags set in flags as CoreDNS's {>rflags}.
-func flagString(flags uint16) string {
-	names := [...]struct {
-		bit  uint16
-		name string
-	}{{dnswire.FlagQR, "qr"}, {dnswire.FlagAA, "aa"}, {dnswire.FlagTC, "tc"}, {dnswire.FlagRD, "rd"},
-		{dnswire.FlagRA, "ra"}, {0x0040, "z"}, {dnswire.FlagAD, "ad"}, {dnswire.FlagCD, "cd"}}
-	var f []string
-	for _, n := range names {
-		if flags&n.bit != 0 {
-			f = append(f, n.name)
-		}
-	}
-	return strings.Join(f, ",")
 }
