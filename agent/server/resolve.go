@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
