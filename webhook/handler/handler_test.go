@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	jsonpatchv5 "github.com/evanphx/json-patch/v5"
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -113,6 +112,8 @@ func TestHandle(t *testing.T) {
 			return map[string]string{inject.OptionsAnnotation: "ndots:2"}, nil
 		case "broken":
 			return nil, errors.New("cache not synced")
+		case "panics":
+			panic("lookup exploded")
 		}
 		return nil, nil
 	}
@@ -121,7 +122,6 @@ func TestHandle(t *testing.T) {
 		req          func(t *testing.T) admission.Request
 		kubeDNS      []string
 		wantAllowed  bool
-		wantCode     int32
 		wantDecision string
 		wantReason   string
 		wantPatched  bool
@@ -213,7 +213,7 @@ func TestHandle(t *testing.T) {
 				r.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "Service"}
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonWrongKind, wantMessage: "expected a core/v1 Pod",
 		},
 		{
@@ -223,7 +223,7 @@ func TestHandle(t *testing.T) {
 				r.Kind.Group = "example.com"
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonWrongKind, wantMessage: "example.com",
 		},
 		{
@@ -233,7 +233,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`{"spec": {"hostNetwork": "yes"}}`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
 		},
 		{
@@ -243,7 +243,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`["pod"]`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
 		},
 		{
@@ -253,7 +253,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`{"metadata":{"name":"x"}}`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no metadata or no spec",
 		},
 		{
@@ -263,8 +263,18 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = nil
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no pod object",
+		},
+		{
+			name: "a panic is recovered and the pod admitted",
+			req: func(t *testing.T) admission.Request {
+				r := podRequest(t, admissionv1.Create, testPod())
+				r.Namespace = "panics"
+				return r
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionError, wantReason: ReasonPanic, wantMessage: "lookup exploded",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,8 +290,13 @@ func TestHandle(t *testing.T) {
 			if resp.Allowed != tc.wantAllowed {
 				t.Errorf("allowed = %v, want %v (result %+v)", resp.Allowed, tc.wantAllowed, resp.Result)
 			}
-			if tc.wantCode != 0 && (resp.Result == nil || resp.Result.Code != tc.wantCode) {
-				t.Errorf("result = %+v, want code %d", resp.Result, tc.wantCode)
+			if resp.Result != nil && resp.Result.Code >= 400 {
+				t.Errorf("result = %+v: an error code rejects the pod whatever the failurePolicy", resp.Result)
+			}
+			if tc.wantDecision == DecisionError && !slices.ContainsFunc(resp.Warnings, func(w string) bool {
+				return strings.HasPrefix(w, "node-local DNS not injected: ")
+			}) {
+				t.Errorf("error without a warning: %q", resp.Warnings)
 			}
 			if got := resp.AuditAnnotations[AuditDecision]; got != tc.wantDecision {
 				t.Errorf("audit decision = %q, want %q", got, tc.wantDecision)
@@ -415,32 +430,4 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if _, err := New(Options{Config: testConfig(t)}); err == nil {
 		t.Error("missing kube-dns source accepted")
 	}
-}
-
-func TestLogConstructor(t *testing.T) {
-	var sink recordingSink
-	base := logr.New(&sink)
-	if got := LogConstructor(base, nil); got != base {
-		t.Error("nil request changed the logger")
-	}
-	req := podRequest(t, admissionv1.Create, testPod())
-	req.Name = "web-1"
-	LogConstructor(base, &req).Info("x")
-	want := []any{"requestID", "uid-1", "namespace", "team-a", "name", "web-1"}
-	if !reflect.DeepEqual(sink.values, want) {
-		t.Errorf("values = %v, want %v", sink.values, want)
-	}
-}
-
-// recordingSink records the key/values given to WithValues.
-type recordingSink struct{ values []any }
-
-func (s *recordingSink) Init(logr.RuntimeInfo)        {}
-func (s *recordingSink) Enabled(int) bool             { return true }
-func (s *recordingSink) Info(int, string, ...any)     {}
-func (s *recordingSink) Error(error, string, ...any)  {}
-func (s *recordingSink) WithName(string) logr.LogSink { return s }
-func (s *recordingSink) WithValues(kv ...any) logr.LogSink {
-	s.values = append(s.values, kv...)
-	return s
 }
