@@ -13,8 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 	"github.com/nodelocaldns/nodelocaldns/webhook/kubedns"
+	"github.com/nodelocaldns/nodelocaldns/webhook/server"
 )
 
 // Options are the webhook's settings, filled from flags.
@@ -47,6 +49,14 @@ type Options struct {
 	// EnableHTTP2 serves HTTP/2 (off by default: HTTP/2 rapid reset and
 	// stream cancellation attacks).
 	EnableHTTP2 bool
+	// ReadTimeout, WriteTimeout and IdleTimeout bound the webhook server's
+	// connections (see package server).
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxRequestBytes bounds one admission request body; RequestBodyBudget
+	// bounds all bodies held at once.
+	MaxRequestBytes, RequestBodyBudget int64
+	// TLSMinVersion is "1.2" (AEAD suites only) or "1.3".
+	TLSMinVersion string
 	// GracefulShutdownTimeout bounds how long in-flight requests may finish
 	// after the context ends.
 	GracefulShutdownTimeout time.Duration
@@ -80,6 +90,12 @@ func NewOptions() *Options {
 		Attempts:                inject.DefaultAttempts,
 		InjectHostNetwork:       true,
 		GracefulShutdownTimeout: 30 * time.Second,
+		ReadTimeout:             server.DefaultReadTimeout,
+		WriteTimeout:            server.DefaultWriteTimeout,
+		IdleTimeout:             server.DefaultIdleTimeout,
+		MaxRequestBytes:         handler.DefaultMaxRequestBytes,
+		RequestBodyBudget:       handler.DefaultBodyBudgetBytes,
+		TLSMinVersion:           "1.2",
 		ReadyChecks:             map[string]healthz.Checker{},
 	}
 	for _, newExt := range extensions {
@@ -105,6 +121,12 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Attempts, "attempts", o.Attempts, "Resolver option attempts given to pods (1-5).")
 	fs.BoolVar(&o.InjectHostNetwork, "inject-host-network", o.InjectHostNetwork, "Inject hostNetwork pods that use dnsPolicy ClusterFirstWithHostNet.")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2, "Serve HTTP/2 on the webhook server (off by default).")
+	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout, "Longest time to read a request (TLS handshake, headers and body) on the webhook server.")
+	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout, "Longest time from the end of a request's headers to the end of its response.")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout, "Idle keep-alive connections of the webhook server are closed after this long.")
+	fs.Int64Var(&o.MaxRequestBytes, "max-request-bytes", o.MaxRequestBytes, "Largest admission request body accepted, in bytes (larger: HTTP 413, the API server applies failurePolicy).")
+	fs.Int64Var(&o.RequestBodyBudget, "request-body-budget", o.RequestBodyBudget, "Bytes of request bodies held at once by all requests together (beyond: HTTP 503); at least --max-request-bytes.")
+	fs.StringVar(&o.TLSMinVersion, "tls-min-version", o.TLSMinVersion, "Minimum TLS version of the webhook server: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3.")
 	fs.DurationVar(&o.GracefulShutdownTimeout, "graceful-shutdown-timeout", o.GracefulShutdownTimeout, "How long in-flight requests may take to finish on shutdown.")
 	o.Zap.BindFlags(fs)
 	for _, e := range o.extensions {
@@ -136,6 +158,20 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.Port < 1 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: must be 1-65535", o.Port))
+	}
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{{"--read-timeout", o.ReadTimeout}, {"--write-timeout", o.WriteTimeout}, {"--idle-timeout", o.IdleTimeout}} {
+		if d.value <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.value))
+		}
+	}
+	if o.MaxRequestBytes < 64<<10 || o.RequestBodyBudget < o.MaxRequestBytes {
+		errs = append(errs, fmt.Errorf("--max-request-bytes %d / --request-body-budget %d: need 64 KiB <= max-request-bytes <= request-body-budget", o.MaxRequestBytes, o.RequestBodyBudget))
+	}
+	if _, err := server.ParseTLSVersion(o.TLSMinVersion); err != nil {
+		errs = append(errs, fmt.Errorf("--tls-min-version: %w", err))
 	}
 	if o.GracefulShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--graceful-shutdown-timeout %s: must not be negative", o.GracefulShutdownTimeout))
