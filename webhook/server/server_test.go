@@ -85,19 +85,19 @@ func TestTLSPolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		min     uint16
-		client  tls.Config
+		client  *tls.Config
 		wantErr bool
 	}{
-		{name: "TLS 1.3", client: tls.Config{MinVersion: tls.VersionTLS13}},
-		{name: "TLS 1.2 AES-GCM", client: tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}},
-		{name: "TLS 1.2 ChaCha20", client: tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}},
-		{name: "TLS 1.2 CBC-SHA1 refused", client: tls.Config{MaxVersion: tls.VersionTLS12,
+		{name: "TLS 1.3", client: &tls.Config{MinVersion: tls.VersionTLS13}},
+		{name: "TLS 1.2 AES-GCM", client: &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}},
+		{name: "TLS 1.2 ChaCha20", client: &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}},
+		{name: "TLS 1.2 CBC-SHA1 refused", client: &tls.Config{MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}}, wantErr: true},
-		{name: "TLS 1.2 CBC-SHA256 refused", client: tls.Config{MaxVersion: tls.VersionTLS12,
+		{name: "TLS 1.2 CBC-SHA256 refused", client: &tls.Config{MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}, wantErr: true},
-		{name: "TLS 1.1 refused", client: tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, wantErr: true},
-		{name: "min 1.3: TLS 1.2 refused", min: tls.VersionTLS13, client: tls.Config{MaxVersion: tls.VersionTLS12}, wantErr: true},
-		{name: "min 1.3: TLS 1.3", min: tls.VersionTLS13, client: tls.Config{MinVersion: tls.VersionTLS13}},
+		{name: "TLS 1.1 refused", client: &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, wantErr: true},
+		{name: "min 1.3: TLS 1.2 refused", min: tls.VersionTLS13, client: &tls.Config{MaxVersion: tls.VersionTLS12}, wantErr: true},
+		{name: "min 1.3: TLS 1.3", min: tls.VersionTLS13, client: &tls.Config{MinVersion: tls.VersionTLS13}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := start(t, Options{TLSMinVersion: tc.min})
