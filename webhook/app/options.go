@@ -46,6 +46,10 @@ type Options struct {
 	Ndots, Timeout, Attempts int
 	// InjectHostNetwork injects hostNetwork pods with ClusterFirstWithHostNet.
 	InjectHostNetwork bool
+	// NoAgentNodeLabels (key=value or key, comma list) and
+	// NoAgentTolerations (taint keys) mark nodes where no agent runs; pods
+	// that may run there are not injected.
+	NoAgentNodeLabels, NoAgentTolerations string
 	// EnableHTTP2 serves HTTP/2 (off by default: HTTP/2 rapid reset and
 	// stream cancellation attacks).
 	EnableHTTP2 bool
@@ -89,6 +93,8 @@ func NewOptions() *Options {
 		Timeout:                 inject.DefaultTimeout,
 		Attempts:                inject.DefaultAttempts,
 		InjectHostNetwork:       true,
+		NoAgentNodeLabels:       joinLabels(inject.DefaultNoAgentNodeLabels),
+		NoAgentTolerations:      strings.Join(inject.DefaultNoAgentTolerations, ","),
 		GracefulShutdownTimeout: 30 * time.Second,
 		ReadTimeout:             server.DefaultReadTimeout,
 		WriteTimeout:            server.DefaultWriteTimeout,
@@ -120,6 +126,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Timeout, "timeout", o.Timeout, "Resolver option timeout in seconds given to pods (1-30).")
 	fs.IntVar(&o.Attempts, "attempts", o.Attempts, "Resolver option attempts given to pods (1-5).")
 	fs.BoolVar(&o.InjectHostNetwork, "inject-host-network", o.InjectHostNetwork, "Inject hostNetwork pods that use dnsPolicy ClusterFirstWithHostNet.")
+	fs.StringVar(&o.NoAgentNodeLabels, "no-agent-node-labels", o.NoAgentNodeLabels, "Node labels (key=value, or key for any value; comma list) of nodes where no agent runs: pods whose nodeSelector or node affinity (In) asks for one are not injected. Empty: none.")
+	fs.StringVar(&o.NoAgentTolerations, "no-agent-tolerations", o.NoAgentTolerations, "Taint keys (comma list) of nodes where no agent runs: pods tolerating one are not injected. Empty: none.")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2, "Serve HTTP/2 on the webhook server (off by default).")
 	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout, "Longest time to read a request (TLS handshake, headers and body) on the webhook server.")
 	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout, "Longest time from the end of a request's headers to the end of its response.")
@@ -204,16 +212,33 @@ func (o *Options) InjectConfig() (inject.Config, error) {
 	if err != nil {
 		return inject.Config{}, fmt.Errorf("--ndots/--timeout/--attempts: %w", err)
 	}
+	labels, err := inject.ParseNodeLabels(o.NoAgentNodeLabels)
+	if err != nil {
+		return inject.Config{}, fmt.Errorf("--no-agent-node-labels: %w", err)
+	}
+	tolerations, err := inject.ParseTolerationKeys(o.NoAgentTolerations)
+	if err != nil {
+		return inject.Config{}, fmt.Errorf("--no-agent-tolerations: %w", err)
+	}
 	cfg := inject.Config{
 		LocalIPs:          splitList(o.LocalDNSIP),
 		ClusterDomain:     o.ClusterDomain,
 		Options:           base,
 		InjectHostNetwork: o.InjectHostNetwork,
+		NoAgent:           inject.NoAgentNodes{Labels: labels, TolerationKeys: tolerations},
 	}
 	if err := cfg.Validate(); err != nil {
 		return inject.Config{}, fmt.Errorf("--local-dns-ip %q / --cluster-domain %q: %w", o.LocalDNSIP, o.ClusterDomain, err)
 	}
 	return cfg, nil
+}
+
+func joinLabels(labels []inject.NodeLabel) string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = l.String()
+	}
+	return strings.Join(out, ",")
 }
 
 func splitList(s string) []string {

@@ -185,6 +185,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 	if r := inject.SkipReason(pod, h.cfg.InjectHostNetwork); r != "" {
 		return DecisionSkipped, r, admission.Allowed(r)
 	}
+	if r := h.cfg.NoAgent.SkipReason(pod); r != "" {
+		return DecisionSkipped, r, admission.Allowed(r)
+	}
 	namespace := req.Namespace
 	if namespace == "" {
 		namespace = pod.Namespace
@@ -214,17 +217,24 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (decision, 
 }
 
 // Patch returns the JSON patch that turns the original pod into the injected
-// one: dnsPolicy None, the dnsConfig and the injected annotation. It touches
-// nothing else, so fields unknown to this program's API types survive.
+// one: dnsPolicy None, the dnsConfig, the injected annotation and label. It
+// touches nothing else, so fields unknown to this program's API types
+// survive.
 func Patch(original *corev1.Pod, dnsConfig *corev1.PodDNSConfig) []jsonpatch.JsonPatchOperation {
 	ops := []jsonpatch.JsonPatchOperation{
 		jsonpatch.NewOperation("add", "/spec/dnsPolicy", string(corev1.DNSNone)),
 		jsonpatch.NewOperation("add", "/spec/dnsConfig", dnsConfig),
 	}
-	if original.Annotations == nil {
-		return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{inject.InjectedAnnotation: "true"}))
+	ops = append(ops, addToMap(original.Annotations == nil, "/metadata/annotations", inject.InjectedAnnotation, "true"))
+	return append(ops, addToMap(original.Labels == nil, "/metadata/labels", inject.InjectedLabel, "true"))
+}
+
+// addToMap adds key: value to the map at path, creating the map if absent.
+func addToMap(absent bool, path, key, value string) jsonpatch.JsonPatchOperation {
+	if absent {
+		return jsonpatch.NewOperation("add", path, map[string]string{key: value})
 	}
-	return append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(inject.InjectedAnnotation), "true"))
+	return jsonpatch.NewOperation("add", path+"/"+escapePointer(key), value)
 }
 
 // escapePointer escapes a JSON pointer reference token (RFC 6901).

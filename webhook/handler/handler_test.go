@@ -33,6 +33,7 @@ func testConfig(t testing.TB) inject.Config {
 		ClusterDomain:     "cluster.local",
 		Options:           base,
 		InjectHostNetwork: true,
+		NoAgent:           inject.NoAgentNodes{Labels: inject.DefaultNoAgentNodeLabels, TolerationKeys: inject.DefaultNoAgentTolerations},
 	}
 }
 
@@ -267,6 +268,28 @@ func TestHandle(t *testing.T) {
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no pod object",
 		},
 		{
+			name: "pod tolerating virtual nodes is skipped",
+			req: func(t *testing.T) admission.Request {
+				return podRequest(t, admissionv1.Create, testPod(func(p *corev1.Pod) {
+					p.Spec.Tolerations = []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+				}))
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionSkipped, wantReason: inject.ReasonNoAgentToleration,
+		},
+		{
+			name: "pod with virtual-node affinity is skipped",
+			req: func(t *testing.T) admission.Request {
+				return podRequest(t, admissionv1.Create, testPod(func(p *corev1.Pod) {
+					p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+						NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "type", Operator: corev1.NodeSelectorOpIn, Values: []string{"virtual-kubelet"}}}}},
+					}}}
+				}))
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionSkipped, wantReason: inject.ReasonNoAgentNodeAffinity,
+		},
+		{
 			name: "a panic is recovered and the pod admitted",
 			req: func(t *testing.T) admission.Request {
 				r := podRequest(t, admissionv1.Create, testPod())
@@ -326,8 +349,11 @@ func TestHandle(t *testing.T) {
 				return
 			}
 			pod, patched := applyPatch(t, req.Object.Raw, resp)
-			if pod.Spec.DNSPolicy != corev1.DNSNone || pod.Annotations[inject.InjectedAnnotation] != "true" {
-				t.Fatalf("patched pod: policy %q annotations %v", pod.Spec.DNSPolicy, pod.Annotations)
+			if pod.Spec.DNSPolicy != corev1.DNSNone || pod.Annotations[inject.InjectedAnnotation] != "true" || pod.Labels[inject.InjectedLabel] != "true" {
+				t.Fatalf("patched pod: policy %q annotations %v labels %v", pod.Spec.DNSPolicy, pod.Annotations, pod.Labels)
+			}
+			if orig, _ := decodePod(req.Object.Raw); orig.Labels["app"] != "" && pod.Labels["app"] != orig.Labels["app"] {
+				t.Errorf("labels %v lost the pod's own", pod.Labels)
 			}
 			if err := inject.ValidateDNS(pod.Spec.DNSPolicy, pod.Spec.DNSConfig); err != nil {
 				t.Fatalf("patched pod fails validation: %v", err)

@@ -68,6 +68,7 @@ var knownReasons = map[string][]string{
 		inject.ReasonAlreadyInjected, inject.ReasonOptOutLabel, inject.ReasonOptOutAnnotation, inject.ReasonWindows,
 		inject.ReasonDNSPolicyDefault, inject.ReasonDNSPolicyNone, inject.ReasonDNSPolicyUnknown,
 		inject.ReasonHostNetClusterFirst, inject.ReasonHostNetDisabled, inject.ReasonKubeDNSUnknown,
+		inject.ReasonNoAgentNodeSelector, inject.ReasonNoAgentNodeAffinity, inject.ReasonNoAgentToleration,
 		inject.ReasonNamespaceUnknown, inject.ReasonInvalidAnnotation, inject.ReasonInvalidPodDNSConfig, inject.ReasonInvalidResult,
 	},
 	DecisionError: {
