@@ -82,6 +82,12 @@ $(BIN)/kubectl: tests/tools/kube-apiserver/go.mod
 $(BIN)/etcd: tests/tools/etcd/go.mod
 	cd tests/tools/etcd && $(GO) build -o $@ .
 
+.PHONY: coredns
+coredns: $(BIN)/coredns ## Build CoreDNS v1.13.2 with node-cache's plugins (+kubernetes, ready) from the Go module proxy: the reference for tests/compat and tests/e2e.
+
+$(BIN)/coredns: tests/tools/coredns/go.mod tests/tools/coredns/main.go
+	cd tests/tools/coredns && CGO_ENABLED=0 $(GO) build -trimpath -o $@ .
+
 ##@ Deployment
 
 .PHONY: manifests
