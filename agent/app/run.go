@@ -231,8 +231,16 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			g.forwarders = append(g.forwarders, f)
 			b.Forward = f
 			b.Match = f.Match
+			var chain *forward.Chain
+			if len(s.NextForwards) > 0 {
+				if chain, err = a.chain(g, f, s); err != nil {
+					return nil, err
+				}
+				b.Forward, b.Match = chain, chain.Match
+			}
 			if s.Loop {
 				p := loop.New(s.Zones[0], f)
+				p.Chain = chain
 				g.probes = append(g.probes, p)
 				b.Forward = p
 			}
@@ -240,6 +248,22 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// chain builds the further forward plugins of s after first into a chain
+// (forward's `next`); on error g is closed.
+func (a *agent) chain(g *generation, first *forward.Forwarder, s corefile.Server) (*forward.Chain, error) {
+	fs := []*forward.Forwarder{first}
+	for _, nf := range s.NextForwards {
+		f, err := forward.New(*nf, forward.Options{Registerer: a.reg})
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		g.forwarders = append(g.forwarders, f)
+		fs = append(fs, f)
+	}
+	return forward.NewChain(fs...), nil
 }
 
 // close releases the forwarders and the caches' gauges.

@@ -110,46 +110,98 @@ func checkListenAddr(addr string) error {
 }
 
 // parseUpstreams expands forward's TO arguments: IP[:port], [IPv6]:port,
-// dns:// addresses, and resolv.conf-style files (any argument with a '/'
-// that is not an address), read with readFile.
-func parseUpstreams(to []string, readFile func(string) ([]byte, error)) ([]string, error) {
+// dns:// and tls:// addresses (tls://IP%NAME[:port] with a TLS server
+// name; port 853 by default), and resolv.conf-style files (any argument
+// with a '/' that is not an address), read with readFile. It returns the
+// host:port addresses and the TLS ones with their server names.
+func parseUpstreams(to []string, readFile func(string) ([]byte, error)) ([]string, map[string]string, error) {
 	var out []string
+	var tlsNames map[string]string
+	plain := map[string]bool{}
 	for _, t := range to {
 		addr := t
-		if rest, ok := strings.CutPrefix(strings.ToLower(addr), "dns://"); ok {
-			addr = rest
-		} else if i := strings.Index(addr, "://"); i >= 0 {
-			return nil, fmt.Errorf("transport %q of %q is not supported (only dns://)", addr[:i], t)
-		}
-		if hp, err := parseHostPort(addr); err == nil {
+		if rest, ok := strings.CutPrefix(strings.ToLower(addr), "tls://"); ok {
+			hp, name, err := parseTLSUpstream(addr[len(addr)-len(rest):])
+			if err != nil {
+				return nil, nil, fmt.Errorf("%q: %w", t, err)
+			}
+			if plain[hp] {
+				return nil, nil, fmt.Errorf("%s is given both with and without tls://", hp)
+			}
+			if tlsNames == nil {
+				tlsNames = map[string]string{}
+			}
+			if prev, dup := tlsNames[hp]; dup && prev != name {
+				return nil, nil, fmt.Errorf("%s is given twice with different TLS server names", hp)
+			}
+			tlsNames[hp] = name
 			out = append(out, hp)
 			continue
 		}
-		if !strings.Contains(addr, "/") {
-			return nil, fmt.Errorf("not an IP address or file: %q", t)
+		if rest, ok := strings.CutPrefix(strings.ToLower(addr), "dns://"); ok {
+			addr = addr[len(addr)-len(rest):]
+		} else if i := strings.Index(addr, "://"); i >= 0 {
+			return nil, nil, fmt.Errorf("transport %q of %q is not supported (only dns:// and tls://)", addr[:i], t)
 		}
-		data, err := readFile(addr)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", addr, err)
+		var found []string
+		if hp, err := parseHostPort(addr, 53); err == nil {
+			found = []string{hp}
+		} else {
+			if !strings.Contains(addr, "/") {
+				return nil, nil, fmt.Errorf("not an IP address or file: %q", t)
+			}
+			data, err := readFile(addr)
+			if err != nil {
+				return nil, nil, fmt.Errorf("reading %s: %w", addr, err)
+			}
+			servers, err := resolvConfServers(data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", addr, err)
+			}
+			if len(servers) == 0 {
+				return nil, nil, fmt.Errorf("no nameservers found in %s", addr)
+			}
+			found = servers
 		}
-		servers, err := resolvConfServers(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", addr, err)
+		for _, hp := range found {
+			if _, isTLS := tlsNames[hp]; isTLS {
+				return nil, nil, fmt.Errorf("%s is given both with and without tls://", hp)
+			}
+			plain[hp] = true
 		}
-		if len(servers) == 0 {
-			return nil, fmt.Errorf("no nameservers found in %s", addr)
-		}
-		out = append(out, servers...)
+		out = append(out, found...)
 	}
 	if len(out) > maxUpstreams {
-		return nil, fmt.Errorf("more than %d upstreams: %d", maxUpstreams, len(out))
+		return nil, nil, fmt.Errorf("more than %d upstreams: %d", maxUpstreams, len(out))
 	}
-	return out, nil
+	return out, tlsNames, nil
+}
+
+// parseTLSUpstream parses what follows tls://: IP, IP:port, [IPv6]:port,
+// optionally with a TLS server name after a '%' (IP%NAME:port, as
+// CoreDNS). The port defaults to 853.
+func parseTLSUpstream(s string) (hostPort, name string, err error) {
+	host := s
+	if i := strings.LastIndex(s, "%"); i >= 0 {
+		host, name = s[:i], s[i+1:]
+		if j := strings.LastIndex(name, ":"); j >= 0 {
+			host += name[j:]
+			name = name[:j]
+		}
+		if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.ContainsAny(name, " \t\\\"{}/") {
+			return "", "", fmt.Errorf("TLS server name %q is not a host name", name)
+		}
+	}
+	hp, err := parseHostPort(host, 853)
+	if err != nil {
+		return "", "", fmt.Errorf("not an IP address: %w", err)
+	}
+	return hp, strings.TrimSuffix(name, "."), nil
 }
 
 // parseHostPort accepts IP, IP:port, [IPv6] and [IPv6]:port and returns
-// host:port with port 53 by default.
-func parseHostPort(s string) (string, error) {
+// host:port with port def by default.
+func parseHostPort(s string, def uint16) (string, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		if ap.Port() == 0 {
 			return "", fmt.Errorf("port 0 in %q", s)
@@ -161,7 +213,7 @@ func parseHostPort(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return netip.AddrPortFrom(ip.Unmap(), 53).String(), nil
+	return netip.AddrPortFrom(ip.Unmap(), def).String(), nil
 }
 
 // resolvConfServers returns the nameservers of a resolv.conf as host:53.

@@ -59,7 +59,7 @@ var plugins = map[string]func(p *blockParser, d *caddyfile.Dispenser) error{
 }
 
 // repeatable lists the plugins that may appear more than once per block.
-var repeatable = map[string]bool{"bind": true}
+var repeatable = map[string]bool{"bind": true, "forward": true}
 
 // Parse parses a Corefile with the Caddyfile parser CoreDNS uses and checks
 // it against the supported dialect. Unknown plugins and options are errors

@@ -359,25 +359,34 @@ func parseForward(p *blockParser, d *caddyfile.Dispenser) error {
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": FROM: %v", err)
 	}
-	to, err := parseUpstreams(args[1:], p.opts.ReadFile)
+	to, tlsNames, err := parseUpstreams(args[1:], p.opts.ReadFile)
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": %v", err)
 	}
 	f := &Forward{
-		From: from, To: to,
+		From: from, To: to, TLS: tlsNames,
 		MaxFails: DefaultMaxFails, Expire: DefaultExpire, HealthCheck: DefaultHealthCheck,
 		HealthCheckDomain: ".", Policy: DefaultPolicy,
 	}
+	line := d.Line()
+	var tlsServerName string
 	for d.NextBlock() {
-		if err := p.forwardOption(d, f); err != nil {
+		if err := p.forwardOption(d, f, &tlsServerName); err != nil {
 			return err
 		}
 	}
-	p.server.Forward = f
+	if err := applyTLSServerName(f, tlsServerName); err != nil {
+		return &Error{File: p.opts.Filename, Line: line, Msg: "plugin \"forward\": " + err.Error()}
+	}
+	if p.server.Forward == nil {
+		p.server.Forward = f
+	} else {
+		p.server.NextForwards = append(p.server.NextForwards, f)
+	}
 	return nil
 }
 
-func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward) error {
+func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward, tlsServerName *string) error {
 	opt := d.Val()
 	args, err := p.args(d, "forward "+opt)
 	if err != nil {
@@ -454,7 +463,7 @@ func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward) error {
 			return p.errf(d, "forward policy %q: want random, round_robin or sequential", v)
 		}
 	default:
-		return p.errf(d, "unknown option %q of plugin \"forward\"", opt)
+		return p.forwardMoreOption(d, opt, args, f, tlsServerName)
 	}
 	return nil
 }

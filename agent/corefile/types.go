@@ -25,6 +25,10 @@ type Server struct {
 	Cache *Cache
 	// Forward is nil when the block has no forward plugin.
 	Forward *Forward
+	// NextForwards are the block's further forward plugins, in file
+	// order: a query that Forward does not match (FROM, except), or whose
+	// answer has one of Forward's `next` rcodes, goes on to them.
+	NextForwards []*Forward
 	// Health is the address of the health plugin ("" when absent),
 	// HealthLameDuck its lameduck duration.
 	Health         string
@@ -94,4 +98,25 @@ type Forward struct {
 	// HealthCheckNoRec clears the RD bit of health check queries (no_rec).
 	HealthCheckNoRec bool
 	Policy           string // "random" (default), "round_robin" or "sequential"
+	// TLS holds the entries of To written as tls:// (DNS over TLS), each
+	// with its TLS server name: the one of tls://IP%NAME, else
+	// tls_servername, else "" (the certificate must then hold the IP).
+	TLS map[string]string
+	// TLSCertPEM and TLSKeyPEM are the client certificate and key of the
+	// tls option (nil without); TLSCAPEM the CA certificates that verify
+	// the upstreams (nil: the system's).
+	TLSCertPEM, TLSKeyPEM, TLSCAPEM []byte
+	// MaxConnectAttempts caps the upstream attempts of one query (0: no
+	// cap besides the timeout).
+	MaxConnectAttempts int
+	// MaxIdleConns caps the idle connections kept per upstream (0: no cap).
+	MaxIdleConns int
+	// Next lists rcodes that pass the query on to the next forward plugin
+	// of the block (the next entry of Server.NextForwards).
+	Next []int
+	// Failover lists rcodes that make the query try the next upstream.
+	Failover []int
+	// FailFast answers SERVFAIL at once when every upstream is down
+	// (failfast_all_unhealthy_upstreams) instead of trying one anyway.
+	FailFast bool
 }

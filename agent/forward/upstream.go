@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ type upstream struct {
 	addr     string
 	udp      *udpPool
 	tcp      *tcpPool
-	forceTCP bool
+	forceTCP bool // also set for DNS over TLS: every query goes to tcp
 	maxFails uint32
 
 	fails    atomic.Uint32
@@ -34,7 +35,7 @@ type upstream struct {
 	hcFailures prometheus.Counter
 }
 
-func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error) {
+func newUpstream(addr string, cfg *forwardConfig, m *metrics, tlsConfig *tls.Config) (*upstream, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("forward: upstream %q: %w", addr, err)
@@ -49,9 +50,9 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error)
 	}
 	return &upstream{
 		addr:       addr,
-		udp:        newUDPPool(udpAddr, cfg.expire),
-		tcp:        newTCPPool(addr, cfg.expire),
-		forceTCP:   cfg.forceTCP,
+		udp:        newUDPPool(udpAddr, cfg.expire, cfg.maxIdleConns),
+		tcp:        newTCPPool(addr, cfg.expire, tlsConfig, cfg.maxIdleConns),
+		forceTCP:   cfg.forceTCP || tlsConfig != nil,
 		maxFails:   uint32(max(cfg.maxFails, 0)),
 		requests:   m.requests.WithLabelValues(addr),
 		hcFailures: m.healthcheckFailures.WithLabelValues(addr),
