@@ -2,6 +2,7 @@ package corefile
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -28,6 +29,10 @@ type ParseOptions struct {
 	// targets. nil means os.ReadFile; tests pass a fake so that the host's
 	// resolv.conf is never used.
 	ReadFile func(path string) ([]byte, error)
+	// InterfaceAddrs returns the addresses of a network interface named
+	// in bind (found false when there is none). nil means the host's
+	// interfaces; tests pass a fake.
+	InterfaceAddrs func(name string) (addrs []netip.Addr, found bool, err error)
 }
 
 // Error is a Corefile error with its position.
@@ -46,20 +51,25 @@ func (e *Error) Error() string {
 
 // plugins maps every plugin this dialect supports to its parser.
 var plugins = map[string]func(p *blockParser, d *caddyfile.Dispenser) error{
-	"errors":     parseErrors,
-	"log":        parseLog,
+	"errors":     parseErrorsPlugin,
+	"log":        parseLogPlugin,
 	"cache":      parseCache,
 	"forward":    parseForward,
-	"bind":       parseBind,
+	"bind":       parseBindPlugin,
 	"health":     parseHealth,
 	"ready":      parseReady,
 	"prometheus": parsePrometheus,
 	"reload":     parseReload,
 	"loop":       parseLoop,
+	"bufsize":    parseBufsize,
+	"timeouts":   parseTimeouts,
+	"debug":      parseDebug,
+	"pprof":      parsePprof,
+	"trace":      parseTrace,
 }
 
 // repeatable lists the plugins that may appear more than once per block.
-var repeatable = map[string]bool{"bind": true, "forward": true}
+var repeatable = map[string]bool{"bind": true, "forward": true, "log": true}
 
 // Parse parses a Corefile with the Caddyfile parser CoreDNS uses and checks
 // it against the supported dialect. Unknown plugins and options are errors
@@ -110,9 +120,27 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 			}
 			seen[key] = line
 		}
+		if err := sameTimeouts(cfg.Servers, s, opts.Filename); err != nil {
+			return nil, err
+		}
 		cfg.Servers = append(cfg.Servers, *s)
 	}
 	return cfg, nil
+}
+
+// sameTimeouts refuses a timeouts plugin that differs from an earlier
+// block's: the agent applies one set of TCP timeouts to all its listeners.
+func sameTimeouts(prev []Server, s *Server, filename string) error {
+	if s.Timeouts == nil {
+		return nil
+	}
+	for _, o := range prev {
+		if o.Timeouts != nil && *o.Timeouts != *s.Timeouts {
+			return &Error{File: filename, Line: s.Line, Msg: fmt.Sprintf(
+				"plugin \"timeouts\": differs from the block at line %d; the agent applies one set of timeouts to all its listeners", o.Line)}
+		}
+	}
+	return nil
 }
 
 // scan lexes the text once to refuse `import` (it would read other files,

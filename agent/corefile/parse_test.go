@@ -15,7 +15,7 @@ import (
 const fakeResolv = "# test\nsearch example.com\nnameserver 192.0.2.53\nnameserver 2001:db8::53 ; v6\noptions ndots:5\n"
 
 func testOpts() ParseOptions {
-	return ParseOptions{ReadFile: func(path string) ([]byte, error) {
+	return ParseOptions{InterfaceAddrs: fakeInterfaces, ReadFile: func(path string) ([]byte, error) {
 		switch path {
 		case "/etc/resolv.conf":
 			return []byte(fakeResolv), nil
@@ -284,7 +284,7 @@ func TestParseRefusals(t *testing.T) {
 		{"unknown plugin", ". {\n  errors\n  rewrite name a b\n}", `Corefile:3: unknown plugin "rewrite"`},
 		{"first unknown plugin in file order", ". {\n  hosts\n  errors\n  template\n}", `Corefile:2: unknown plugin "hosts"`},
 		{"unknown plugin in second block", ". {\n errors\n}\nexample.org {\n\n  whoami\n}", `Corefile:6: unknown plugin "whoami"`},
-		{"unknown cache option", ". {\ncache {\n  success 10\n  keepttl\n}\n}", `Corefile:4: unknown option "keepttl" of plugin "cache"`},
+		{"unknown cache option", ". {\ncache {\n  success 10\n  keepttl_foo\n}\n}", `Corefile:4: unknown option "keepttl_foo" of plugin "cache"`},
 		{"unknown forward option", ". {\nforward . 10.0.0.1 {\n  tls_foo\n}\n}", `Corefile:3: unknown option "tls_foo" of plugin "forward"`},
 		{"unknown health option", ". {\nhealth {\n  foo 1s\n}\n}", `Corefile:3: unknown option "foo" of plugin "health"`},
 		{"option for plugin without options", ". {\nloop {\n  max 1\n}\n}", `Corefile:3: unknown option "max" of plugin "loop"`},
@@ -336,10 +336,10 @@ func TestParseRefusals(t *testing.T) {
 		{"forward bad health_check", ". {\nforward . 10.0.0.1 {\nhealth_check\n}\n}", `Corefile:3: forward health_check: wrong number of arguments...`},
 		{"forward health_check domain missing", ". {\nforward . 10.0.0.1 {\nhealth_check 1s domain\n}\n}", `Corefile:3: forward health_check domain: missing name`},
 		{"forward except empty", ". {\nforward . 10.0.0.1 {\nexcept\n}\n}", `Corefile:3: forward except: wrong number of arguments...`},
-		{"bind without address", ". {\nbind\n}", `Corefile:2: plugin "bind": needs at least one address`},
-		{"bind interface", ". {\nbind lo\n}", `Corefile:2: plugin "bind": "lo" is not an IP address (interface names are not supported)`},
+		{"bind without address", ". {\nbind\n}", `Corefile:2: plugin "bind": needs at least one address or interface name`},
+		{"bind unknown interface", ". {\nbind nosuch0\n}", `Corefile:2: plugin "bind": "nosuch0" is not an IP address or an interface name`},
 		{"bind unrendered pillar", ". {\nbind __PILLAR__LOCAL__DNS__\n}", `Corefile:2: template variable in "__PILLAR__LOCAL__DNS__" was not rendered`},
-		{"bind except", ". {\nbind 127.0.0.1 {\nexcept 127.0.0.2\n}\n}", `Corefile:3: unknown option "except" of plugin "bind"`},
+		{"bind unknown option", ". {\nbind 127.0.0.1 {\nonly 127.0.0.2\n}\n}", `Corefile:3: unknown option "only" of plugin "bind"`},
 		{"health two addresses", ". {\nhealth 169.254.20.10 10.96.0.10:8080\n}", `Corefile:2: health: wrong number of arguments...`},
 		{"health without port", ". {\nhealth 169.254.20.10\n}", `Corefile:2: plugin "health": address "169.254.20.10": want host:port`},
 		{"health hostname", ". {\nhealth node.example:8080\n}", `Corefile:2: plugin "health": address "node.example:8080": host must be an IP address, localhost or empty`},
@@ -350,9 +350,9 @@ func TestParseRefusals(t *testing.T) {
 		{"reload bad jitter", ". {\nreload 10s 0s\n}", `Corefile:2: reload jitter "0s": want a duration of at least 1s`},
 		{"reload too many", ". {\nreload 10s 2s 1s\n}", `Corefile:2: reload: wrong number of arguments...`},
 		{"loop with args", ". {\nloop 1\n}", `Corefile:2: loop: wrong number of arguments (1: ["1"])`},
-		{"log with args", ". {\nlog . {common}\n}", `Corefile:2: plugin "log": arguments (name filters, formats) are not supported...`},
+		{"log local placeholder", ". {\nlog . \"{local} {name}\"\n}", `Corefile:2: log format: placeholder {local} is not supported...`},
 		{"errors to file", ". {\nerrors /var/log/x\n}", `Corefile:2: plugin "errors": unsupported arguments ["/var/log/x"]`},
-		{"errors consolidate", ". {\nerrors {\nconsolidate 5m \".*\"\n}\n}", `Corefile:2: errors takes no block`},
+		{"errors consolidate bad regexp", ". {\nerrors {\nconsolidate 5m \"(\"\n}\n}", `Corefile:3: errors consolidate: error parsing regexp...`},
 		{"import", ". {\n  import other.conf\n}", `Corefile:2: "import" is not supported`},
 		{"import right after brace", ". { import x\n}", `Corefile:1: "import" is not supported`},
 		{"unmatched close brace", ". {\ncache 30 }\n}", `Corefile:2: Unexpected '}' because no matching opening brace`},

@@ -2,7 +2,6 @@ package corefile
 
 import (
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -38,31 +37,6 @@ const (
 	MinReloadJitter       = time.Second
 )
 
-func parseErrors(p *blockParser, d *caddyfile.Dispenser) error {
-	args, err := p.args(d, "errors")
-	if err != nil {
-		return err
-	}
-	// CoreDNS accepts `errors stdout` (the only log target it knows).
-	if len(args) > 1 || len(args) == 1 && args[0] != "stdout" {
-		return p.errf(d, "plugin \"errors\": unsupported arguments %q", args)
-	}
-	p.server.Errors = true
-	return nil
-}
-
-func parseLog(p *blockParser, d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) > 0 {
-		return p.errf(d, "plugin \"log\": arguments (name filters, formats) are not supported: %q", args)
-	}
-	if err := p.noBlock(d, "log"); err != nil {
-		return err
-	}
-	p.server.Log = true
-	return nil
-}
-
 func parseLoop(p *blockParser, d *caddyfile.Dispenser) error {
 	if args := d.RemainingArgs(); len(args) > 0 {
 		return p.wrongArgs(d, "loop", args)
@@ -71,31 +45,6 @@ func parseLoop(p *blockParser, d *caddyfile.Dispenser) error {
 		return err
 	}
 	p.server.Loop = true
-	return nil
-}
-
-func parseBind(p *blockParser, d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return p.errf(d, "plugin \"bind\": needs at least one address")
-	}
-	if err := p.noBlock(d, "bind"); err != nil {
-		return err
-	}
-	for _, a := range args {
-		ip, err := netip.ParseAddr(a)
-		if err != nil || ip.Zone() != "" {
-			return p.errf(d, "plugin \"bind\": %q is not an IP address (interface names are not supported)", a)
-		}
-		s := ip.Unmap().String()
-		if p.bound == nil {
-			p.bound = map[string]bool{}
-		}
-		if !p.bound[s] {
-			p.bound[s] = true
-			p.server.Bind = append(p.server.Bind, s)
-		}
-	}
 	return nil
 }
 
@@ -234,7 +183,7 @@ func parseCache(p *blockParser, d *caddyfile.Dispenser) error {
 		case "servfail":
 			err = p.servfail(d, args, c)
 		default:
-			return p.errf(d, "unknown option %q of plugin \"cache\"", opt)
+			err = p.cacheMoreOption(d, opt, args, c)
 		}
 		if err != nil {
 			return err

@@ -43,6 +43,22 @@ type Server struct {
 	ReloadJitter time.Duration
 	// Loop enables loop detection at start.
 	Loop bool
+	// ErrorRules are the errors plugin's consolidate rules;
+	// ErrorStacktrace its stacktrace option.
+	ErrorRules      []ErrorRule
+	ErrorStacktrace bool
+	// LogRules are the log plugin's rules, in order (Log is set with them).
+	LogRules []LogRule
+	// BufSize is the bufsize plugin's EDNS0 buffer size (0 when absent).
+	BufSize int
+	// Timeouts are the timeouts plugin's (nil when absent).
+	Timeouts *Timeouts
+	// Debug enables the debug plugin.
+	Debug bool
+	// Pprof is the pprof plugin's address ("" when absent),
+	// PprofBlockRate its block profile rate (0: block profiling off).
+	Pprof          string
+	PprofBlockRate int
 	// Line is the line of the block's key in the Corefile, for messages.
 	Line int
 }
@@ -70,6 +86,36 @@ type Cache struct {
 	// Zones limits caching to these zones (lower-case FQDNs); it defaults to
 	// the server block's zones.
 	Zones []string
+	// KeepTTL serves cached answers with the TTL they were stored with
+	// (keepttl) instead of the remaining one.
+	KeepTTL bool
+	// DisableSuccess and DisableDenial are the zones whose positive or
+	// negative (and SERVFAIL) answers are not cached (disable).
+	DisableSuccess, DisableDenial []string
+}
+
+// ErrorRule is one `consolidate DURATION REGEXP [LEVEL]` of the errors
+// plugin: errors matching Pattern are counted for Duration, then reported
+// in one line at Level ("warning", "error", "info" or "debug").
+type ErrorRule struct {
+	Duration time.Duration
+	Pattern  string
+	Level    string
+}
+
+// LogRule is one name scope of the log plugin: queries in Name (a
+// lower-case FQDN) are logged with Format when their answer's class
+// ("success", "denial", "error") is in Classes; Classes nil means all.
+type LogRule struct {
+	Name    string
+	Format  string
+	Classes []string
+}
+
+// Timeouts are the timeouts plugin's TCP read, write and idle timeouts
+// (0: the default).
+type Timeouts struct {
+	Read, Write, Idle time.Duration
 }
 
 // Prefetch configures prefetching of popular entries before they expire.
