@@ -215,6 +215,9 @@ func (c *Cache) Store(key []byte, m *dns.Msg) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.disabled(kind, m.Question[0].Name) {
+		return nil, ErrNotCacheable
+	}
 	e, k, err := newEntry(m, key)
 	if err != nil {
 		return nil, err
