@@ -119,6 +119,7 @@ func (a *agent) run(ctx context.Context) error {
 		gen.close()
 		return err
 	}
+	a.applyGlobal(cfg)
 	a.current = gen
 	a.socks, err = server.OpenSockets(server.Keys(cfg), n.Inherited())
 	if err != nil {
@@ -218,12 +219,16 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	g := &generation{cfg: cfg, text: text}
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
+		if err := a.pluginOptions(b, s); err != nil {
+			g.close()
+			return nil, err
+		}
 		if s.Cache != nil {
 			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
-			f, err := forward.New(*s.Forward, forward.Options{Registerer: a.reg})
+			f, err := forward.New(*s.Forward, a.forwardOptions(s))
 			if err != nil {
 				g.close()
 				return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
@@ -255,7 +260,7 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 func (a *agent) chain(g *generation, first *forward.Forwarder, s corefile.Server) (*forward.Chain, error) {
 	fs := []*forward.Forwarder{first}
 	for _, nf := range s.NextForwards {
-		f, err := forward.New(*nf, forward.Options{Registerer: a.reg})
+		f, err := forward.New(*nf, a.forwardOptions(s))
 		if err != nil {
 			g.close()
 			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
@@ -302,6 +307,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 			return health.Endpoints{"/ready": health.ReadyHandler(a.ready.Load)}
 		})
 		put(s.Prometheus, metrics)
+		put(s.Pprof, pprofEndpoints)
 	}
 	put(a.opts.MetricsListenAddress, metrics)
 	return eps
@@ -374,6 +380,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
 	a.releaseUnused(cfg)
+	a.applyGlobal(cfg)
 	old := a.current
 	a.current = gen
 	if old != nil {
