@@ -22,7 +22,7 @@ func parseKeys(keys []string, defaultPort int) ([]string, int, error) {
 	var zones []string
 	seen := map[string]bool{}
 	for _, key := range keys {
-		zone, p, err := parseKey(key, defaultPort)
+		keyZones, p, err := parseKey(key, defaultPort)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -30,11 +30,13 @@ func parseKeys(keys []string, defaultPort int) ([]string, int, error) {
 			return nil, 0, fmt.Errorf("server block keys use different ports (%d and %d); use one block per port", port, p)
 		}
 		port = p
-		if seen[zone] {
-			return nil, 0, fmt.Errorf("zone %q is listed twice in the block", zone)
+		for _, zone := range keyZones {
+			if seen[zone] {
+				return nil, 0, fmt.Errorf("zone %q is listed twice in the block", zone)
+			}
+			seen[zone] = true
+			zones = append(zones, zone)
 		}
-		seen[zone] = true
-		zones = append(zones, zone)
 	}
 	if len(zones) == 0 {
 		return nil, 0, fmt.Errorf("server block without zone")
@@ -42,29 +44,30 @@ func parseKeys(keys []string, defaultPort int) ([]string, int, error) {
 	return zones, port, nil
 }
 
-func parseKey(key string, defaultPort int) (string, int, error) {
+// parseKey parses one server block key into its zones (a CIDR reverse
+// zone, 10.0.0.0/15, may stand for several) and port.
+func parseKey(key string, defaultPort int) ([]string, int, error) {
 	k := strings.ToLower(key)
 	if rest, ok := strings.CutPrefix(k, "dns://"); ok {
 		k = rest
 	} else if i := strings.Index(k, "://"); i >= 0 {
-		return "", 0, fmt.Errorf("server block %q: transport %q is not supported (only dns://)", key, k[:i])
+		return nil, 0, fmt.Errorf("server block %q: transport %q is not supported (only dns://)", key, k[:i])
 	}
 	port := defaultPort
-	if i := strings.LastIndex(k, ":"); i >= 0 {
+	// A port is the number after the last colon; in an IPv6 CIDR
+	// (fd00::/8) what follows the last colon is not one.
+	if i := strings.LastIndex(k, ":"); i >= 0 && !strings.Contains(k[i+1:], "/") {
 		p, err := parsePort(k[i+1:])
 		if err != nil {
-			return "", 0, fmt.Errorf("server block %q: %w", key, err)
+			return nil, 0, fmt.Errorf("server block %q: %w", key, err)
 		}
 		port, k = p, k[:i]
 	}
-	if strings.Contains(k, "/") {
-		return "", 0, fmt.Errorf("server block %q: CIDR reverse zones are not supported; write the in-addr.arpa zone", key)
-	}
-	zone, err := normalizeZone(k)
+	zones, err := expandZone(k)
 	if err != nil {
-		return "", 0, fmt.Errorf("server block %q: %w", key, err)
+		return nil, 0, fmt.Errorf("server block %q: %w", key, err)
 	}
-	return zone, port, nil
+	return zones, port, nil
 }
 
 // normalizeZone returns z as a lower-case FQDN; "" means the root.

@@ -404,11 +404,11 @@ func (p *blockParser) cacheMoreOption(d *caddyfile.Dispenser, opt string, args [
 		if len(args) > 1 {
 			zones = nil
 			for _, z := range args[1:] {
-				zone, err := normalizeZone(z)
+				zs, err := expandZone(z)
 				if err != nil {
 					return p.errf(d, "cache disable: %v", err)
 				}
-				zones = append(zones, zone)
+				zones = append(zones, zs...)
 			}
 		}
 		switch args[0] {

@@ -296,7 +296,6 @@ func TestParseRefusals(t *testing.T) {
 		{"bad port", "a.org:99999 {\n}", `Corefile:1: server block "a.org:99999": port "99999"...`},
 		{"port not a number", "a.org:dns {\n}", `Corefile:1: server block "a.org:dns": port "dns"...`},
 		{"tls transport", "tls://.:853 {\n}", `Corefile:1: server block "tls://.:853": transport "tls" is not supported (only dns://)`},
-		{"CIDR zone", "10.0.0.0/8 {\n}", `Corefile:1: server block "10.0.0.0/8": CIDR reverse zones are not supported...`},
 		{"bad zone", "a..b {\n}", `Corefile:1: server block "a..b": "a..b" is not a valid zone name`},
 		{"unrendered pillar in key", "__PILLAR__DNS__DOMAIN__:53 {\n}", `Corefile:1: template variable in "__PILLAR__DNS__DOMAIN__:53" was not rendered`},
 		{"plugin twice", ". {\ncache 30\nerrors\ncache 10\n}", `Corefile:4: plugin "cache" can only be used once per server block`},

@@ -156,11 +156,11 @@ func parseCache(p *blockParser, d *caddyfile.Dispenser) error {
 		}
 	}
 	for _, z := range args {
-		zone, err := normalizeZone(z)
+		zones, err := expandZone(z)
 		if err != nil {
 			return p.errf(d, "plugin \"cache\": %v", err)
 		}
-		c.Zones = append(c.Zones, zone)
+		c.Zones = append(c.Zones, zones...)
 	}
 	if c.Zones == nil {
 		c.Zones = append([]string(nil), p.server.Zones...)
@@ -304,10 +304,12 @@ func parseForward(p *blockParser, d *caddyfile.Dispenser) error {
 	if len(args) < 2 {
 		return p.errf(d, "plugin \"forward\": want FROM and at least one TO, got %q", args)
 	}
-	from, err := normalizeZone(args[0])
+	fromZones, err := expandZone(args[0])
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": FROM: %v", err)
 	}
+	from := fromZones[0] // as CoreDNS: a CIDR that expands to several zones forwards the first
+
 	to, tlsNames, err := parseUpstreams(args[1:], p.opts.ReadFile)
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": %v", err)
@@ -362,11 +364,11 @@ func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward, tlsServe
 			return p.wrongArgs(d, "forward except", args)
 		}
 		for _, z := range args {
-			zone, err := normalizeZone(z)
+			zones, err := expandZone(z)
 			if err != nil {
 				return p.errf(d, "forward except: %v", err)
 			}
-			f.Except = append(f.Except, zone)
+			f.Except = append(f.Except, zones...)
 		}
 	case "max_fails":
 		v, err := one()
