@@ -324,7 +324,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 func (a *agent) apply(cfg *corefile.Config, text string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.current != nil && a.current.text == text {
+	if a.current != nil && a.current.text == text && !corefile.ImportsChanged(a.current.cfg) {
 		return nil
 	}
 	if len(cfg.Servers) == 0 {

@@ -1,6 +1,7 @@
 package corefile
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"os"
@@ -94,6 +95,10 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	imports, err := checkImports(text, opts.Filename)
+	if err != nil {
+		return nil, err
+	}
 	blocks, err := caddyfile.Parse(opts.Filename, strings.NewReader(text), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s", cleanCaddyError(err))
@@ -104,7 +109,7 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 	cfg := &Config{}
 	seen := map[string]int{} // "zone:port" -> line
 	for i, b := range blocks {
-		line := 0
+		line := blockLine(b)
 		if i < len(keyLines) {
 			line = keyLines[i]
 		}
@@ -125,6 +130,7 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 		}
 		cfg.Servers = append(cfg.Servers, *s)
 	}
+	cfg.Imports = imports
 	return cfg, nil
 }
 
@@ -153,13 +159,16 @@ func scan(text, filename string) ([]int, error) {
 	depth := 0
 	start := true
 	snippet := false
+	topImport := false
 	for d.Next() {
 		v := d.Val()
 		if len(v) > maxToken {
 			return nil, &Error{File: filename, Line: d.Line(), Msg: fmt.Sprintf("token of %d bytes is longer than %d", len(v), maxToken)}
 		}
-		if v == "import" {
-			return nil, &Error{File: filename, Line: d.Line(), Msg: `"import" is not supported`}
+		if v == "import" && depth == 0 {
+			// A top-level import may bring server blocks: the lines of
+			// the keys are not known then (see blockLine).
+			topImport = true
 		}
 		if strings.Contains(v, "__PILLAR__") {
 			return nil, &Error{File: filename, Line: d.Line(), Msg: fmt.Sprintf("template variable in %q was not rendered", v)}
@@ -182,6 +191,9 @@ func scan(text, filename string) ([]int, error) {
 			}
 		}
 	}
+	if topImport {
+		return nil, nil
+	}
 	return lines, nil
 }
 
@@ -203,7 +215,8 @@ type blockParser struct {
 }
 
 func (p *blockParser) errf(d *caddyfile.Dispenser, format string, args ...any) error {
-	return &Error{File: p.opts.Filename, Line: d.Line(), Msg: fmt.Sprintf(format, args...)}
+	// An imported token names its own file.
+	return &Error{File: cmp.Or(d.File(), p.opts.Filename), Line: d.Line(), Msg: fmt.Sprintf(format, args...)}
 }
 
 func parseBlock(b caddyfile.ServerBlock, line int, opts *ParseOptions) (*Server, error) {
@@ -227,7 +240,7 @@ func parseBlock(b caddyfile.ServerBlock, line int, opts *ParseOptions) (*Server,
 		tokens := b.Tokens[name]
 		parse, ok := plugins[name]
 		if !ok {
-			return nil, &Error{File: opts.Filename, Line: firstLine(tokens), Msg: fmt.Sprintf("unknown plugin %q", name)}
+			return nil, &Error{File: cmp.Or(tokens[0].File, opts.Filename), Line: firstLine(tokens), Msg: fmt.Sprintf("unknown plugin %q", name)}
 		}
 		d := caddyfile.NewDispenserTokens(opts.Filename, tokens)
 		for n := 0; d.Next(); n++ {

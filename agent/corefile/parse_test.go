@@ -352,8 +352,6 @@ func TestParseRefusals(t *testing.T) {
 		{"log local placeholder", ". {\nlog . \"{local} {name}\"\n}", `Corefile:2: log format: placeholder {local} is not supported...`},
 		{"errors to file", ". {\nerrors /var/log/x\n}", `Corefile:2: plugin "errors": unsupported arguments ["/var/log/x"]`},
 		{"errors consolidate bad regexp", ". {\nerrors {\nconsolidate 5m \"(\"\n}\n}", `Corefile:3: errors consolidate: error parsing regexp...`},
-		{"import", ". {\n  import other.conf\n}", `Corefile:2: "import" is not supported`},
-		{"import right after brace", ". { import x\n}", `Corefile:1: "import" is not supported`},
 		{"unmatched close brace", ". {\ncache 30 }\n}", `Corefile:2: Unexpected '}' because no matching opening brace`},
 		{"unclosed block", ". {\ncache {\n", `Corefile:2: Unexpected EOF`},
 		{"trailing token after block", ". {\ncache {\nsuccess 10\n} extra\n}", `Corefile:4: unexpected "extra" after plugin "cache"`},

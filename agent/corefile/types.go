@@ -8,6 +8,9 @@ import "time"
 // Config is a parsed Corefile: one Server per server block, in file order.
 type Config struct {
 	Servers []Server
+	// Imports are the files the Corefile imported, with a digest of their
+	// contents, so that a change of one can be noticed.
+	Imports map[string]string
 }
 
 // Server is one server block, e.g. `cluster.local:53 { ... }`.
