@@ -72,3 +72,32 @@ func TestReplyTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestServfailTTL(t *testing.T) {
+	for _, tc := range []struct {
+		ttl    time.Duration
+		cached bool
+	}{{5 * time.Second, true}, {time.Minute, true}, {0, false}} {
+		clk := newClock()
+		cfg := defaults()
+		cfg.ServfailTTL = tc.ttl
+		cfg.DenialTTL = 5 * time.Second // the servfail TTL is not capped by denial's (as CoreDNS)
+		c := New(cfg, Options{Now: clk.now})
+		key := keyOf(t, "a.example.", dns.TypeA)
+		err := c.Set(key, answer("a.example.", dns.RcodeServerFailure))
+		if tc.cached != (err == nil) {
+			t.Fatalf("servfail %v: Set %v, want cached %v", tc.ttl, err, tc.cached)
+		}
+		if !tc.cached {
+			continue
+		}
+		clk.add(tc.ttl - time.Second)
+		if _, _, fresh := c.Get(key, c.Now()); !fresh {
+			t.Errorf("servfail %v: expired before its TTL", tc.ttl)
+		}
+		clk.add(2 * time.Second)
+		if _, _, fresh := c.Get(key, c.Now()); fresh {
+			t.Errorf("servfail %v: still fresh after its TTL", tc.ttl)
+		}
+	}
+}
