@@ -75,6 +75,10 @@ type forwardConfig struct {
 	expire        time.Duration
 	healthCheck   time.Duration
 	policy        string
+	// hcDomain and hcNoRec are the health check's name and RD bit
+	// (health_check domain, no_rec).
+	hcDomain string
+	hcNoRec  bool
 	// The options of failures: see corefile.Forward.
 	maxConnectAttempts int
 	maxIdleConns       int
@@ -131,6 +135,8 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		healthCheck:   cmpOr(cfg.HealthCheck, defaultHealthCheck),
 		policy:        cmpOr(cfg.Policy, "random"),
 
+		hcDomain:           dns.Fqdn(cmpOr(cfg.HealthCheckDomain, ".")),
+		hcNoRec:            cfg.HealthCheckNoRec,
 		maxConnectAttempts: cfg.MaxConnectAttempts,
 		maxIdleConns:       cfg.MaxIdleConns,
 		failover:           cfg.Failover,

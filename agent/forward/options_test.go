@@ -172,3 +172,43 @@ func TestChainNext(t *testing.T) {
 		t.Fatal("Match wrong")
 	}
 }
+
+func TestHealthCheckProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		domain string
+		noRec  bool
+		want   string
+		wantRD bool
+	}{
+		{name: "default", want: ".", wantRD: true},
+		{name: "domain and no_rec", domain: "health.example.", noRec: true, want: "health.example.", wantRD: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The client's query is dropped, so the upstream is probed.
+			s := dnstest.NewServer(t, func(w *dnstest.Writer, q *dnstest.Query) {
+				if q.Msg.Question[0].Qtype == dns.TypeNS {
+					_ = w.Write(new(dns.Msg).SetReply(q.Msg))
+				}
+			})
+			f := newForwarder(t, corefile.Forward{To: []string{s.Addr}, MaxFails: 2, HealthCheck: 20 * time.Millisecond,
+				HealthCheckDomain: tc.domain, HealthCheckNoRec: tc.noRec}, fastOpts(nil))
+			_, _ = f.Exchange(context.Background(), query("web.default.svc.cluster.local.", dns.TypeA))
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				for _, q := range s.Queries() {
+					if q.Msg.Question[0].Qtype == dns.TypeNS {
+						if q.Msg.Question[0].Name != tc.want || q.Msg.RecursionDesired != tc.wantRD {
+							t.Fatalf("probe %s RD=%v, want %s RD=%v", q.Msg.Question[0].Name, q.Msg.RecursionDesired, tc.want, tc.wantRD)
+						}
+						return
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no health probe")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}

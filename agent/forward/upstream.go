@@ -27,6 +27,9 @@ type upstream struct {
 	tcp      *tcpPool
 	forceTCP bool // also set for DNS over TLS: every query goes to tcp
 	maxFails uint32
+	// hcDomain and hcRD are the health probe's name and RD bit.
+	hcDomain string
+	hcRD     bool
 
 	fails    atomic.Uint32
 	checking atomic.Bool
@@ -54,6 +57,8 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics, tlsConfig *tls.Con
 		tcp:        newTCPPool(addr, cfg.expire, tlsConfig, cfg.maxIdleConns),
 		forceTCP:   cfg.forceTCP || tlsConfig != nil,
 		maxFails:   uint32(max(cfg.maxFails, 0)),
+		hcDomain:   cfg.hcDomain,
+		hcRD:       !cfg.hcNoRec,
 		requests:   m.requests.WithLabelValues(addr),
 		hcFailures: m.healthcheckFailures.WithLabelValues(addr),
 	}, nil
@@ -188,11 +193,12 @@ func matches(q dns.Question, id uint16, r *dns.Msg) bool {
 	return rq.Qtype == q.Qtype && rq.Qclass == q.Qclass && strings.EqualFold(rq.Name, q.Name)
 }
 
-// check sends the `. IN NS` health probe; any answer means healthy.
+// check sends the health probe (`. IN NS`, or health_check's domain and
+// no_rec); any answer means healthy.
 func (u *upstream) check(timeout time.Duration) error {
 	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
-	q.RecursionDesired = true
+	q.SetQuestion(cmpOr(u.hcDomain, "."), dns.TypeNS)
+	q.RecursionDesired = u.hcRD
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
