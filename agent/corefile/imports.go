@@ -65,6 +65,9 @@ func (w *importWalk) walk(text, filename string, depth int) error {
 			}
 			glob = filepath.Join(filepath.Dir(abs), pattern)
 		}
+		if strings.Count(glob, "*") > 1 || strings.Count(glob, "?") > 1 || strings.Contains(glob, "[") && strings.Contains(glob, "]") {
+			continue // the parser refuses patterns with several wildcards
+		}
 		matches, err := filepath.Glob(glob)
 		if err != nil {
 			continue // the parser reports a bad pattern

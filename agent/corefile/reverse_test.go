@@ -2,6 +2,7 @@ package corefile
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -52,4 +53,29 @@ func TestParseReverseCIDR(t *testing.T) {
 	if _, err := Parse("fd00::/8:53 {\n}\n", testOpts()); err != nil {
 		t.Errorf("IPv6 CIDR with a port: %v", err)
 	}
+}
+
+// FuzzReverseZones checks that no CIDR makes reverseZones panic, and that
+// what it returns are reverse zones, at most 128 of them.
+func FuzzReverseZones(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", "10.0.0.0/15", "fd00::/6", "0.0.0.0/0", "::/0", "1.2.3.4/32", "::1/128", "10.0.0.0/33"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		zones, err := reverseZones(s)
+		if err != nil {
+			return
+		}
+		if len(zones) == 0 || len(zones) > 128 {
+			t.Fatalf("%s: %d zones", s, len(zones))
+		}
+		for _, z := range zones {
+			if !strings.HasSuffix(z, "in-addr.arpa.") && !strings.HasSuffix(z, "ip6.arpa.") {
+				t.Fatalf("%s: %q is not a reverse zone", s, z)
+			}
+			if _, err := normalizeZone(z); err != nil {
+				t.Fatalf("%s: %q: %v", s, z, err)
+			}
+		}
+	})
 }

@@ -272,3 +272,27 @@ func TestDebugHexdump(t *testing.T) {
 		t.Errorf("hexdump\n%s\nwant\n%s", got, want)
 	}
 }
+
+// FuzzLogFormat checks that no log format makes the log plugin's parser
+// or its rendering panic, and that literal text survives.
+func FuzzLogFormat(f *testing.F) {
+	for _, s := range []string{corefile.CommonLogFormat, corefile.CombinedLogFormat, "{name} {/meta} {x}", "A } {type}", "{ {name} }", "{", "}", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, format string) {
+		nodes := parseLogFormat(format)
+		var b strings.Builder
+		for _, n := range nodes {
+			b.WriteString(n.text)
+		}
+		if b.String() != format {
+			t.Fatalf("format %q split into %+v", format, nodes)
+		}
+		e := logEntry{client: netip.MustParseAddrPort("[::1]:53"), req: q("a.example.", dns.TypeA), name: "a.example."}
+		for _, n := range nodes {
+			if n.placeholder {
+				_ = e.value(n.text)
+			}
+		}
+	})
+}
