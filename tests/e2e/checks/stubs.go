@@ -7,9 +7,7 @@ import (
 
 var errNotYet = errors.New("not implemented yet")
 
-func checkAgentRestart(ctx context.Context, e *env) (string, error)   { return "", errNotYet }
 func checkRollingUpdate(ctx context.Context, e *env) (string, error)  { return "", errNotYet }
 func checkWebhookRollout(ctx context.Context, e *env) (string, error) { return "", errNotYet }
 func checkDnsperf(ctx context.Context, e *env) (string, error)        { return "", errNotYet }
-func checkDelete(ctx context.Context, e *env) (string, error)         { return "", errNotYet }
 func checkInterception(ctx context.Context, e *env) (string, error)   { return "", errNotYet }
