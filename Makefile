@@ -95,8 +95,10 @@ KUBE_NODE_BINS := $(BIN)/kubelet $(BIN)/kube-proxy $(BIN)/kube-controller-manage
 .PHONY: kube-node
 kube-node: $(KUBE_NODE_BINS) ## Build kubelet, kube-proxy, kube-controller-manager and kube-scheduler for the e2e node (cached in bin/).
 
-$(KUBE_NODE_BINS): tests/tools/kube-node/go.mod
-	cd tests/tools/kube-node && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_NODE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/$(@F)
+# One go build for all four: they share most packages and the link steps run in parallel.
+$(KUBE_NODE_BINS) &: tests/tools/kube-node/go.mod
+	cd tests/tools/kube-node && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_NODE_LDFLAGS)' -o $(BIN)/ \
+		$(addprefix k8s.io/kubernetes/cmd/,$(notdir $(KUBE_NODE_BINS)))
 
 ##@ End to end
 

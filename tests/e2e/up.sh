@@ -147,8 +147,7 @@ start kube-controller-manager "$KCM_BIN" --kubeconfig="$P/admin.kubeconfig" \
 	--bind-address=127.0.0.1 --leader-elect=false \
 	--service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
 	--cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
-	--service-cluster-ip-range="$SERVICE_CIDR" --use-service-account-credentials=true \
-	--controllers='*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller'
+	--service-cluster-ip-range="$SERVICE_CIDR" --use-service-account-credentials=true
 start kube-scheduler "$SCHEDULER_BIN" --kubeconfig="$P/admin.kubeconfig" \
 	--authentication-kubeconfig="$P/admin.kubeconfig" --authorization-kubeconfig="$P/admin.kubeconfig" \
 	--bind-address=127.0.0.1 --leader-elect=false
