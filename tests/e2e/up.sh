@@ -199,6 +199,8 @@ cat >"$E2E_DIR/kubelet.yaml" <<Y
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
+# This machine has cgroup v1 (hybrid); kubelets since 1.35 refuse it unless told.
+failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 address: $NODE_IP
