@@ -104,10 +104,13 @@ $(KUBE_NODE_BINS) &: tests/tools/kube-node/go.mod
 
 # make e2e runs on a real node: as root only; without root it skips, and under
 # CI (CI set) it fails instead.
+# The CoreDNS the e2e node runs as kube-dns (make coredns builds it).
+COREDNS_BIN ?= $(BIN)/coredns
+
 .PHONY: e2e-images
-e2e-images: $(BIN)/coredns ## Build the e2e node's pause, CoreDNS and client images (bin/e2e/images).
+e2e-images: $(COREDNS_BIN) ## Build the e2e node's pause, CoreDNS and client images (bin/e2e/images).
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/e2e/pause ./tests/e2e/pause
-	$(GO) run ./tests/e2e/imagebuild -out $(BIN)/e2e/images -pause $(BIN)/e2e/pause -coredns $(BIN)/coredns
+	$(GO) run ./tests/e2e/imagebuild -out $(BIN)/e2e/images -pause $(BIN)/e2e/pause -coredns $(COREDNS_BIN)
 
 .PHONY: e2e-prereqs
 e2e-prereqs: deps $(KUBE_APISERVER_BIN) $(KUBECTL_BIN) $(ETCD_BIN) kube-node images e2e-images
