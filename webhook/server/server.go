@@ -29,9 +29,13 @@ import (
 // most, 3 in the shipped configuration) for a webhook and sends the body at
 // once, so a request that takes longer to arrive is not from it.
 const (
-	DefaultReadTimeout    = 10 * time.Second
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultIdleTimeout    = 60 * time.Second
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultIdleTimeout is longer than the idle timeout of the API
+	// server's webhook client (90s, Go's default transport), so that the
+	// client, not the server, closes an idle connection: a server-side close
+	// racing a new request would fail that admission (a POST is not retried).
+	DefaultIdleTimeout    = 120 * time.Second
 	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultShutdownTimeout bounds in-flight requests after Start's
 	// context ends.
