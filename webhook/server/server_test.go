@@ -247,3 +247,53 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionLimit checks that connections beyond MaxConnections are
+// closed at once, and that a closed connection frees its slot.
+func TestConnectionLimit(t *testing.T) {
+	r := start(t, Options{MaxConnections: 3})
+	cfg := &tls.Config{RootCAs: r.pool, MinVersion: tls.VersionTLS12}
+	dial := func() (*tls.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", r.addr, cfg)
+	}
+	var held []*tls.Conn
+	for range 3 {
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("connection within the limit: %v", err)
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// start's readiness probe connection may still hold its slot briefly.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := dial()
+		if err != nil {
+			break // refused: closed during the handshake
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("a 4th connection was accepted with a limit of 3")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	held[0].Close()
+	held = held[1:]
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		c, err := dial()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after closing a connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
