@@ -97,6 +97,13 @@ if [ -f "$RUN_DIR/sysctls" ]; then
 	done <"$RUN_DIR/sysctls"
 fi
 
+# Host paths the hostPath volumes created.
+if [ -f "$RUN_DIR/created-paths" ]; then
+	while read -r p; do
+		case $p in /run/nodelocaldns | /run/xtables.lock) rm -rf "$p" ;; esac
+	done <"$RUN_DIR/created-paths"
+fi
+
 rm -rf "$DATA_DIR" "$RUN_DIR"
 rm -f "$E2E_DIR/kubeconfig" "$E2E_DIR/env" "$E2E_DIR/kubectl"
 say "down"

@@ -30,6 +30,12 @@ bash "$REPO/tests/e2e/down.sh" --quiet
 mkdir -p "$E2E_DIR" "$LOG_DIR" "$PIDS_DIR" "$DATA_DIR" "$E2E_DIR/pki"
 echo "$REPO" > "$RUN_DIR/owner"
 
+# Host paths the install's hostPath volumes create (DirectoryOrCreate,
+# FileOrCreate): down.sh removes those that did not exist before.
+for p in /run/nodelocaldns /run/xtables.lock; do
+	[ -e "$p" ] || echo "$p"
+done >"$RUN_DIR/created-paths"
+
 # --- sysctls ---------------------------------------------------------------
 for s in "${SYSCTLS[@]}"; do
 	v=$(sysctl -n "$s" 2>/dev/null) && printf '%s=%s\n' "$s" "$v"
