@@ -100,7 +100,7 @@ fi
 # Host paths the hostPath volumes created.
 if [ -f "$RUN_DIR/created-paths" ]; then
 	while read -r p; do
-		case $p in /run/nodelocaldns | /run/xtables.lock) rm -rf "$p" ;; esac
+		case $p in /run/nodelocaldns) rm -rf "$p" ;; esac
 	done <"$RUN_DIR/created-paths"
 fi
 

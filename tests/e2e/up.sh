@@ -31,8 +31,9 @@ mkdir -p "$E2E_DIR" "$LOG_DIR" "$PIDS_DIR" "$DATA_DIR" "$E2E_DIR/pki"
 echo "$REPO" > "$RUN_DIR/owner"
 
 # Host paths the install's hostPath volumes create (DirectoryOrCreate,
-# FileOrCreate): down.sh removes those that did not exist before.
-for p in /run/nodelocaldns /run/xtables.lock; do
+# the agent's run directory): down.sh removes it if it did not exist before
+# (not /run/xtables.lock: removing a lock file others may hold breaks the lock).
+for p in /run/nodelocaldns; do
 	[ -e "$p" ] || echo "$p"
 done >"$RUN_DIR/created-paths"
 
