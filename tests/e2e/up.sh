@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make e2e-up`: a real single-node cluster inside a network namespace this
-# script creates (node IP 192.0.2.2 on a dummy interface, no route out):
+# script creates (node IP 192.0.2.2 on a veth to a second "internet" namespace, no route out):
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
 # kubelet and kube-proxy, an authoritative nsd for the "internet" zones,
 # CoreDNS as kube-dns, and the project installed with `kubectl apply -k`
