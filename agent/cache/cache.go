@@ -1,5 +1,5 @@
 // Package cache is the agent's DNS cache: packed answers keyed by the
-// lower-cased question name, type, class and the DO and CD bits, in a
+// lower-cased question name, type, class and the DO, CD and RD bits, in a
 // success and a denial table with CoreDNS's capacities, TTL caps, minimum
 // TTLs, negative TTLs from the SOA (RFC 2308), short SERVFAIL caching,
 // prefetching of popular entries and serve-stale. Tables are sharded so

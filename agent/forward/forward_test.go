@@ -269,7 +269,7 @@ func TestCoalescing(t *testing.T) {
 			waitFor(t, "every caller joined the shared query", func() bool {
 				f.mu.Lock()
 				defer f.mu.Unlock()
-				c := f.calls[callKey{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, qclass: dns.ClassINET}]
+				c := f.calls[callKey{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, qclass: dns.ClassINET, rd: true}]
 				return c != nil && c.waiters == n
 			})
 			close(release)
