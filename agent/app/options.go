@@ -38,20 +38,20 @@ const (
 
 // Defaults of the flags, node-cache's where node-cache has the flag.
 const (
-	DefaultBaseCorefile         = "/etc/coredns/Corefile.base"
-	DefaultCorefile             = "/etc/Corefile"
-	DefaultKubeDNSConfigDir     = "/etc/kube-dns"
-	DefaultUpstreamSvc          = "kube-dns"
-	DefaultInterfaceName        = "nodelocaldns"
-	DefaultHealthPort           = 8080
-	DefaultSyncInterval         = 60 * time.Second
+	DefaultBaseCorefile     = "/etc/coredns/Corefile.base"
+	DefaultCorefile         = "/etc/Corefile"
+	DefaultKubeDNSConfigDir = "/etc/kube-dns"
+	DefaultUpstreamSvc      = "kube-dns"
+	DefaultInterfaceName    = "nodelocaldns"
+	DefaultHealthPort       = 8080
+	DefaultSyncInterval     = 60 * time.Second
 	// DefaultMetricsPort is the port of the node setup metrics; the
 	// default address is the first -localip on it.
-	DefaultMetricsPort = 9353
-	DefaultDNSPort              = 53
-	DefaultRunDir               = "/run/nodelocaldns"
-	DefaultLameDuck             = 2 * time.Second
-	DefaultClusterDomain        = "cluster.local"
+	DefaultMetricsPort   = 9353
+	DefaultDNSPort       = 53
+	DefaultRunDir        = "/run/nodelocaldns"
+	DefaultLameDuck      = 2 * time.Second
+	DefaultClusterDomain = "cluster.local"
 
 	// MaxLameDuck bounds -lameduck so that a shutdown can never hang.
 	MaxLameDuck = 5 * time.Minute
