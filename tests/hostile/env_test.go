@@ -183,12 +183,18 @@ func setup(t *testing.T) *env {
 		}
 		t.Cleanup((*s.p).Close)
 	}
+	args := []string{"-memory-limit", memoryLimit}
+	if os.Getenv("HOSTILE_NO_MEMORY_LIMIT") != "" {
+		// For an agent from before -memory-limit (AGENT_BIN), to show
+		// that these tests fail on it.
+		args = nil
+	}
 	e.agent = agent.StartAgent(t, agent.AgentOptions{
 		Bin: agentBin, LocalIP: localIP, ClusterDNS: clusterIP,
 		Upstreams:   []string{holeIP + ":53"},
 		StubDomains: map[string][]string{"big.test": {bigIP + ":53"}},
 		Template:    template(t),
-		Args:        []string{"-memory-limit", memoryLimit},
+		Args:        args,
 	})
 	// The victim's cached name.
 	if r := udpQuery(victimIP, "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second); r == nil || len(r.Answer) != 1 {
