@@ -232,9 +232,9 @@ func TestMalformedEDNS(t *testing.T) {
 		return &dns.OPT{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeOPT, Class: 1232}}
 	}
 	for name, mod := range map[string]func(m *dns.Msg){
-		"two OPT records":   func(m *dns.Msg) { m.Extra = []dns.RR{opt("."), opt(".")} },
-		"OPT owner":         func(m *dns.Msg) { m.Extra = []dns.RR{opt("example.")} },
-		"OPT in authority":  func(m *dns.Msg) { m.Ns = []dns.RR{opt(".")} },
+		"two OPT records":    func(m *dns.Msg) { m.Extra = []dns.RR{opt("."), opt(".")} },
+		"OPT owner":          func(m *dns.Msg) { m.Extra = []dns.RR{opt("example.")} },
+		"OPT in authority":   func(m *dns.Msg) { m.Ns = []dns.RR{opt(".")} },
 		"OPT and a good one": func(m *dns.Msg) { m.Extra = []dns.RR{opt("."), opt("x.")} },
 	} {
 		for _, netw := range []string{"udp", "tcp"} {
