@@ -103,8 +103,10 @@ type budget struct {
 	// peak is the highest used since the last takePeak.
 	peak atomic.Int64
 
-	mu      sync.Mutex
-	clients map[netip.Addr]*clientUse
+	mu sync.Mutex
+	// clients holds values, not pointers: a client's first query allocates
+	// nothing.
+	clients map[netip.Addr]clientUse
 }
 
 // clientUse is what one client holds.
@@ -115,7 +117,7 @@ type clientUse struct {
 }
 
 func newBudget(limit int64, maxClient int) *budget {
-	return &budget{limit: limit, maxClient: maxClient, clients: map[netip.Addr]*clientUse{}}
+	return &budget{limit: limit, maxClient: maxClient, clients: map[netip.Addr]clientUse{}}
 }
 
 // admit decides whether client may add cost bytes of work: "" when it may
@@ -126,9 +128,6 @@ func (b *budget) admit(client netip.Addr, cost int64, query, conn bool, maxConns
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	u := b.clients[client]
-	if u == nil {
-		u = &clientUse{}
-	}
 	used := b.used.Load()
 	switch {
 	case query && u.inflight >= b.maxClient:
@@ -156,8 +155,9 @@ func (b *budget) admit(client netip.Addr, cost int64, query, conn bool, maxConns
 // is there already); it makes the client heavier for the next admit.
 func (b *budget) charge(client netip.Addr, cost int64) {
 	b.mu.Lock()
-	if u := b.clients[client]; u != nil {
+	if u, ok := b.clients[client]; ok {
 		u.bytes += cost
+		b.clients[client] = u
 		b.add(cost)
 	}
 	b.mu.Unlock()
@@ -167,8 +167,8 @@ func (b *budget) charge(client netip.Addr, cost int64) {
 func (b *budget) release(client netip.Addr, cost int64, query, conn bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	u := b.clients[client]
-	if u == nil {
+	u, ok := b.clients[client]
+	if !ok {
 		return
 	}
 	if query {
@@ -182,7 +182,9 @@ func (b *budget) release(client netip.Addr, cost int64, query, conn bool) {
 	if u.inflight <= 0 && u.conns <= 0 {
 		b.used.Add(-u.bytes) // nothing should be left; never leak budget
 		delete(b.clients, client)
+		return
 	}
+	b.clients[client] = u
 }
 
 func (b *budget) add(cost int64) {
