@@ -284,3 +284,33 @@ func TestRDInCacheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleClosedSoonerUnderPressure: when a listener holds more than half
+// of its connections, connections idle for pressureIdle are closed (long
+// before TCPIdleTimeout), making room for clients with queries; once the
+// pressure is gone, idle connections stay.
+func TestIdleClosedSoonerUnderPressure(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	_, addr := startWith(t, Options{MaxTCPConns: 4, TCPIdleTimeout: time.Minute}, []string{"tcp"}, &Block{Zones: []string{"."}, Forward: f})
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	old := dialFrom(t, "127.0.0.1", addr)
+	time.Sleep(2 * pressureIdle) // idle for longer than pressureIdle, no pressure yet
+	if closedWithin(old, 10*time.Millisecond) {
+		t.Fatal("an idle connection was closed without pressure")
+	}
+	dialFrom(t, "127.0.0.2", addr)
+	busy := &dns.Conn{Conn: dialFrom(t, "127.0.0.3", addr)} // 3 of 4: pressure
+	if err := busy.WriteMsg(q("www.example.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(old, 2*time.Second) {
+		t.Error("the connection idle for longer than pressureIdle was not closed under pressure")
+	}
+	if r, err := busy.ReadMsg(); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("the new client's query: %v %v", r, err)
+	}
+}
