@@ -210,9 +210,11 @@ func badEDNS(req *dns.Msg) bool {
 			}
 		}
 	}
-	for _, rr := range append(req.Answer[:len(req.Answer):len(req.Answer)], req.Ns...) {
-		if rr.Header().Rrtype == dns.TypeOPT {
-			return true
+	for _, sec := range [2][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				return true
+			}
 		}
 	}
 	return false

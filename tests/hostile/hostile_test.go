@@ -34,6 +34,27 @@ func TestHostile(t *testing.T) {
 		}
 	})
 
+	// The same from 16 addresses (a pod can have several, or several pods
+	// collude): the per-client limits no longer bind, the memory budget
+	// and the miss path's slots do.
+	t.Run("tcp pipelined misses from many addresses", func(t *testing.T) {
+		before := refused(t, e, "memory") + refused(t, e, "memory_heavy") + refused(t, e, "inflight")
+		attack(t, e, 3*time.Second, func(ctx context.Context) {
+			var wg sync.WaitGroup
+			for a := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tcpPipeline(ctx, attacker(100+a), 8, 64, func(i int) string { return fmt.Sprintf("m%d-%d.hole.example.", a, i) }, dns.TypeA)
+				}()
+			}
+			wg.Wait()
+		})
+		if after := refused(t, e, "memory") + refused(t, e, "memory_heavy") + refused(t, e, "inflight"); after <= before {
+			t.Error("no query refused by the memory budget or the miss path's slots")
+		}
+	})
+
 	// 3,000 unique names with 56 kB answers over TCP: the cache was bounded
 	// in entries only (RSS 214 MB).
 	t.Run("large answers over TCP", func(t *testing.T) {
