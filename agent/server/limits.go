@@ -31,6 +31,9 @@ const (
 	// answerWeight charges a large answer several times its packed size
 	// (unpacked records, the packed copy, the cache entry).
 	answerWeight = 4
+	// heavyShare: once half of the budget is spent, a client holding a
+	// heavyShare-th of what is left or more is refused.
+	heavyShare = 16
 )
 
 // Reasons of a refusal (the reason label of
@@ -91,10 +94,13 @@ func newLimitMetrics(reg prometheus.Registerer, b *budget) (*limitMetrics, error
 // refuse counts one refusal.
 func (m *limitMetrics) refuse(reason string) { m.byName[reason].Inc() }
 
-// budget is the memory budget of in-flight work, charged per client. When
-// it is more than half spent, a client already holding more than the mean
-// share of the clients holding any is refused first: the heaviest clients
-// are shed while light ones are still served.
+// budget is the memory budget of in-flight work, charged per client. Once
+// it is more than half spent, a client is refused when what it holds is a
+// heavyShare-th of what is left or more: as the budget fills, the heaviest
+// clients are shed first, then lighter ones, while clients holding little
+// (a pod with a query or two in flight) are served until it is all spent.
+// Many attackers sharing the load stop near half of the budget, which
+// leaves the other half to everyone else.
 type budget struct {
 	limit     int64
 	maxClient int // in-flight queries per client
@@ -136,7 +142,7 @@ func (b *budget) admit(client netip.Addr, cost int64, query, conn bool, maxConns
 		return reasonClientConns
 	case used+cost > b.limit:
 		return reasonMemory
-	case used > b.limit/2 && u.bytes*int64(max(len(b.clients), 1)) > used:
+	case used > b.limit/2 && u.bytes*heavyShare >= b.limit-used:
 		return reasonHeavy
 	}
 	if query {

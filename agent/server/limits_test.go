@@ -17,53 +17,69 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
 )
 
-// TestBudgetShedsHeaviest: past half of the budget the client holding the
-// most is refused while a light one is admitted; per-client limits hold
-// whatever the budget; release gives everything back.
+// TestBudgetShedsHeaviest: past half of the budget the clients holding
+// the most are refused while light ones are still admitted, also when many
+// attackers share the load; per-client limits hold whatever the budget;
+// release gives everything back.
 func TestBudgetShedsHeaviest(t *testing.T) {
-	heavy, light := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	b := newBudget(100, 1000)
-	if r := b.admit(light, 10, true, false, 0); r != "" {
-		t.Fatalf("light client refused: %q", r)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
+	victim := addr(0)
+	for _, attackers := range []int{1, 16} {
+		t.Run(fmt.Sprintf("%d attackers", attackers), func(t *testing.T) {
+			b := newBudget(1024, 1<<20) // 1024 units, as 16 MiB of 16 KiB misses
+			if r := b.admit(victim, 1, true, false, 0); r != "" {
+				t.Fatalf("victim refused: %q", r)
+			}
+			held := map[netip.Addr]int{victim: 1}
+			for refusals := 0; refusals < attackers; {
+				for a := 1; a <= attackers; a++ {
+					switch r := b.admit(addr(a), 1, true, false, 0); r {
+					case "":
+						held[addr(a)]++
+					case reasonHeavy:
+						refusals++
+					default:
+						t.Fatalf("attacker %d refused with %q", a, r)
+					}
+				}
+			}
+			if used := b.used.Load(); used > 1024/2+int64(attackers) {
+				t.Fatalf("the attackers hold %d of 1024 when shed, want about half", used)
+			}
+			for i := 0; i < 20; i++ { // the victim still gets in
+				if r := b.admit(victim, 1, true, false, 0); r != "" {
+					t.Fatalf("victim query %d refused (%s) at %d of 1024", i, r, b.used.Load())
+				}
+				held[victim]++
+			}
+			for a, n := range held {
+				for range n {
+					b.release(a, 1, true, false)
+				}
+			}
+			if b.used.Load() != 0 || len(b.clients) != 0 {
+				t.Fatalf("after releasing everything: used %d, %d clients", b.used.Load(), len(b.clients))
+			}
+		})
 	}
-	for i := 0; i < 5; i++ {
-		if r := b.admit(heavy, 10, true, false, 0); r != "" {
-			t.Fatalf("heavy query %d refused (%s) at %d of 100", i, r, b.used.Load())
+	// Many light clients fill the whole budget, then the hard limit holds.
+	b := newBudget(100, 1<<20)
+	for i := 0; i < 100; i++ {
+		if r := b.admit(addr(i), 1, true, false, 0); r != "" {
+			t.Fatalf("light client %d refused (%s) at %d of 100", i, r, b.used.Load())
 		}
 	}
-	if r := b.admit(heavy, 10, true, false, 0); r != reasonHeavy {
-		t.Fatalf("heavy client past half of the budget: %q, want %q", r, reasonHeavy)
-	}
-	for i := 0; i < 4; i++ {
-		if r := b.admit(light, 10, true, false, 0); r != "" {
-			t.Fatalf("light query %d refused (%s) at %d of 100", i, r, b.used.Load())
-		}
-	}
-	if r := b.admit(light, 10, true, false, 0); r != reasonMemory {
+	if r := b.admit(addr(100), 1, true, false, 0); r != reasonMemory {
 		t.Fatalf("a full budget: %q, want %q", r, reasonMemory)
 	}
-	for i := 0; i < 5; i++ {
-		b.release(heavy, 10, true, false)
-		b.release(light, 10, true, false)
-	}
-	if b.used.Load() != 0 || len(b.clients) != 0 {
-		t.Fatalf("after releasing everything: used %d, %d clients", b.used.Load(), len(b.clients))
-	}
-	// A lone client is not shed for being the heaviest, only by its limits
-	// and the budget.
-	for i := 0; i < 10; i++ {
-		if r := b.admit(heavy, 10, true, false, 0); r != "" {
-			t.Fatalf("lone client query %d refused: %s", i, r)
-		}
-	}
 	c := newBudget(1<<30, 2)
-	c.admit(heavy, 1, true, false, 0)
-	c.admit(heavy, 1, true, false, 0)
-	if r := c.admit(heavy, 1, true, false, 0); r != reasonClientInflight {
+	c.admit(victim, 1, true, false, 0)
+	c.admit(victim, 1, true, false, 0)
+	if r := c.admit(victim, 1, true, false, 0); r != reasonClientInflight {
 		t.Fatalf("third query with a per-client limit of 2: %q", r)
 	}
-	c.admit(heavy, 1, false, true, 1)
-	if r := c.admit(heavy, 1, false, true, 1); r != reasonClientConns {
+	c.admit(victim, 1, false, true, 1)
+	if r := c.admit(victim, 1, false, true, 1); r != reasonClientConns {
 		t.Fatalf("second connection with a per-client limit of 1: %q", r)
 	}
 	if c.peak.Load() != 3 {
