@@ -201,14 +201,14 @@ func (t *tcpListener) serve(c *net.TCPConn, st *tcpConnState, client netip.Addr)
 	}()
 	var lenBuf [2]byte
 	buf := make([]byte, maxTCPQuery)
-	for {
+	for first := true; ; first = false {
 		t.mu.Lock()
 		closed := t.closed
 		t.mu.Unlock()
 		if closed {
 			return
 		}
-		idle := t.s.opts.TCPIdleTimeout
+		idle := t.s.readTimeout(first)
 		if t.underPressure() {
 			idle = min(idle, pressureIdle)
 		}
@@ -301,7 +301,7 @@ func (tc *tcpConn) write(resp []byte) {
 	binary.BigEndian.PutUint16(lenBuf[:], uint16(len(resp)))
 	bufs := net.Buffers{lenBuf[:], resp}
 	tc.wmu.Lock()
-	_ = tc.c.SetWriteDeadline(time.Now().Add(TCPWriteTimeout))
+	_ = tc.c.SetWriteDeadline(time.Now().Add(tc.t.s.writeTimeout()))
 	_, err := bufs.WriteTo(tc.c)
 	tc.wmu.Unlock()
 	if err != nil {
