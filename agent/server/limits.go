@@ -14,7 +14,7 @@ import (
 const (
 	// DefaultMaxClientInflight bounds the queries of one client (source
 	// address) on the miss path at once, UDP and TCP together.
-	DefaultMaxClientInflight = 256
+	DefaultMaxClientInflight = 512
 	// DefaultMaxClientConns bounds the TCP connections of one client per
 	// listener.
 	DefaultMaxClientConns = 64
