@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests, benchmarks and demo use: real DNS
 # servers (nsd, unbound), real clients (dig, dnsperf, getent from libc-bin),
-# iptables/nftables and iproute2 for the network-namespace tests.
+# iptables/nftables and iproute2 for the network-namespace tests;
+# qemu-user-static to run the arm64 images' programs (tests/images), whose
+# Debian packages come from the arm64 architecture added to apt here.
 # Safe to run again; it only installs what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates)
+pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates qemu-user-static)
+# The agent image's arm64 root file system (make images) needs apt's arm64 lists.
+update=false
+if [ "$(id -u)" -eq 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+	echo "install-deps: adding the arm64 architecture to apt (for the agent image's arm64 packages)"
+	dpkg --add-architecture arm64
+	update=true
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
+	if $update; then
+		apt-get update -qq
+	fi
 	echo "install-deps: all packages present"
 	exit 0
 fi
