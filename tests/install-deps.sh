@@ -7,10 +7,20 @@
 # Safe to run again; it only installs what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates qemu-user-static)
+pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates)
+# The end-to-end node (tests/e2e): container runtime, CNI plugins, a static
+# busybox for the test images, ipset/conntrack for kube-proxy, openssl for the
+# node's certificates, util-linux for nsenter.
+pkgs+=(containerd runc containernetworking-plugins busybox-static ipset conntrack openssl util-linux)
+# qemu-user-static runs the arm64 images' programs (tests/images).
+pkgs+=(qemu-user-static)
+# `install-deps.sh demo`: only what `make demo` uses (a first run installs less).
+if [ "${1:-}" = demo ]; then
+	pkgs=(nsd bind9-dnsutils iptables nftables iproute2 procps kmod ca-certificates)
+fi
 # The agent image's arm64 root file system (make images) needs apt's arm64 lists.
 update=false
-if [ "$(id -u)" -eq 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+if [ "${1:-}" != demo ] && [ "$(id -u)" -eq 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
 	echo "install-deps: adding the arm64 architecture to apt (for the agent image's arm64 packages)"
 	dpkg --add-architecture arm64
 	update=true
@@ -39,3 +49,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 for svc in nsd unbound; do
 	pkill -x "$svc" 2>/dev/null || true
 done
+# containerd's package enables a systemd unit; where systemd runs it, stop it:
+# the e2e node runs its own containerd on a private socket.
+if [ -d /run/systemd/system ]; then
+	systemctl disable --now containerd 2>/dev/null || true
+fi

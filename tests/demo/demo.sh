@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" -eq 0 ]; then
-	bash tests/install-deps.sh
+	bash tests/install-deps.sh demo
 else
 	echo "demo: not root: the agent part runs on a loopback port (no network namespaces, no iptables)"
 fi
