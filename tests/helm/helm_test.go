@@ -77,7 +77,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 				t.Fatal(err)
 			}
 			if diffs := Compare(k, c); len(diffs) > 0 {
-				t.Errorf("the chart (--set %s) and the kustomization differ in %d places; change the chart in manifests/helm/nodelocaldns with the kustomize tree:\n%s",
+				t.Fatalf("the chart (--set %s) and the kustomization differ in %d places; change the chart in manifests/helm/nodelocaldns with the kustomize tree:\n%s",
 					strings.Join(sc.values, ","), len(diffs), strings.Join(diffs, "\n"))
 			}
 			t.Logf("%d objects, the same from kustomize and from the chart", len(k))

@@ -90,10 +90,15 @@ func Kustomize(k Kustomization, tmp string) ([]Object, error) {
 	dir := filepath.Join(ManifestsDir(), k.Dir)
 	if k.Dir == "" {
 		dir = tmp
+		// kustomize takes relative paths only.
 		abs := func(paths []string) []string {
 			var out []string
 			for _, p := range paths {
-				out = append(out, filepath.Join(ManifestsDir(), p))
+				rel, err := filepath.Rel(tmp, filepath.Join(ManifestsDir(), p))
+				if err != nil {
+					rel = p
+				}
+				out = append(out, rel)
 			}
 			return out
 		}
@@ -174,8 +179,17 @@ func Run(helm string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// Normalize drops the chart's Helm labels from the object's metadata.
+// Normalize drops the chart's Helm labels from the object's metadata, and
+// ends a Corefile with exactly one newline (the Cilium component's patch
+// loses the last one; the agent does not care).
 func Normalize(o Object) Object {
+	if o["kind"] == "ConfigMap" {
+		if data, ok := o["data"].(map[string]any); ok {
+			if c, ok := data["Corefile"].(string); ok {
+				data["Corefile"] = strings.TrimRight(c, "\n") + "\n"
+			}
+		}
+	}
 	md, _ := o["metadata"].(map[string]any)
 	if labels, ok := md["labels"].(map[string]any); ok {
 		for _, l := range helmLabels {

@@ -57,9 +57,19 @@ timed() {
 }
 
 gobuild() {
-	local dir=$1 pkg=$2
+	local dir=$1 pkg=$2 stamp=""
 	cd "$repo/$dir"
-	CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -gcflags="$gcflags" -o "$out" "$pkg"
+	# Kubernetes commands report the module's version (helm install checks
+	# it against a chart's kubeVersion), not v0.0.0-master.
+	local kv
+	kv=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' go.mod)
+	if [ -n "$kv" ]; then
+		local v
+		for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+			stamp+=" -X $v.gitVersion=$kv -X $v.gitTreeState=clean"
+		done
+	fi
+	CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags$stamp" -gcflags="$gcflags" -o "$out" "$pkg"
 }
 
 # etcd_debian: extracts /usr/bin/etcd of Debian's etcd-server package (apt-get

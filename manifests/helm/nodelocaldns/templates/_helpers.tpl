@@ -1,12 +1,15 @@
 {{/*
 Labels of every object: the kustomize tree's app.kubernetes.io/name and
 component, plus Helm's own (tests/helm ignores the Helm ones when it compares
-the chart with the kustomize install). Call with (list $ "component").
+the chart with the kustomize install). Call with (list $ "component"); an
+empty component leaves the label out.
 */}}
 {{- define "nodelocaldns.labels" -}}
 {{- $root := index . 0 -}}
 app.kubernetes.io/name: node-local-dns
-app.kubernetes.io/component: {{ index . 1 }}
+{{- with index . 1 }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
 helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 app.kubernetes.io/instance: {{ $root.Release.Name }}
