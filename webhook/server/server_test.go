@@ -248,45 +248,58 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	}
 }
 
-// TestConnectionLimit checks that connections beyond MaxConnections are
-// closed at once, and that a closed connection frees its slot.
+// TestConnectionLimit checks that connections beyond a client's share
+// (MaxConnections/4) or beyond MaxConnections are closed at once, and that
+// a closed connection frees its slot.
 func TestConnectionLimit(t *testing.T) {
-	r := start(t, Options{MaxConnections: 3})
+	r := start(t, Options{MaxConnections: 8}) // 2 per client address
 	cfg := &tls.Config{RootCAs: r.pool, MinVersion: tls.VersionTLS12}
-	dial := func() (*tls.Conn, error) {
-		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", r.addr, cfg)
+	dialFrom := func(local string) (*tls.Conn, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		return tls.DialWithDialer(d, "tcp", r.addr, cfg)
 	}
 	var held []*tls.Conn
-	for range 3 {
-		c, err := dial()
-		if err != nil {
-			t.Fatalf("connection within the limit: %v", err)
-		}
-		held = append(held, c)
-	}
 	defer func() {
 		for _, c := range held {
 			c.Close()
 		}
 	}()
-	// start's readiness probe connection may still hold its slot briefly.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := dial()
-		if err != nil {
-			break // refused: closed during the handshake
+	// refusedFrom waits until a connection from local is refused (the
+	// readiness probe of start may still hold a slot for a moment).
+	refusedFrom := func(local string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := dialFrom(local)
+			if err != nil {
+				return
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("a connection from %s was accepted beyond the limit", local)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("a 4th connection was accepted with a limit of 3")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	// Four addresses, two connections each: the share, then the total.
+	for _, local := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		for range 2 {
+			c, err := dialFrom(local)
+			if err != nil {
+				t.Fatalf("connection within the limits from %s: %v", local, err)
+			}
+			held = append(held, c)
+		}
+		if local == "127.0.0.2" {
+			refusedFrom(local) // over its share, others still welcome
+		}
+	}
+	refusedFrom("127.0.0.6") // over the total
 	held[0].Close()
 	held = held[1:]
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := dial()
+		c, err := dialFrom("127.0.0.6")
 		if err == nil {
 			c.Close()
 			break
