@@ -81,6 +81,8 @@ type generation struct {
 	caches     []*cache.Cache
 	// probes are the loop detection of the blocks with the loop plugin.
 	probes []*loop.Probe
+	// closers stop the plugins' background work (file reloads).
+	closers []func()
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -218,6 +220,12 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	g := &generation{cfg: cfg, text: text}
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
+		plugins, err := a.plugins(s, g)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		b.Plugins = plugins
 		if s.Cache != nil {
 			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
 			g.caches = append(g.caches, b.Cache)
@@ -249,6 +257,9 @@ func (g *generation) close() {
 	}
 	for _, c := range g.caches {
 		c.Release()
+	}
+	for _, c := range g.closers {
+		c()
 	}
 }
 

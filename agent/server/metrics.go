@@ -80,11 +80,13 @@ const (
 	pluginNone    = 0
 	pluginCache   = 1
 	pluginForward = 2
-	numPlugins    = 3
-	numRcodes     = 24 // rcodes above 23 are counted in the last slot
+	// The answer-changing plugins (plugins.go), in pluginName's order.
+	pluginFirstAnswer = 3
+	numPlugins        = 9
+	numRcodes         = 24 // rcodes above 23 are counted in the last slot
 )
 
-var pluginName = [numPlugins]string{"", "cache", "forward"}
+var pluginName = [numPlugins]string{"", "cache", "forward", "hosts", "rewrite", "template", "dns64", "loadbalance", "whoami"}
 
 // routeMetrics are the metric children of one zone of one server block,
 // created on first use so that the hit path only does atomic operations.

@@ -42,7 +42,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	}
 	ti := typeIndex(req.Question[0].Qtype)
 	(*rt.m.request(tcp, v6, ti)).Inc()
-	resp, plugin, stored := s.resolve(ctx, rt, req, key)
+	var resp *dns.Msg
+	var plugin int
+	var stored *cache.Entry
+	if rt.block.Plugins != nil {
+		resp, plugin, stored = s.resolvePlugins(ctx, zones, rt, req, key, tcp, client)
+	} else {
+		resp, plugin, stored = s.resolve(ctx, rt, req, key)
+	}
 	(*rt.m.response(resp.Rcode, plugin)).Inc()
 	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	var out []byte

@@ -50,6 +50,9 @@ type Block struct {
 	// Errors logs upstream failures; Log logs every query (and keeps the
 	// block off the wire-format hit path).
 	Errors, Log bool
+	// Plugins are the block's answer-changing plugins; nil when it has
+	// none (plugins.go).
+	Plugins *Plugins
 }
 
 // route is one zone of a block as the server sees it.
