@@ -229,10 +229,17 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		m.Question = []dns.Question{req.Question[0]}
 	}
 	extra := m.Extra[:0]
+	var ede []dns.EDNS0 // extended errors (template's ederror) are kept
 	for _, rr := range m.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
+		if opt, ok := rr.(*dns.OPT); ok {
+			for _, o := range opt.Option {
+				if o.Option() == dns.EDNS0EDE {
+					ede = append(ede, o)
+				}
+			}
+			continue
 		}
+		extra = append(extra, rr)
 	}
 	m.Extra = extra
 	size := dnswire.MinUDPSize
@@ -242,6 +249,7 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		o.Hdr.Rrtype = dns.TypeOPT
 		o.SetUDPSize(EDNSSize)
 		o.SetDo(opt.Do())
+		o.Option = ede
 		if resp.Rcode > 0xf {
 			o.SetExtendedRcode(uint16(resp.Rcode))
 		}
