@@ -21,6 +21,11 @@ func FuzzParse(f *testing.F) {
 		"(snip) {\nerrors\n}\n. {\n}",
 		". { cache { success 1 } }",
 		"{$HOME} {\n}",
+		// The answer-changing plugins.
+		". {\nhosts /etc/hosts example.org {\n10.0.0.1 a.example.org\nttl 60\nno_reverse\nreload 1s\nfallthrough\n}\n}",
+		". {\nrewrite continue name regex (.*)\\.a {1}.b answer auto\nrewrite stop {\nname suffix .a .b\nanswer value (.*) {1}\n}\nrewrite ttl a. 1-5\nrewrite rcode regex .* 2 0\nrewrite type A AAAA\n}",
+		". {\ntemplate IN A example.org {\nmatch ^(?P<x>.*)$\nanswer \"{{ .Name }} 60 IN A 10.0.0.1\"\nrcode NOERROR\nederror 21 x\nfallthrough\n}\n}",
+		". {\ndns64 64:ff9b::/96 {\ntranslate_all\nallow_ipv4\n}\nloadbalance round_robin {\nprefer 10.0.0.0/8\n}\nwhoami\n}",
 	} {
 		f.Add(seed)
 	}
@@ -50,6 +55,19 @@ func FuzzParse(f *testing.F) {
 			}
 			if c := s.Cache; c != nil && (c.SuccessCap <= 0 || c.DenialCap <= 0 || c.SuccessMinTTL > c.SuccessTTL) {
 				t.Fatalf("bad cache %+v", c)
+			}
+			for _, tp := range s.Templates {
+				if len(tp.Match) == 0 || len(tp.Zones) == 0 {
+					t.Fatalf("bad template %+v", tp)
+				}
+			}
+			for _, r := range s.Rewrite {
+				if r.Field == "" || r.Field == "name" && r.Match == "" {
+					t.Fatalf("bad rewrite rule %+v", r)
+				}
+			}
+			if h := s.Hosts; h != nil && (h.TTL == 0 || len(h.Origins) == 0) {
+				t.Fatalf("bad hosts %+v", h)
 			}
 		}
 	})
