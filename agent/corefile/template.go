@@ -2,10 +2,11 @@ package corefile
 
 import (
 	"strconv"
-	gotmpl "text/template"
 
 	"github.com/coredns/caddy/caddyfile"
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/plugin/gotemplate"
 )
 
 // Template is one `template CLASS TYPE [ZONES...] { ... }` of the template
@@ -34,14 +35,6 @@ type Template struct {
 type EDE struct {
 	Code   uint16
 	Reason string
-}
-
-// TemplateFuncs are the functions templates may call, as CoreDNS offers.
-var TemplateFuncs = gotmpl.FuncMap{"parseInt": strconv.ParseUint}
-
-// NewTemplate compiles a record template.
-func NewTemplate(section, text string) (*gotmpl.Template, error) {
-	return gotmpl.New(section).Funcs(TemplateFuncs).Parse(text)
 }
 
 func parseTemplate(p *blockParser, d *caddyfile.Dispenser) error {
@@ -95,7 +88,7 @@ func (p *blockParser) templateOption(d *caddyfile.Dispenser, t *Template) error 
 			return p.wrongArgs(d, "template "+opt, args)
 		}
 		for _, text := range args {
-			if _, err := NewTemplate(opt, text); err != nil {
+			if _, err := gotemplate.Compile(opt, text); err != nil {
 				return p.errf(d, "template %s: could not compile template: %v", opt, err)
 			}
 		}

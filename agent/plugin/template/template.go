@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	gotmpl "text/template"
 
 	"github.com/miekg/dns"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/plugin"
+	"github.com/nodelocaldns/nodelocaldns/agent/plugin/gotemplate"
 )
 
 // maxRecordText bounds the text one record template may produce.
@@ -31,7 +31,7 @@ type tmpl struct {
 	cfg                           corefile.Template
 	zones                         plugin.Zones
 	regex                         []*regexp.Regexp
-	answer, additional, authority []*gotmpl.Template
+	answer, additional, authority []*gotemplate.Program
 }
 
 // New compiles the templates; m may be nil.
@@ -50,10 +50,10 @@ func New(cfgs []corefile.Template, m *Metrics) (*Handler, error) {
 		for _, sec := range []struct {
 			name string
 			src  []string
-			dst  *[]*gotmpl.Template
+			dst  *[]*gotemplate.Program
 		}{{"answer", c.Answer, &t.answer}, {"additional", c.Additional, &t.additional}, {"authority", c.Authority, &t.authority}} {
 			for _, text := range sec.src {
-				gt, err := corefile.NewTemplate(sec.name, text)
+				gt, err := gotemplate.Compile(sec.name, text)
 				if err != nil {
 					return nil, fmt.Errorf("template at line %d: %w", c.Line, err)
 				}
@@ -64,23 +64,6 @@ func New(cfgs []corefile.Template, m *Metrics) (*Handler, error) {
 	}
 	return h, nil
 }
-
-// data is what a record template sees (CoreDNS's names).
-type data struct {
-	Zone     string
-	Name     string
-	Regex    string
-	Match    []string
-	Group    map[string]string
-	Class    string
-	Type     string
-	Message  *dns.Msg
-	Question *dns.Question
-	Remote   string
-}
-
-// Meta returns metadata; the agent has no metadata plugin, so "".
-func (*data) Meta(string) string { return "" }
 
 // ServeDNS answers from the first template whose zone, class, type and a
 // regex match the query.
@@ -146,7 +129,7 @@ func (h *Handler) ServeDNS(ctx context.Context, r *plugin.Request, next plugin.N
 
 // match returns the template data when t answers the query; otherwise
 // fall says whether the next template (or plugin) may.
-func (t *tmpl) match(r *plugin.Request, name string) (d *data, match, fall bool) {
+func (t *tmpl) match(r *plugin.Request, name string) (d *gotemplate.Data, match, fall bool) {
 	q := r.Msg.Question[0]
 	zone := t.zones.Matches(name)
 	if zone == "" {
@@ -163,7 +146,7 @@ func (t *tmpl) match(r *plugin.Request, name string) (d *data, match, fall bool)
 		if groups == nil {
 			continue
 		}
-		d := &data{Zone: zone, Name: name, Regex: re.String(), Question: &q, Message: r.Msg,
+		d := &gotemplate.Data{Zone: zone, Name: name, Regex: re.String(), Question: &q, Message: r.Msg,
 			Remote: r.Client.Addr().Unmap().String(), Match: groups, Group: map[string]string{}}
 		d.Class = dns.ClassToString[q.Qclass]
 		if q.Qclass == dns.ClassANY {
@@ -201,11 +184,11 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 // execute renders one record, counting failures as CoreDNS does.
-func (h *Handler) execute(r *plugin.Request, section string, gt *gotmpl.Template, d *data) (dns.RR, error) {
+func (h *Handler) execute(r *plugin.Request, section string, gt *gotemplate.Program, d *gotemplate.Data) (dns.RR, error) {
 	var buf limitedBuffer
 	if err := gt.Execute(&buf, d); err != nil {
 		if h.m != nil {
-			h.m.failures.WithLabelValues(r.Server, d.Zone, "", d.Class, d.Type, section, gt.Tree.Root.String()).Inc()
+			h.m.failures.WithLabelValues(r.Server, d.Zone, "", d.Class, d.Type, section, gt.String()).Inc()
 		}
 		return nil, err
 	}
@@ -215,7 +198,7 @@ func (h *Handler) execute(r *plugin.Request, section string, gt *gotmpl.Template
 	}
 	if err != nil {
 		if h.m != nil {
-			h.m.rrFailures.WithLabelValues(r.Server, d.Zone, "", d.Class, d.Type, section, gt.Tree.Root.String()).Inc()
+			h.m.rrFailures.WithLabelValues(r.Server, d.Zone, "", d.Class, d.Type, section, gt.String()).Inc()
 		}
 		return nil, err
 	}
