@@ -94,6 +94,9 @@ func (s *Server) cachedPlugins(ctx context.Context, rt *route, r *plugin.Request
 	}
 	q := r.Msg.Question[0]
 	resp, err := s.below(ctx, rt, r)
+	if err == nil && resp == nil {
+		err = plugin.Fail(dns.RcodeServerFailure, errors.New("no reply"))
+	}
 	label := pluginForward
 	if r.Writer != "" {
 		label = writerLabel(r.Writer)
@@ -200,6 +203,11 @@ func (s *Server) refreshPlugins(rt *route, req *dns.Msg) {
 	key := msgKey(req)
 	q := req.Question[0]
 	r := &plugin.Request{Msg: req, Server: rt.m.server}
+	if zones := s.zonesOf(rt.block); zones != nil {
+		r.Lookup = func(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+			return s.lookup(ctx, zones, r, name, qtype)
+		}
+	}
 	resp, err := s.below(s.ctx, rt, r)
 	if err != nil || resp.Rcode == dns.RcodeServerFailure {
 		return
@@ -207,6 +215,21 @@ func (s *Server) refreshPlugins(rt *route, req *dns.Msg) {
 	resp.Question = []dns.Question{q}
 	b.Cache.Prefetched()
 	_ = b.Cache.Set(key, resp)
+}
+
+// zonesOf returns the zones of a listener of b, for the lookups of a
+// prefetch (which has no listener of its own).
+func (s *Server) zonesOf(b *Block) *zoneMap {
+	t := s.table.Load()
+	if len(b.Bind) == 0 {
+		return t.byPort[b.Port]
+	}
+	for addr, z := range t.byAddr {
+		if int(addr.Port()) == b.Port && bindsAddr(b, addr.String()) {
+			return z
+		}
+	}
+	return nil
 }
 
 // writerLabel maps a plugin's name to its responses_total label.

@@ -189,3 +189,55 @@ func TestPluginLookup(t *testing.T) {
 		t.Errorf("calls %s", got)
 	}
 }
+
+// TestPluginPrefetch checks that a prefetch of a block with plugins asks
+// the plugins below the cache again, with a lookup through the server.
+func TestPluginPrefetch(t *testing.T) {
+	log := &callLog{}
+	var lookedUp bool
+	below := handlerFunc{name: "below", log: log, serve: func(ctx context.Context, r *plugin.Request, next plugin.Next) (*dns.Msg, error) {
+		if r.Lookup != nil && r.Name() == "p.example." {
+			if _, err := r.Lookup(ctx, "other.example.", dns.TypeA); err == nil {
+				lookedUp = true
+			}
+		}
+		return next(ctx, r)
+	}}
+	c := cache.New(cacheCfg(), cache.Options{})
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Block{Zones: []string{"."}, Port: 53, Bind: []string{"127.0.0.1"}, Cache: c, Forward: recordingUpstream{log}, Plugins: &Plugins{Below: []plugin.Handler{below}}}
+	if err := s.SetBlocks([]*Block{b}); err != nil {
+		t.Fatal(err)
+	}
+	rt := s.zonesOf(b).lookup([]byte("\x00"))
+	if rt == nil {
+		t.Fatal("no route for the block")
+	}
+	req := q("p.example.", dns.TypeA)
+	s.refreshPlugins(rt, req)
+	if got := log.take(); got != "below,below,forward:other.example.,forward:p.example." || !lookedUp {
+		t.Errorf("calls %s, looked up %v", got, lookedUp)
+	}
+	if e, _, fresh := c.Get(msgKey(req), c.Now()); e == nil || !fresh {
+		t.Error("prefetched answer not cached")
+	}
+}
+
+// TestPluginLookupDepth checks that lookups that would never end (a
+// template CNAME to itself) stop at maxLookupDepth with SERVFAIL.
+func TestPluginLookupDepth(t *testing.T) {
+	log := &callLog{}
+	loop := handlerFunc{name: "loop", log: log, serve: func(ctx context.Context, r *plugin.Request, _ plugin.Next) (*dns.Msg, error) {
+		return r.Lookup(ctx, r.Msg.Question[0].Name, r.QType())
+	}}
+	_, addr := start(t, nil, &Block{Zones: []string{"."}, Forward: fakeUpstream{}, Plugins: &Plugins{Below: []plugin.Handler{loop}}})
+	if r := exchange(t, "udp", addr, q("self.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	if got := strings.Count(log.take(), "loop"); got != maxLookupDepth+1 {
+		t.Errorf("%d calls, want %d", got, maxLookupDepth+1)
+	}
+}
