@@ -51,6 +51,10 @@ func TestParseAnswerPlugins(t *testing.T) {
 			eq(t, [2]uint32{r[2].TTLMin, r[2].TTLMax}, [2]uint32{30, 2147483647})
 			eq(t, [2]uint32{r[3].TTLMin, r[3].TTLMax}, [2]uint32{15, 15})
 		}},
+		{"rewrite cname", ". {\nrewrite cname A.cdn.net. b.cdn.com.\nrewrite cname regex (.*)\\.cdn\\.net\\. {1}.other.com.\n}", func(t *testing.T, s Server) {
+			eq(t, s.Rewrite[0], RewriteRule{Field: "cname", Match: "exact", From: "a.cdn.net.", To: "b.cdn.com.", Line: 2})
+			eq(t, s.Rewrite[1].Match, "regex")
+		}},
 		{"rewrite rcode", ". {\nrewrite rcode regex (.*)\\.a\\.org SERVFAIL 0\n}", func(t *testing.T, s Server) {
 			eq(t, [2]int{s.Rewrite[0].RcodeFrom, s.Rewrite[0].RcodeTo}, [2]int{dns.RcodeServerFailure, 0})
 		}},
@@ -98,7 +102,8 @@ func TestParseAnswerPluginRefusals(t *testing.T) {
 		{"hosts line after fallthrough", ". {\nhosts {\nfallthrough\n10.0.0.1 a\n}\n}", `Corefile:4: unknown option "10.0.0.1" of plugin "hosts"...`},
 		{"hosts bad zone", ". {\nhosts /etc/hosts a..b\n}", `Corefile:2: plugin "hosts": "a..b" is not a valid zone name`},
 		{"rewrite edns0", ". {\nrewrite edns0 local set 0xffee abcd\n}", `Corefile:2: plugin "rewrite": edns0 rules are not supported...`},
-		{"rewrite cname", ". {\nerrors\nrewrite cname a. b.\n}", `Corefile:3: plugin "rewrite": cname rules are not supported`},
+		{"rewrite cname arity", ". {\nerrors\nrewrite cname a.\n}", `Corefile:3: plugin "rewrite": wrong number of arguments (1) for a cname rule`},
+		{"rewrite cname bad type", ". {\nrewrite cname fuzzy a. b.\n}", `Corefile:2: plugin "rewrite": unknown cname rewrite type: fuzzy`},
 		{"rewrite unknown field", ". {\nrewrite foo a b\n}", `Corefile:2: plugin "rewrite": invalid rule type "foo"`},
 		{"rewrite answer first", ". {\nrewrite answer name a b\n}", `Corefile:2: plugin "rewrite": response rewrites must begin with a name rule`},
 		{"rewrite too few", ". {\nrewrite name a\n}", `Corefile:2: plugin "rewrite": too few arguments for a name rule`},

@@ -16,13 +16,14 @@ type RewriteRule struct {
 	// Continue is the continue mode (the default, stop, ends the rules
 	// after a match).
 	Continue bool
-	// Field is "name", "type", "class", "ttl" or "rcode".
+	// Field is "name", "type", "class", "ttl", "rcode" or "cname".
 	Field string
 	// Match is "exact", "prefix", "suffix", "substring" or "regex" (name,
-	// ttl and rcode rules).
+	// ttl, rcode and cname rules).
 	Match string
-	// From is the name or pattern matched, To the name rule's replacement
-	// (both lower-case FQDNs as CoreDNS normalizes them, but a regex).
+	// From is the name or pattern matched, To the name (or cname) rule's
+	// replacement (lower-case FQDNs as CoreDNS normalizes them, but a
+	// regex; a cname rule's are only lower-cased).
 	From, To string
 	// FromCode and ToCode are the type or class rule's values.
 	FromCode, ToCode uint16
@@ -97,7 +98,7 @@ func newRewriteRule(args []string) (RewriteRule, error) {
 	case "edns0":
 		return r, fmt.Errorf("edns0 rules are not supported: the agent's forwarder does not pass EDNS0 options upstream")
 	case "cname":
-		return r, fmt.Errorf("cname rules are not supported")
+		return r, r.parseCNAME(args)
 	}
 	return r, fmt.Errorf("invalid rule type %q", r.Field)
 }
@@ -324,4 +325,27 @@ func parseRcodeValue(v string) (int, bool) {
 	}
 	rc, ok := dns.StringToRcode[strings.ToUpper(v)]
 	return rc, ok
+}
+
+// parseCNAME reads `[MATCH] FROM TO` of a cname rule (the CNAME target
+// rewritten and looked up again).
+func (r *RewriteRule) parseCNAME(args []string) error {
+	switch len(args) {
+	case 2:
+		r.Match, r.From, r.To = "exact", strings.ToLower(args[0]), strings.ToLower(args[1])
+	case 3:
+		r.Match = strings.ToLower(args[0])
+		if err := checkMatch("cname", r.Match); err != nil {
+			return fmt.Errorf("unknown cname rewrite type: %s", r.Match)
+		}
+		r.From, r.To = strings.ToLower(args[1]), strings.ToLower(args[2])
+		if r.Match == "regex" {
+			if err := checkRegex(r.From, ""); err != nil {
+				return fmt.Errorf("invalid cname rewrite regex pattern: %v", err)
+			}
+		}
+	default:
+		return fmt.Errorf("wrong number of arguments (%d) for a cname rule", len(args))
+	}
+	return nil
 }

@@ -1,10 +1,13 @@
 package rewrite
 
 import (
+	"context"
 	"regexp"
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/agent/plugin"
 )
 
 // stringRewriter maps a name to another.
@@ -104,4 +107,70 @@ func (r rcodeRule) apply(m *dns.Msg, _ dns.RR) {
 	if m.Rcode == r.from {
 		m.Rcode = r.to
 	}
+}
+
+// cnameRule rewrites the target of a CNAME record of the reply and
+// replaces the answer by the CNAME records (all of them pointing to the new
+// target, as CoreDNS does) and the new target's records, looked up through
+// the server with the query's type.
+type cnameRule struct {
+	rl  *rule
+	ctx context.Context
+	r   *plugin.Request
+}
+
+func (c cnameRule) apply(m *dns.Msg, rr dns.RR) {
+	cn, ok := rr.(*dns.CNAME)
+	if !ok {
+		return
+	}
+	from, to := c.rl.cnameTargets(cn.Target)
+	if from == "" || cn.Target != from || c.r.Lookup == nil {
+		return
+	}
+	up, err := c.r.Lookup(c.ctx, to, c.r.Msg.Question[0].Qtype)
+	if err != nil || up == nil {
+		return
+	}
+	var answer []dns.RR
+	for _, a := range m.Answer {
+		if x, ok := a.(*dns.CNAME); ok {
+			x.Target = to
+			answer = append(answer, a)
+		}
+	}
+	for _, a := range up.Answer {
+		if a.Header().Name == to {
+			answer = append(answer, a)
+		}
+	}
+	m.Answer = answer
+	m.Truncated = up.Truncated
+}
+
+// cnameTargets returns the target a cname rule matches in target (exact
+// rules: their FROM whatever the target) and its replacement, or "".
+func (rl *rule) cnameTargets(target string) (from, to string) {
+	c := &rl.cfg
+	switch c.Match {
+	case "exact":
+		return c.From, c.To
+	case "prefix":
+		if after, ok := strings.CutPrefix(target, c.From); ok {
+			return target, c.To + after
+		}
+	case "suffix":
+		if before, ok := strings.CutSuffix(target, c.From); ok {
+			return target, before + c.To
+		}
+	case "substring":
+		if strings.Contains(target, c.From) {
+			return target, strings.ReplaceAll(target, c.From, c.To)
+		}
+	case "regex":
+		if groups := rl.re.FindStringSubmatch(target); groups != nil {
+			return target, substitute(c.To, groups)
+		}
+	}
+	return "", ""
 }

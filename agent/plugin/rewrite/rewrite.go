@@ -77,7 +77,7 @@ func (rw *Rewrite) ServeDNS(ctx context.Context, r *plugin.Request, next plugin.
 	orig := r.Msg.Question[0]
 	var resp []respRule
 	for _, rl := range rw.rules {
-		rules, done := rl.rewrite(r)
+		rules, done := rl.rewrite(ctx, r)
 		if !done {
 			continue
 		}
@@ -164,11 +164,14 @@ func (rw *Rewrite) revert(r *plugin.Request, m *dns.Msg, orig dns.Question, rule
 
 // rewrite applies the rule to r's question; done reports a match, rules
 // the reply rewrites it asks for.
-func (rl *rule) rewrite(r *plugin.Request) (rules []respRule, done bool) {
+func (rl *rule) rewrite(ctx context.Context, r *plugin.Request) (rules []respRule, done bool) {
 	c := &rl.cfg
 	q := &r.Msg.Question[0]
 	name := r.Name()
 	switch c.Field {
+	case "cname":
+		// Always a match, as in CoreDNS: the reply's CNAME records decide.
+		return []respRule{cnameRule{rl: rl, ctx: ctx, r: r}}, true
 	case "type":
 		if q.Qtype == c.FromCode {
 			q.Qtype = c.ToCode

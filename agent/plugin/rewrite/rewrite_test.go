@@ -145,7 +145,7 @@ func TestRewriteFailures(t *testing.T) {
 func FuzzRule(f *testing.F) {
 	for _, s := range []string{
 		"name a.org b.org", "continue name suffix .a .b answer auto", "name regex (.*)\\.a {1}.b answer name (.*)\\.b {1}.a answer value (.*) {1}",
-		"ttl regex .* 1-2", "rcode x.org 2 0", "type A AAAA", "class CH IN", "name prefix a b", "name substring a b answer auto",
+		"ttl regex .* 1-2", "rcode x.org 2 0", "cname suffix .org. .net.", "type A AAAA", "class CH IN", "name prefix a b", "name substring a b answer auto",
 	} {
 		f.Add(s, "x.a.org")
 	}
@@ -189,4 +189,32 @@ func corefileParse(text string) ([]corefile.RewriteRule, error) {
 		return nil, err
 	}
 	return cfg.Servers[0].Rewrite, nil
+}
+
+// TestRewriteCNAME checks CoreDNS's CNAME target rewrite: the new target
+// is looked up with the query's type and replaces the old one's records.
+func TestRewriteCNAME(t *testing.T) {
+	for _, rule := range []string{"cname regex (.*)\\.cdn\\.example\\.net\\. {1}.other.cdn.com.", "cname exact my-app.com.cdn.example.net. my-app.com.other.cdn.com.",
+		"cname suffix .cdn.example.net. .other.cdn.com.", "cname prefix my-app.com.cdn.example.net. my-app.com.other.cdn.com."} {
+		s := plugintest.Server(t, ". {\nrewrite "+rule+"\n}")
+		rw, err := New(s.Rewrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := plugintest.Query("my-app.com", dns.TypeA, "")
+		var looked string
+		r.Lookup = func(_ context.Context, name string, qtype uint16) (*dns.Msg, error) {
+			looked = name + "/" + dns.TypeToString[qtype]
+			return upstream(0, "@ 100 IN A 30.3.1.2", "other. 5 IN A 1.1.1.1")(func() *dns.Msg { m := new(dns.Msg); m.SetQuestion(name, qtype); return m }()), nil
+		}
+		next := &plugintest.Next{Reply: upstream(0, "@ 200 IN CNAME my-app.com.cdn.example.net.", "my-app.com.cdn.example.net. 300 IN A 20.2.0.1", "my-app.com.cdn.example.net. 300 IN A 20.2.0.2")}
+		m, err := plugintest.Run(rw, r, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"my-app.com.\t200\tIN\tCNAME\tmy-app.com.other.cdn.com.", "my-app.com.other.cdn.com.\t100\tIN\tA\t30.3.1.2"}
+		if got := plugintest.RRs(m.Answer); !reflect.DeepEqual(got, want) || looked != "my-app.com.other.cdn.com./A" {
+			t.Errorf("%s: lookup %s, answer\n%q\nwant\n%q", rule, looked, got, want)
+		}
+	}
 }
