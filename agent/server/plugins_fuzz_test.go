@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,5 +186,43 @@ func TestPluginFixtureAnswers(t *testing.T) {
 		if err := r.Unpack(out); err != nil || len(r.Answer) == 0 || r.Answer[0].String() != tc.want {
 			t.Errorf("%s: %v (%v), want %s", tc.name, r.Answer, err, tc.want)
 		}
+	}
+}
+
+// TestPluginsConcurrent answers from the fixture's plugins from many
+// goroutines at once (run with -race).
+func TestPluginsConcurrent(t *testing.T) {
+	s, zones := pluginFixture(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			var h hitPath
+			h.init(s, false, false)
+			for i := 0; i < 100; i++ {
+				m := new(dns.Msg)
+				name := []string{"x.alias.below.test.", "t-1.below.test.", "h.below.test.", "v6.example.", "mx.example."}[(g+i)%5]
+				qtype := []uint16{dns.TypeA, dns.TypeTXT, dns.TypeA, dns.TypeAAAA, dns.TypeMX}[(g+i)%5]
+				m.SetQuestion(name, qtype)
+				pkt, _ := m.Pack()
+				out, v := h.handle(make([]byte, 0, 512), pkt, zones, time.Now().UnixNano())
+				h.tally.flush()
+				if v == verdictSlow {
+					out = s.answer(context.Background(), pkt, zones, false, false, time.Now(), netip.MustParseAddrPort("10.0.0.9:53"))
+				}
+				var r dns.Msg
+				if err := r.Unpack(out); err != nil || len(r.Answer) == 0 {
+					errs <- fmt.Errorf("%s: %v %v", name, err, r.Answer)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
