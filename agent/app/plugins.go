@@ -1,65 +1,63 @@
 package app
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/dns64"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/hosts"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/loadbalance"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/rewrite"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/template"
-	"github.com/nodelocaldns/nodelocaldns/agent/plugin/whoami"
+	"github.com/nodelocaldns/nodelocaldns/agent/forward"
+	"github.com/nodelocaldns/nodelocaldns/agent/health"
 	"github.com/nodelocaldns/nodelocaldns/agent/server"
 )
 
-// plugins builds the answer-changing plugins of a server block in
-// CoreDNS's plugin.cfg order (dns64, loadbalance | cache | rewrite,
-// template, hosts | forward | whoami), whatever the order of their lines;
-// nil when the block has none. What needs stopping (the hosts file's
-// reloading) is added to g.
-func (a *agent) plugins(s corefile.Server, g *generation) (*server.Plugins, error) {
-	var p server.Plugins
-	if s.DNS64 != nil {
-		m, err := dns64.NewMetrics(a.reg)
+// pluginOptions sets the options of the log, errors, bufsize and debug
+// plugins of server block s on b.
+func (a *agent) pluginOptions(b *server.Block, s corefile.Server) error {
+	if len(s.LogRules) > 0 {
+		b.LogRules = server.NewLogRules(s.LogRules)
+	}
+	if len(s.ErrorRules) > 0 {
+		l, err := server.NewErrorLog(a.logger, s.ErrorRules)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("server block %v: %w", s.Zones, err)
 		}
-		p.Above = append(p.Above, dns64.New(*s.DNS64, m))
+		b.ErrorLog = l
 	}
-	if s.LoadBalance != nil {
-		p.Above = append(p.Above, loadbalance.New(*s.LoadBalance))
-	}
-	if len(s.Rewrite) > 0 {
-		rw, err := rewrite.New(s.Rewrite)
-		if err != nil {
-			return nil, err
+	b.BufSize, b.Debug = s.BufSize, s.Debug
+	return nil
+}
+
+// forwardOptions are the forwarder options of block s: the bufsize
+// plugin's size is also the EDNS0 size of the queries sent upstream.
+func (a *agent) forwardOptions(s corefile.Server) forward.Options {
+	return forward.Options{Registerer: a.reg, UDPSize: uint16(s.BufSize)}
+}
+
+// applyGlobal applies the settings of cfg that hold for the whole
+// process: the timeouts plugin's TCP timeouts (the parser makes sure the
+// blocks agree) and pprof's block profile rate.
+func (a *agent) applyGlobal(cfg *corefile.Config) {
+	var timeouts *corefile.Timeouts
+	rate := 0
+	for _, s := range cfg.Servers {
+		if s.Timeouts != nil {
+			timeouts = s.Timeouts
 		}
-		p.Below = append(p.Below, rw)
+		rate = max(rate, s.PprofBlockRate)
 	}
-	if len(s.Templates) > 0 {
-		m, err := template.NewMetrics(a.reg)
-		if err != nil {
-			return nil, err
-		}
-		t, err := template.New(s.Templates, m)
-		if err != nil {
-			return nil, err
-		}
-		p.Below = append(p.Below, t)
+	a.srv.SetTCPTimeouts(timeouts)
+	runtime.SetBlockProfileRate(rate)
+}
+
+// pprofEndpoints are the pprof plugin's handlers under /debug/pprof/.
+func pprofEndpoints() health.Endpoints {
+	return health.Endpoints{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
 	}
-	if s.Hosts != nil {
-		m, err := hosts.NewMetrics(a.reg)
-		if err != nil {
-			return nil, err
-		}
-		h := hosts.New(*s.Hosts, m, a.logger)
-		g.closers = append(g.closers, h.Close)
-		p.Below = append(p.Below, h)
-	}
-	if s.Whoami {
-		p.After = append(p.After, whoami.Whoami{})
-	}
-	if len(p.Above)+len(p.Below)+len(p.After) == 0 {
-		return nil, nil
-	}
-	return &p, nil
 }

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,119 +14,123 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
 
-// pluginsCorefile has the answer-changing plugins in an order unlike
-// CoreDNS's: the agent runs them in CoreDNS's order whatever their lines.
-const pluginsCorefile = `cluster.local:%[1]d {
-    bind 127.0.0.1
-    forward . %[2]s
-    reload 2s
-}
-.:%[1]d {
-    whoami
-    hosts %[4]s {
-        10.1.2.3 inline.example
-        fallthrough
-    }
-    template IN AAAA {
-        rcode NOERROR
-    }
-    rewrite name alias.example. www.example.
-    cache 30
-    loadbalance
-    bind 127.0.0.1
-    reload 2s
-    forward . %[3]s {
-        except whoami.test
-    }
-    prometheus 127.0.0.1:%[5]d
-}
-`
-
-// TestRunAnswerPlugins runs the agent with hosts, rewrite, template,
-// loadbalance and whoami against a real upstream, through a reload.
-func TestRunAnswerPlugins(t *testing.T) {
-	cluster := dnstest.NewServer(t, clusterZone.Handler())
-	other := dnstest.NewServer(t, otherZone.Handler())
-	f := startAgent(t, cluster.Addr, other.Addr)
-	hostsFile := filepath.Join(f.dir, "hosts")
-	if err := os.WriteFile(hostsFile, []byte("10.9.9.9 filed.example\n"), 0o644); err != nil {
+// runCorefile runs the agent on the Corefile text (with %[1]d as the DNS
+// port) until the test ends and returns the DNS address once it answers
+// `probe`.
+func runCorefile(t *testing.T, text, probe string) string {
+	t.Helper()
+	dir := t.TempDir()
+	port := testenv.FreePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(strings.ReplaceAll(text, "PORT", strconv.Itoa(port))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.writeCorefileText(t, fmt.Sprintf(pluginsCorefile, f.dnsPort, cluster.Addr, other.Addr, hostsFile, f.promPort))
-	ask := func(name string, qtype uint16) *dns.Msg {
-		t.Helper()
-		m := new(dns.Msg)
-		m.SetQuestion(name, qtype)
-		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, f.addr)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"-localip", "127.0.0.1", "-conf", filepath.Join(dir, "Corefile"),
+			"-basecorefile", filepath.Join(dir, "absent.base"), "-kubednscm", "",
+			"-setupinterface=false", "-setupiptables=false", "-dns.port", strconv.Itoa(port),
+			"-metrics-listen-address", "", "-rundir", filepath.Join(dir, "run"), "-lameduck", "0s"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("agent did not stop")
 		}
-		return r
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if r := ask("inline.example.", dns.TypeA); len(r.Answer) == 1 {
-			break
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c := &dns.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("agent exited: %v", err)
+		default:
+		}
+		m := new(dns.Msg)
+		m.SetQuestion(probe, dns.TypeA)
+		if _, _, err := c.Exchange(m, addr); err == nil {
+			return addr
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the Corefile with plugins was not applied within 15s")
+			t.Fatal("agent did not answer within 10s")
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	for _, tc := range []struct {
-		name  string
-		qname string
-		qtype uint16
-		want  string // the answer, or the additional section for whoami
-	}{
-		// The cache above hosts caps its TTL to 30, as CoreDNS's does.
-		{"hosts inline", "inline.example.", dns.TypeA, "inline.example.\t30\tIN\tA\t10.1.2.3"},
-		{"hosts inline, a hit", "inline.example.", dns.TypeA, "inline.example.\t30\tIN\tA\t10.1.2.3"},
-		{"hosts file", "Filed.Example.", dns.TypeA, "filed.example.\t30\tIN\tA\t10.9.9.9"},
-		{"hosts fallthrough to forward", "www.example.", dns.TypeA, "www.example.\t30\tIN\tA\t192.0.2.1"},
-		{"rewrite, answer rewritten back", "alias.example.", dns.TypeA, "alias.example.\t30\tIN\tA\t192.0.2.1"},
-		{"rewrite, a hit", "alias.example.", dns.TypeA, "alias.example.\t30\tIN\tA\t192.0.2.1"},
-		{"template before hosts: no IPv6", "inline.example.", dns.TypeAAAA, ""},
-		// Cached (5s, the minimum TTL) and reordered by loadbalance (the
-		// SRV record before the address), as by CoreDNS.
-		{"whoami after forward", "whoami.test.", dns.TypeA, "whoami.test.\t5\tIN\tA\t127.0.0.1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := ask(tc.qname, tc.qtype)
-			if r.Rcode != dns.RcodeSuccess || r.Question[0].Name != tc.qname {
-				t.Fatalf("reply %v", r)
-			}
-			rrs := r.Answer
-			if strings.HasPrefix(tc.qname, "whoami") && len(r.Extra) == 2 {
-				rrs = r.Extra[1:]
-			}
-			got := ""
-			if len(rrs) > 0 {
-				got = rrs[0].String()
-				// TTLs of cached answers count down: compare the rest.
-				got = strings.Replace(got, "\t29\t", "\t30\t", 1)
-				got = strings.Replace(got, "\t4\t", "\t5\t", 1)
-			}
-			if got != tc.want {
-				t.Errorf("got %q, want %q", got, tc.want)
-			}
-		})
+}
+
+// TestRunPluginOptions runs a Corefile with two chained forward plugins
+// (next NXDOMAIN), pprof, and prometheus on two addresses (one per block).
+func TestRunPluginOptions(t *testing.T) {
+	nx := dnstest.NewServer(t, dnstest.Rcode(dns.RcodeNameError))
+	ok := dnstest.NewServer(t, otherZone.Handler())
+	prom1, prom2, pprofPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	text := fmt.Sprintf(`.:PORT {
+    bind 127.0.0.1
+    bufsize 1232
+    timeouts {
+        idle 30s
+    }
+    debug
+    errors {
+        consolidate 1m "^never$"
+    }
+    log example. "{name}"
+    forward . %[1]s {
+        next NXDOMAIN
+    }
+    forward . %[2]s
+    prometheus 127.0.0.1:%[3]d
+    pprof 127.0.0.1:%[5]d {
+        block
+    }
+}
+cluster.local:PORT {
+    bind 127.0.0.1
+    cache {
+        keepttl
+        disable denial
+    }
+    forward . %[2]s
+    prometheus 127.0.0.1:%[4]d
+}
+`, nx.Addr, ok.Addr, prom1, prom2, pprofPort)
+	addr := runCorefile(t, text, "www.example.")
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, addr)
+	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("www.example. through next NXDOMAIN: %v %v", r, err)
 	}
-	if n := other.Count(""); n > 3 {
-		t.Errorf("upstream saw %d queries, want at most 3 (www and the rewritten alias, once each; AAAA from the template)", n)
+	if nx.Count("") == 0 {
+		t.Error("the first forward was not asked")
 	}
-	code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
-	for _, want := range []string{
-		`coredns_hosts_entries{hostsfile="` + hostsFile + `"} 4`,
-		`coredns_hosts_reload_timestamp_seconds`,
-		`coredns_template_matches_total{class="IN",server="dns://:`,
-		// Every reply passes loadbalance, which CoreDNS names as the writer.
-		`plugin="loadbalance"`,
-	} {
-		if code != 200 || !strings.Contains(body, want) {
-			t.Errorf("/metrics (%d) lacks %s", code, want)
+	for _, p := range []int{prom1, prom2} {
+		if code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p)); code != 200 || !strings.Contains(body, "coredns_") {
+			t.Errorf("prometheus on port %d: %d", p, code)
 		}
+	}
+	if code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", pprofPort)); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof index: %d %.200s", code, body)
+	}
+	if code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/block?debug=1", pprofPort)); code != 200 || !strings.Contains(body, "cycles/second") {
+		t.Errorf("pprof block profile: %d %.200s", code, body)
+	}
+}
+
+// TestRunBindInterface binds by the name of the host's loopback interface,
+// excepting its IPv6 address: the agent answers on 127.0.0.1 only.
+func TestRunBindInterface(t *testing.T) {
+	ok := dnstest.NewServer(t, otherZone.Handler())
+	addr := runCorefile(t, fmt.Sprintf(".:PORT {\n    bind lo {\n        except ::1\n    }\n    forward . %s\n}\n", ok.Addr), "www.example.")
+	_, port, _ := net.SplitHostPort(addr)
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.", dns.TypeA)
+	c := &dns.Client{Net: "tcp", Timeout: time.Second}
+	if _, _, err := c.Exchange(m, net.JoinHostPort("::1", port)); err == nil {
+		t.Error("answered on ::1, which bind excepts")
 	}
 }

@@ -67,7 +67,8 @@ func (s *Server) resolvePlugins(ctx context.Context, zones *zoneMap, rt *route, 
 	}
 	if err != nil {
 		var re *plugin.RcodeError
-		if rt.block.Errors && (!errors.As(err, &re) || re.Err != nil) {
+		b := rt.block
+		if b.Errors && (!errors.As(err, &re) || re.Err != nil) && (b.ErrorLog == nil || !b.ErrorLog.consolidated(err.Error())) {
 			s.opts.Logger.Printf("[ERROR] %s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
 		}
 		return errReply(req, plugin.Rcode(err)), label, nil
@@ -84,11 +85,20 @@ func (s *Server) cachedPlugins(ctx context.Context, rt *route, r *plugin.Request
 	if b.Cache != nil {
 		e, ttl, fresh := b.Cache.Get(key, b.Cache.Now())
 		if e != nil {
-			if m, err := e.Msg(ttl); err == nil {
+			if m, err := e.Msg(b.Cache.ReplyTTL(e, ttl)); err == nil {
 				if fresh {
 					return m, pluginCache, nil, nil
 				}
 				stale = e
+				if !b.Cache.VerifyStale() {
+					// serve_stale immediate, as resolve: the expired
+					// answer now, refreshed behind through the plugins.
+					if m, err := e.Msg(0); err == nil {
+						b.Cache.ServedStale()
+						s.refreshStale(rt, r.Msg)
+						return m, pluginCache, nil, nil
+					}
+				}
 			}
 		}
 	}
@@ -140,7 +150,10 @@ func (s *Server) below(ctx context.Context, rt *route, r *plugin.Request) (*dns.
 			resp, err := s.exchange(ctx, b, r.Msg)
 			if err != nil {
 				if b.Errors {
-					s.opts.Logger.Printf("[ERROR] plugin/forward: %s %s: %v", r.Msg.Question[0].Name, dns.TypeToString[r.Msg.Question[0].Qtype], err)
+					s.reportError(b, r.Msg, err)
+				}
+				if b.Debug {
+					s.debugDump(r.Msg, err)
 				}
 				return nil, plugin.Fail(failureRcode(err), nil)
 			}

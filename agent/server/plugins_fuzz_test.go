@@ -131,7 +131,7 @@ func FuzzPluginPacket(f *testing.F) {
 		for i := 0; i < 2; i++ { // a miss, then (maybe) a hit
 			resp, v := h.handle(dst[:0], pkt, zones, time.Now().UnixNano())
 			h.tally.flush()
-			if v == verdictSlow {
+			if v == verdictMiss {
 				resp = s.answer(context.Background(), pkt, zones, false, false, time.Now(), client)
 			}
 			if v == verdictDrop || resp == nil || len(resp) <= 12 {
@@ -209,7 +209,7 @@ func TestPluginsConcurrent(t *testing.T) {
 				pkt, _ := m.Pack()
 				out, v := h.handle(make([]byte, 0, 512), pkt, zones, time.Now().UnixNano())
 				h.tally.flush()
-				if v == verdictSlow {
+				if v == verdictMiss {
 					out = s.answer(context.Background(), pkt, zones, false, false, time.Now(), netip.MustParseAddrPort("10.0.0.9:53"))
 				}
 				var r dns.Msg

@@ -119,7 +119,7 @@ func TestPluginsBelowCacheKeepHitPath(t *testing.T) {
 		var h hitPath
 		h.init(s, false, false)
 		_, v := h.handle(make([]byte, 0, 512), pkt, zones, time.Now().UnixNano())
-		if want := map[bool]int{false: verdictReply, true: verdictSlow}[above]; v != want {
+		if want := map[bool]int{false: verdictReply, true: verdictMiss}[above]; v != want {
 			t.Errorf("above=%v: hit path verdict %d, want %d", above, v, want)
 		}
 	}
