@@ -55,6 +55,13 @@ func TestParseAnswerPlugins(t *testing.T) {
 			eq(t, s.Rewrite[0], RewriteRule{Field: "cname", Match: "exact", From: "a.cdn.net.", To: "b.cdn.com.", Line: 2})
 			eq(t, s.Rewrite[1].Match, "regex")
 		}},
+		{"rewrite edns0", ". {\nrewrite edns0 local set 0xffee 0x6162\nrewrite edns0 local append 1 {client_ip} revert\nrewrite edns0 subnet set 24 56\nrewrite edns0 nsid unset\nrewrite edns0 local set 2 {a/b}\n}", func(t *testing.T, s Server) {
+			eq(t, *s.Rewrite[0].EDNS0, EDNS0Rule{Type: "local", Action: "set", Code: 0xffee, Data: []byte("ab")})
+			eq(t, *s.Rewrite[1].EDNS0, EDNS0Rule{Type: "local", Action: "append", Code: 1, Variable: "{client_ip}", Revert: true})
+			eq(t, *s.Rewrite[2].EDNS0, EDNS0Rule{Type: "subnet", Action: "set", V4Bits: 24, V6Bits: 56})
+			eq(t, *s.Rewrite[3].EDNS0, EDNS0Rule{Type: "nsid", Action: "unset"})
+			eq(t, s.Rewrite[4].EDNS0.Variable, "{a/b}")
+		}},
 		{"rewrite rcode", ". {\nrewrite rcode regex (.*)\\.a\\.org SERVFAIL 0\n}", func(t *testing.T, s Server) {
 			eq(t, [2]int{s.Rewrite[0].RcodeFrom, s.Rewrite[0].RcodeTo}, [2]int{dns.RcodeServerFailure, 0})
 		}},
@@ -101,7 +108,15 @@ func TestParseAnswerPluginRefusals(t *testing.T) {
 		{"hosts bad reload", ". {\nhosts {\nreload -1s\n}\n}", `Corefile:3: hosts reload "-1s": want a non-negative duration`},
 		{"hosts line after fallthrough", ". {\nhosts {\nfallthrough\n10.0.0.1 a\n}\n}", `Corefile:4: unknown option "10.0.0.1" of plugin "hosts"...`},
 		{"hosts bad zone", ". {\nhosts /etc/hosts a..b\n}", `Corefile:2: plugin "hosts": "a..b" is not a valid zone name`},
-		{"rewrite edns0", ". {\nrewrite edns0 local set 0xffee abcd\n}", `Corefile:2: plugin "rewrite": edns0 rules are not supported...`},
+		{"rewrite edns0 server_ip", ". {\nrewrite edns0 local set 0xffee {server_ip}\n}", `Corefile:2: plugin "rewrite": EDNS0 variable {server_ip} is not supported`},
+		{"rewrite edns0 bad variable", ". {\nrewrite edns0 local set 1 {nope}\n}", `Corefile:2: plugin "rewrite": unsupported variable name "{nope}"`},
+		{"rewrite edns0 bad action", ". {\nrewrite edns0 local put 1 x\n}", `Corefile:2: plugin "rewrite": invalid action: "put"`},
+		{"rewrite edns0 bad code", ". {\nrewrite edns0 local set 0x1ffff x\n}", `Corefile:2: plugin "rewrite": EDNS0 local code "0x1ffff"...`},
+		{"rewrite edns0 bad hex", ". {\nrewrite edns0 local set 1 0xzz\n}", `Corefile:2: plugin "rewrite": EDNS0 local data "0xzz"...`},
+		{"rewrite edns0 subnet length", ". {\nrewrite edns0 subnet set 33 56\n}", `Corefile:2: plugin "rewrite": invalid IPv4 bit mask length 33`},
+		{"rewrite edns0 nsid args", ". {\nrewrite edns0 nsid set x\n}", `Corefile:2: plugin "rewrite": EDNS0 NSID rules can accept no more than one arg`},
+		{"rewrite edns0 unset arity", ". {\nrewrite edns0 local unset\n}", `Corefile:2: plugin "rewrite": local unset action requires exactly 2 arguments`},
+		{"rewrite edns0 unknown type", ". {\nrewrite edns0 cookie set x\n}", `Corefile:2: plugin "rewrite": invalid rule type "cookie"`},
 		{"rewrite cname arity", ". {\nerrors\nrewrite cname a.\n}", `Corefile:3: plugin "rewrite": wrong number of arguments (1) for a cname rule`},
 		{"rewrite cname bad type", ". {\nrewrite cname fuzzy a. b.\n}", `Corefile:2: plugin "rewrite": unknown cname rewrite type: fuzzy`},
 		{"rewrite unknown field", ". {\nrewrite foo a b\n}", `Corefile:2: plugin "rewrite": invalid rule type "foo"`},

@@ -1,6 +1,7 @@
 package corefile
 
 import (
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -16,7 +17,8 @@ type RewriteRule struct {
 	// Continue is the continue mode (the default, stop, ends the rules
 	// after a match).
 	Continue bool
-	// Field is "name", "type", "class", "ttl", "rcode" or "cname".
+	// Field is "name", "type", "class", "ttl", "rcode", "cname" or
+	// "edns0".
 	Field string
 	// Match is "exact", "prefix", "suffix", "substring" or "regex" (name,
 	// ttl, rcode and cname rules).
@@ -35,6 +37,8 @@ type RewriteRule struct {
 	AnswerAuto bool
 	// Answers are the name rule's `answer name|value FROM TO` rewrites.
 	Answers []RewriteAnswer
+	// EDNS0 is the edns0 rule's option change.
+	EDNS0 *EDNS0Rule
 	// Line is the rule's line in the Corefile.
 	Line int
 }
@@ -96,7 +100,9 @@ func newRewriteRule(args []string) (RewriteRule, error) {
 	case "rcode":
 		return r, r.parseRcode(args)
 	case "edns0":
-		return r, fmt.Errorf("edns0 rules are not supported: the agent's forwarder does not pass EDNS0 options upstream")
+		e, err := parseEDNS0(args)
+		r.EDNS0 = e
+		return r, err
 	case "cname":
 		return r, r.parseCNAME(args)
 	}
@@ -348,4 +354,120 @@ func (r *RewriteRule) parseCNAME(args []string) error {
 		return fmt.Errorf("wrong number of arguments (%d) for a cname rule", len(args))
 	}
 	return nil
+}
+
+// EDNS0Rule is an edns0 rule: `edns0 local|nsid|subnet ACTION ...`.
+type EDNS0Rule struct {
+	// Type is "local", "nsid" or "subnet"; Action "set", "append",
+	// "replace" or "unset".
+	Type, Action string
+	// Code and Data are a local option's (Data from a hex 0x... string or
+	// the text itself); Variable, when set, is the {variable} whose value
+	// is the data.
+	Code     uint16
+	Data     []byte
+	Variable string
+	// V4Bits and V6Bits are a subnet option's source prefix lengths.
+	V4Bits, V6Bits uint8
+	// Revert asks for the option to be taken out of the reply again.
+	Revert bool
+}
+
+// edns0Variables are the variables a local option's data may be.
+var edns0Variables = map[string]bool{
+	"{qname}": true, "{qtype}": true, "{client_ip}": true, "{client_port}": true, "{protocol}": true,
+}
+
+func parseEDNS0(args []string) (*EDNS0Rule, error) {
+	if len(args) < 2 {
+		return nil, fmt.Errorf("too few arguments for an EDNS0 rule")
+	}
+	e := &EDNS0Rule{Type: strings.ToLower(args[0]), Action: strings.ToLower(args[1])}
+	switch e.Action {
+	case "set", "append", "replace":
+	case "unset":
+		want := map[string]int{"local": 3, "nsid": 2, "subnet": 2}[e.Type]
+		if want == 0 {
+			return nil, fmt.Errorf("invalid rule type %q", e.Type)
+		}
+		if len(args) != want {
+			return nil, fmt.Errorf("%s unset action requires exactly %d arguments", e.Type, want-1)
+		}
+		if e.Type == "local" {
+			c, err := strconv.ParseUint(args[2], 0, 16)
+			if err != nil {
+				return nil, fmt.Errorf("EDNS0 local code %q: %v", args[2], err)
+			}
+			e.Code = uint16(c)
+		}
+		return e, nil
+	default:
+		return nil, fmt.Errorf("invalid action: %q", e.Action)
+	}
+	if args[len(args)-1] == "revert" {
+		e.Revert = true
+		args = args[:len(args)-1]
+	}
+	switch e.Type {
+	case "local":
+		if len(args) != 4 {
+			return nil, fmt.Errorf("EDNS0 local rules require three or four args")
+		}
+		c, err := strconv.ParseUint(args[2], 0, 16)
+		if err != nil {
+			return nil, fmt.Errorf("EDNS0 local code %q: %v", args[2], err)
+		}
+		e.Code = uint16(c)
+		data := args[3]
+		if strings.HasPrefix(data, "{") && strings.HasSuffix(data, "}") {
+			switch {
+			case edns0Variables[data]:
+				e.Variable = data
+			case data == "{server_ip}" || data == "{server_port}":
+				return nil, fmt.Errorf("EDNS0 variable %s is not supported", data)
+			case isMetadataLabel(data[1 : len(data)-1]):
+				// A metadata label: without the metadata plugin (node-cache
+				// has none) it has no value and the rule never applies, as
+				// in CoreDNS.
+				e.Variable = data
+			default:
+				return nil, fmt.Errorf("unsupported variable name %q", data)
+			}
+			return e, nil
+		}
+		e.Data = []byte(data)
+		if strings.HasPrefix(data, "0x") {
+			b, err := hex.DecodeString(data[2:])
+			if err != nil {
+				return nil, fmt.Errorf("EDNS0 local data %q: %v", data, err)
+			}
+			e.Data = b
+		}
+	case "nsid":
+		if len(args) != 2 {
+			return nil, fmt.Errorf("EDNS0 NSID rules can accept no more than one arg")
+		}
+	case "subnet":
+		if len(args) != 4 {
+			return nil, fmt.Errorf("EDNS0 subnet rules require three or four args")
+		}
+		v4, err := strconv.ParseUint(args[2], 0, 16)
+		if err != nil || v4 > 32 {
+			return nil, fmt.Errorf("invalid IPv4 bit mask length %s", args[2])
+		}
+		v6, err := strconv.ParseUint(args[3], 0, 16)
+		if err != nil || v6 > 128 {
+			return nil, fmt.Errorf("invalid IPv6 bit mask length %s", args[3])
+		}
+		e.V4Bits, e.V6Bits = uint8(v4), uint8(v6)
+	default:
+		return nil, fmt.Errorf("invalid rule type %q", e.Type)
+	}
+	return e, nil
+}
+
+// isMetadataLabel is CoreDNS's metadata label syntax: plugin/name.
+func isMetadataLabel(l string) bool {
+	p, n, ok := strings.Cut(l, "/")
+	return ok && p != "" && n != "" && !strings.Contains(n, "/")
 }

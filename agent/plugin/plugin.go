@@ -31,6 +31,9 @@ type Request struct {
 	// (CoreDNS's upstream package, used by dns64 and template). It is nil
 	// when the server offers none.
 	Lookup func(ctx context.Context, name string, qtype uint16) (*dns.Msg, error)
+	// PassOptions sends the query's EDNS0 options upstream (set by the
+	// rewrite plugin's edns0 rules; the forwarder drops them otherwise).
+	PassOptions bool
 	// Writer is the plugin that wrote the reply, for the plugin label of
 	// coredns_dns_responses_total: set by the plugin that makes a reply and
 	// by the ones above it that rewrite it, as CoreDNS finds it from the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
+	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 	"github.com/nodelocaldns/nodelocaldns/agent/plugin"
 )
 
@@ -147,6 +148,9 @@ func (s *Server) below(ctx context.Context, rt *route, r *plugin.Request) (*dns.
 	b := rt.block
 	return plugin.Run(ctx, b.Plugins.Below, func(ctx context.Context, r *plugin.Request) (*dns.Msg, error) {
 		if b.Forward != nil && (b.Match == nil || b.Match(r.Msg.Question[0].Name)) {
+			if r.PassOptions {
+				ctx = forward.WithEDNS0Options(ctx)
+			}
 			resp, err := s.exchange(ctx, b, r.Msg)
 			if err != nil {
 				if b.Errors {

@@ -172,6 +172,8 @@ func (rl *rule) rewrite(ctx context.Context, r *plugin.Request) (rules []respRul
 	case "cname":
 		// Always a match, as in CoreDNS: the reply's CNAME records decide.
 		return []respRule{cnameRule{rl: rl, ctx: ctx, r: r}}, true
+	case "edns0":
+		return nil, rl.edns0(r)
 	case "type":
 		if q.Qtype == c.FromCode {
 			q.Qtype = c.ToCode

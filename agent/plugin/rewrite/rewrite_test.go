@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -145,7 +146,7 @@ func TestRewriteFailures(t *testing.T) {
 func FuzzRule(f *testing.F) {
 	for _, s := range []string{
 		"name a.org b.org", "continue name suffix .a .b answer auto", "name regex (.*)\\.a {1}.b answer name (.*)\\.b {1}.a answer value (.*) {1}",
-		"ttl regex .* 1-2", "rcode x.org 2 0", "cname suffix .org. .net.", "type A AAAA", "class CH IN", "name prefix a b", "name substring a b answer auto",
+		"ttl regex .* 1-2", "rcode x.org 2 0", "cname suffix .org. .net.", "edns0 local set 0xffee {client_ip}", "edns0 subnet append 24 56", "edns0 nsid set", "type A AAAA", "class CH IN", "name prefix a b", "name substring a b answer auto",
 	} {
 		f.Add(s, "x.a.org")
 	}
@@ -218,3 +219,68 @@ func TestRewriteCNAME(t *testing.T) {
 		}
 	}
 }
+
+// TestRewriteEDNS0 checks the edns0 rules on the query the next plugin
+// sees, and that its options are then sent upstream.
+func TestRewriteEDNS0(t *testing.T) {
+	local := func(code uint16, data string) string {
+		return (&dns.EDNS0_LOCAL{Code: code, Data: []byte(data)}).String()
+	}
+	for _, tc := range []struct {
+		name    string
+		rules   string
+		client  string
+		noEDNS  bool
+		initial []dns.EDNS0 // the client's options
+		want    []string    // the options the next plugin sees
+		pass    bool
+	}{
+		{"local set hex", "rewrite edns0 local set 0xffee 0x61626364", "", false, nil, []string{local(0xffee, "abcd")}, true},
+		{"local set text, no EDNS0 in the query", "rewrite edns0 local set 0xffee abcd", "", true, nil, []string{local(0xffee, "abcd")}, true},
+		{"local set replaces", "rewrite edns0 local set 65518 new", "", false, []dns.EDNS0{&dns.EDNS0_LOCAL{Code: 0xffee, Data: []byte("old")}}, []string{local(0xffee, "new")}, true},
+		{"local append adds another", "rewrite edns0 local append 0xffee x", "", false, []dns.EDNS0{&dns.EDNS0_LOCAL{Code: 0xffee, Data: []byte("old")}}, []string{local(0xffee, "old"), local(0xffee, "x")}, true},
+		{"local replace without one: nothing", "rewrite edns0 local replace 0xffee x", "", false, nil, []string{}, true},
+		{"local unset", "rewrite edns0 local unset 0xffee", "", false, []dns.EDNS0{&dns.EDNS0_LOCAL{Code: 0xffee, Data: []byte("old")}, &dns.EDNS0_LOCAL{Code: 1, Data: []byte("k")}}, []string{local(1, "k")}, true},
+		{"client_ip variable", "rewrite edns0 local set 0xffee {client_ip}", "10.1.2.3:53", false, nil, []string{local(0xffee, "\x0a\x01\x02\x03")}, true},
+		{"client_port and protocol", "rewrite continue edns0 local set 1 {client_port}\nrewrite edns0 local append 2 {protocol}", "10.1.2.3:258", false, nil, []string{local(1, "\x01\x02"), local(2, "udp")}, true},
+		{"qname and qtype", "rewrite continue edns0 local set 1 {qname}\nrewrite edns0 local set 2 {qtype}", "", false, nil, []string{local(1, "x.org."), local(2, "\x00\x01")}, true},
+		{"metadata label: never applies", "rewrite edns0 local set 1 {kubernetes/client-namespace}", "", true, nil, nil, false},
+		{"nsid", "rewrite edns0 nsid set", "", false, nil, []string{(&dns.EDNS0_NSID{Code: dns.EDNS0NSID}).String()}, true},
+		{"subnet v4", "rewrite edns0 subnet set 24 56", "10.1.2.3:53", false, nil, []string{(&dns.EDNS0_SUBNET{Code: 8, Family: 1, SourceNetmask: 24, Address: []byte{10, 1, 2, 0}}).String()}, true},
+		{"subnet v6", "rewrite edns0 subnet set 24 56", "[2001:db8:1:2ff:3::1]:53", false, nil, []string{(&dns.EDNS0_SUBNET{Code: 8, Family: 2, SourceNetmask: 56, Address: netipSlice("2001:db8:1:200::")}).String()}, true},
+		{"subnet append keeps the client's", "rewrite edns0 subnet append 24 56", "10.1.2.3:53", false, []dns.EDNS0{&dns.EDNS0_SUBNET{Code: 8, Family: 1, SourceNetmask: 32, Address: []byte{9, 9, 9, 9}}}, []string{(&dns.EDNS0_SUBNET{Code: 8, Family: 1, SourceNetmask: 32, Address: []byte{9, 9, 9, 9}}).String()}, true},
+		{"revert accepted", "rewrite edns0 local set 0xffee abcd revert", "", false, nil, []string{local(0xffee, "abcd")}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := plugintest.Server(t, ". {\n"+tc.rules+"\n}")
+			rw, err := New(s.Rewrite)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := plugintest.Query("x.org", dns.TypeA, tc.client)
+			if tc.noEDNS {
+				r.Msg.Extra = nil
+			} else {
+				r.Msg.IsEdns0().Option = tc.initial
+			}
+			var seen []string
+			next := &plugintest.Next{Reply: func(req *dns.Msg) *dns.Msg {
+				if opt := req.IsEdns0(); opt != nil {
+					seen = []string{}
+					for _, o := range opt.Option {
+						seen = append(seen, o.String())
+					}
+				}
+				return upstream(0)(req)
+			}}
+			if _, err := plugintest.Run(rw, r, next); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(seen, tc.want) || r.PassOptions != tc.pass {
+				t.Errorf("options %q pass %v, want %q pass %v", seen, r.PassOptions, tc.want, tc.pass)
+			}
+		})
+	}
+}
+
+func netipSlice(s string) []byte { return netip.MustParseAddr(s).AsSlice() }
