@@ -26,7 +26,12 @@ func (a *agent) plugins(s corefile.Server, g *generation) (*server.Plugins, erro
 		p.Above = append(p.Above, dns64.New(*s.DNS64, m))
 	}
 	if s.LoadBalance != nil {
-		p.Above = append(p.Above, loadbalance.New(*s.LoadBalance))
+		lb, err := loadbalance.New(*s.LoadBalance, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		g.closers = append(g.closers, lb.Close)
+		p.Above = append(p.Above, lb)
 	}
 	if len(s.Rewrite) > 0 {
 		rw, err := rewrite.New(s.Rewrite)

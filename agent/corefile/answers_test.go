@@ -86,6 +86,12 @@ func TestParseAnswerPlugins(t *testing.T) {
 		{"loadbalance prefer", ". {\nloadbalance round_robin {\nprefer 10.0.0.0/8 fd00::1/64\n}\n}", func(t *testing.T, s Server) {
 			eq(t, s.LoadBalance.Prefer, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/64")})
 		}},
+		{"loadbalance weighted", ". {\nloadbalance weighted /etc/w {\nreload 10s\n}\n}", func(t *testing.T, s Server) {
+			eq(t, *s.LoadBalance, LoadBalance{WeightFile: "/etc/w", WeightReload: 10 * time.Second})
+		}},
+		{"loadbalance weighted default reload", ". {\nloadbalance weighted w\n}", func(t *testing.T, s Server) {
+			eq(t, *s.LoadBalance, LoadBalance{WeightFile: "w", WeightReload: 30 * time.Second})
+		}},
 		{"whoami", ". {\nwhoami\n}", func(t *testing.T, s Server) { eq(t, s.Whoami, true) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -144,7 +150,9 @@ func TestParseAnswerPluginRefusals(t *testing.T) {
 		{"dns64 bad length", ". {\ndns64 {\nprefix 64:ff9b::/97\n}\n}", `Corefile:3: dns64 prefix "64:ff9b::/97": invalid prefix length...`},
 		{"dns64 unknown", ". {\ndns64 {\nfoo\n}\n}", `Corefile:3: unknown option "foo" of plugin "dns64"`},
 		{"dns64 two args", ". {\ndns64 a b\n}", `Corefile:2: dns64: wrong number of arguments...`},
-		{"loadbalance weighted", ". {\nloadbalance weighted /w\n}", `Corefile:2: plugin "loadbalance": the weighted policy is not supported...`},
+		{"loadbalance weighted without file", ". {\nloadbalance weighted\n}", `Corefile:2: plugin "loadbalance": weighted wants one weight file...`},
+		{"loadbalance weighted prefer", ". {\nloadbalance weighted /w {\nprefer 10.0.0.0/8\n}\n}", `Corefile:3: unknown option "prefer" of plugin "loadbalance" weighted`},
+		{"loadbalance weighted bad reload", ". {\nloadbalance weighted /w {\nreload x\n}\n}", `Corefile:3: loadbalance reload "x": want a non-negative duration`},
 		{"loadbalance unknown policy", ". {\nloadbalance foo\n}", `Corefile:2: plugin "loadbalance": unknown policy: foo`},
 		{"loadbalance bad cidr", ". {\nloadbalance {\nprefer 10.0.0.0/33\n}\n}", `Corefile:3: loadbalance prefer: invalid CIDR...`},
 		{"whoami args", ". {\nwhoami x\n}", `Corefile:2: whoami: wrong number of arguments...`},

@@ -68,7 +68,11 @@ func pluginFixture(tb testing.TB) (*Server, *zoneMap) {
 			p.Above = append(p.Above, dns64.New(*sc.DNS64, nil))
 		}
 		if sc.LoadBalance != nil {
-			p.Above = append(p.Above, loadbalance.New(*sc.LoadBalance))
+			lb, err := loadbalance.New(*sc.LoadBalance, nil)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			p.Above = append(p.Above, lb)
 		}
 		if len(sc.Rewrite) > 0 {
 			rw, err := rewrite.New(sc.Rewrite)

@@ -1,10 +1,13 @@
-// Package loadbalance is CoreDNS's loadbalance plugin (round_robin): the
-// A, AAAA and MX records of every successful reply in random order, CNAMEs
-// first, addresses in preferred subnets first.
+// Package loadbalance is CoreDNS's loadbalance plugin: round_robin (the A,
+// AAAA and MX records of every successful reply in random order, CNAMEs
+// first, addresses in preferred subnets first) and weighted (one address
+// picked by the weights of a file first).
 package loadbalance
 
 import (
 	"context"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net/netip"
 
@@ -16,11 +19,33 @@ import (
 
 // LoadBalance shuffles replies.
 type LoadBalance struct {
-	prefer []netip.Prefix
+	prefer   []netip.Prefix
+	weighted *weighted
 }
 
-// New returns the plugin.
-func New(cfg corefile.LoadBalance) *LoadBalance { return &LoadBalance{prefer: cfg.Prefer} }
+// New returns the plugin. The weighted policy reads its file now and
+// re-reads it until Close; logger receives its errors (nil: discarded).
+func New(cfg corefile.LoadBalance, logger *log.Logger) (*LoadBalance, error) {
+	lb := &LoadBalance{prefer: cfg.Prefer}
+	if cfg.WeightFile != "" {
+		if logger == nil {
+			logger = log.New(io.Discard, "", 0)
+		}
+		w, err := newWeighted(cfg.WeightFile, cfg.WeightReload, logger)
+		if err != nil {
+			return nil, err
+		}
+		lb.weighted = w
+	}
+	return lb, nil
+}
+
+// Close stops re-reading the weight file.
+func (lb *LoadBalance) Close() {
+	if lb.weighted != nil {
+		lb.weighted.close()
+	}
+}
 
 // ServeDNS shuffles the reply of the rest of the chain, cache hits
 // included.
@@ -30,6 +55,15 @@ func (lb *LoadBalance) ServeDNS(ctx context.Context, r *plugin.Request, next plu
 		return m, err
 	}
 	if len(m.Question) > 0 && (m.Question[0].Qtype == dns.TypeAXFR || m.Question[0].Qtype == dns.TypeIXFR) {
+		return m, nil
+	}
+	if lb.weighted != nil {
+		switch r.QType() {
+		case dns.TypeA, dns.TypeAAAA, dns.TypeSRV:
+			m.Answer = lb.weighted.reorder(m.Answer)
+			m.Extra = lb.weighted.reorder(m.Extra)
+		}
+		r.Writer = "loadbalance"
 		return m, nil
 	}
 	m.Answer = shuffle(m.Answer)

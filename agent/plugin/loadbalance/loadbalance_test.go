@@ -1,7 +1,10 @@
 package loadbalance
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -31,7 +34,7 @@ func kinds(rrs []dns.RR) string {
 
 func TestLoadBalance(t *testing.T) {
 	records := []string{"x. 5 IN A 10.0.0.1", "x. 5 IN A 10.0.0.2", "x. 5 IN TXT a", "x. 5 IN A 10.0.0.3", "x. 5 IN MX 1 m.", "x. 5 IN CNAME y.", "x. 5 IN AAAA fd00::1"}
-	lb := New(*plugintest.Server(t, ". {\nloadbalance\n}").LoadBalance)
+	lb, _ := New(*plugintest.Server(t, ". {\nloadbalance\n}").LoadBalance, nil)
 	firsts := map[string]bool{}
 	for i := 0; i < 200; i++ {
 		m, err := plugintest.Run(lb, plugintest.Query("x", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
@@ -57,7 +60,7 @@ func TestLoadBalance(t *testing.T) {
 }
 
 func TestLoadBalancePrefer(t *testing.T) {
-	lb := New(*plugintest.Server(t, ". {\nloadbalance round_robin {\nprefer 10.9.0.0/16 fd00::/8\n}\n}").LoadBalance)
+	lb, _ := New(*plugintest.Server(t, ". {\nloadbalance round_robin {\nprefer 10.9.0.0/16 fd00::/8\n}\n}").LoadBalance, nil)
 	records := []string{"x. 5 IN A 10.0.0.1", "x. 5 IN AAAA fd00::1", "x. 5 IN A 10.9.0.1", "x. 5 IN TXT t", "x. 5 IN A 10.0.0.2"}
 	for i := 0; i < 50; i++ {
 		m, err := plugintest.Run(lb, plugintest.Query("x", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
@@ -70,5 +73,60 @@ func TestLoadBalancePrefer(t *testing.T) {
 		if m.Answer[1].Header().Rrtype != dns.TypeAAAA || m.Answer[4].Header().Rrtype != dns.TypeTXT {
 			t.Fatalf("order %s", kinds(m.Answer))
 		}
+	}
+}
+
+// TestWeighted checks the weighted policy: the first address follows the
+// weights (3:1:2, as in CoreDNS's README), a changed file is re-read, and
+// bad files are refused.
+func TestWeighted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "weights")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# weights\nwww.example.com\n100.64.1.1 3\n100.64.1.2 1\n\n100.64.1.3 2\n")
+	lb, err := New(*plugintest.Server(t, ". {\nloadbalance weighted "+path+" {\nreload 20ms\n}\n}").LoadBalance, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	records := []string{"www.example.com. 5 IN A 100.64.1.1", "www.example.com. 5 IN A 100.64.1.2", "www.example.com. 5 IN TXT t", "www.example.com. 5 IN A 100.64.1.3"}
+	count := func() map[string]int {
+		n := map[string]int{}
+		for i := 0; i < 6000; i++ {
+			m, err := plugintest.Run(lb, plugintest.Query("www.example.com", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kinds(m.Answer) != "TXT A A A " {
+				t.Fatalf("order %s", kinds(m.Answer))
+			}
+			n[m.Answer[1].(*dns.A).A.String()]++
+		}
+		return n
+	}
+	n := count()
+	// Expected 3000, 1000, 2000; allow for chance (about 6 sigma).
+	if n["100.64.1.1"] < 2700 || n["100.64.1.1"] > 3300 || n["100.64.1.2"] < 800 || n["100.64.1.2"] > 1200 || n["100.64.1.3"] < 1750 || n["100.64.1.3"] > 2250 {
+		t.Errorf("first addresses %v, want about 3000:1000:2000", n)
+	}
+	write("www.example.com.\n100.64.1.2 255\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for count()["100.64.1.2"] < 5000 {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed weight file was not re-read")
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	for _, bad := range []string{"100.64.1.1\n", "www.example.com\nx 1\n", "www.example.com\n10.0.0.1 0\n", "10.0.0.1 3\n", "a b c\n"} {
+		if _, err := parseWeights(strings.NewReader(bad), "f"); err == nil {
+			t.Errorf("weight file %q accepted", bad)
+		}
+	}
+	if _, err := New(*plugintest.Server(t, ". {\nloadbalance weighted /nonexistent {\nreload 0s\n}\n}").LoadBalance, nil); err == nil {
+		t.Error("a missing weight file that is never re-read was accepted")
 	}
 }
