@@ -80,10 +80,9 @@ const (
 	pluginNone    = 0
 	pluginCache   = 1
 	pluginForward = 2
-	// The answer-changing plugins (plugins.go), in pluginName's order.
-	pluginFirstAnswer = 3
-	numPlugins        = 9
-	numRcodes         = 24 // rcodes above 23 are counted in the last slot
+	// 3 to 8: the answer-changing plugins (plugins.go), by pluginName.
+	numPlugins = 9
+	numRcodes  = 24 // rcodes above 23 are counted in the last slot
 )
 
 var pluginName = [numPlugins]string{"", "cache", "forward", "hosts", "rewrite", "template", "dns64", "loadbalance", "whoami"}

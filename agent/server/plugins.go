@@ -108,10 +108,7 @@ func (s *Server) cachedPlugins(ctx context.Context, rt *route, r *plugin.Request
 	if err == nil && resp == nil {
 		err = plugin.Fail(dns.RcodeServerFailure, errors.New("no reply"))
 	}
-	label := pluginForward
-	if r.Writer != "" {
-		label = writerLabel(r.Writer)
-	}
+	label := writerLabel(r.Writer)
 	if err == nil {
 		// The reply carries the client's question, whatever the plugins
 		// below did with it; the cache entry must too.
@@ -152,6 +149,7 @@ func (s *Server) below(ctx context.Context, rt *route, r *plugin.Request) (*dns.
 				ctx = forward.WithEDNS0Options(ctx)
 			}
 			resp, err := s.exchange(ctx, b, r.Msg)
+			r.Writer = "forward"
 			if err != nil {
 				if b.Errors {
 					s.reportError(b, r.Msg, err)
@@ -161,7 +159,6 @@ func (s *Server) below(ctx context.Context, rt *route, r *plugin.Request) (*dns.
 				}
 				return nil, plugin.Fail(failureRcode(err), nil)
 			}
-			r.Writer = ""
 			return resp, nil
 		}
 		return plugin.Run(ctx, b.Plugins.After, func(context.Context, *plugin.Request) (*dns.Msg, error) {
@@ -249,9 +246,10 @@ func (s *Server) zonesOf(b *Block) *zoneMap {
 	return nil
 }
 
-// writerLabel maps a plugin's name to its responses_total label.
+// writerLabel maps a plugin's name to its responses_total label (none for
+// an rcode no plugin wrote, as CoreDNS's).
 func writerLabel(name string) int {
-	for i := pluginFirstAnswer; i < numPlugins; i++ {
+	for i := pluginCache; i < numPlugins; i++ {
 		if pluginName[i] == name {
 			return i
 		}

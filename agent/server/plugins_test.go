@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
 	"github.com/nodelocaldns/nodelocaldns/agent/plugin"
@@ -239,5 +241,47 @@ func TestPluginLookupDepth(t *testing.T) {
 	}
 	if got := strings.Count(log.take(), "loop"); got != maxLookupDepth+1 {
 		t.Errorf("%d calls, want %d", got, maxLookupDepth+1)
+	}
+}
+
+// TestPluginResponseLabels checks the plugin label of responses_total:
+// the plugin that wrote the reply, none for an rcode alone.
+func TestPluginResponseLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	log := &callLog{}
+	hosts := handlerFunc{name: "hosts", log: log, serve: func(ctx context.Context, r *plugin.Request, next plugin.Next) (*dns.Msg, error) {
+		switch r.Name() {
+		case "fail.example.":
+			return nil, plugin.Fail(dns.RcodeServerFailure, nil)
+		case "h.example.":
+			r.Writer = "hosts"
+			return plugin.Reply(r.Msg), nil
+		}
+		return next(ctx, r)
+	}}
+	_, addr := start(t, reg, &Block{Zones: []string{"."}, Forward: fakeUpstream{}, Plugins: &Plugins{Below: []plugin.Handler{hosts}}})
+	for _, name := range []string{"fail.example.", "h.example.", "f.example."} {
+		exchange(t, "udp", addr, q(name, dns.TypeA))
+	}
+	for _, want := range []string{`plugin="",rcode="SERVFAIL"`, `plugin="hosts",rcode="NOERROR"`, `plugin="forward",rcode="NOERROR"`} {
+		found := false
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "coredns_dns_responses_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if fmt.Sprintf(`plugin=%q,rcode=%q`, l["plugin"], l["rcode"]) == want {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no coredns_dns_responses_total{%s}", want)
+		}
 	}
 }
