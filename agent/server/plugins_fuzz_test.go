@@ -230,3 +230,34 @@ func TestPluginsConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// BenchmarkPluginHit measures a cache hit of a block with plugins below
+// the cache only (the wire-format hit path) and of one with loadbalance
+// above it (the hit goes through the plugins and miekg/dns).
+func BenchmarkPluginHit(b *testing.B) {
+	s, zones := pluginFixture(b)
+	for _, bc := range []struct{ name, qname string }{{"below-only/wire", "h.below.test."}, {"loadbalance/miekg", "lb.example."}} {
+		m := new(dns.Msg)
+		m.SetQuestion(bc.qname, dns.TypeA)
+		m.SetEdns0(1232, false)
+		pkt, _ := m.Pack()
+		client := netip.MustParseAddrPort("10.0.0.9:53")
+		_ = s.answer(context.Background(), pkt, zones, false, false, time.Now(), client) // fill the cache
+		b.Run(bc.name, func(b *testing.B) {
+			var h hitPath
+			h.init(s, false, false)
+			dst := make([]byte, 0, outBufSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				out, v := h.handle(dst[:0], pkt, zones, time.Now().UnixNano())
+				if v == verdictMiss {
+					out = s.answer(context.Background(), pkt, zones, false, false, time.Now(), client)
+				}
+				if len(out) == 0 {
+					b.Fatal("no reply")
+				}
+			}
+			h.tally.flush()
+		})
+	}
+}
