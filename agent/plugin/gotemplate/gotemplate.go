@@ -5,8 +5,8 @@
 // text/template itself would do, but its reflection on methods by name
 // keeps every exported method in the binary: the agent grew by 2.4 MB of
 // code and 1.3 MB of resident memory with it. Templates that use what this
-// evaluator does not have (template definitions and calls, the functions
-// call, html, js, urlquery and slice, fields the data does not have) are
+// evaluator does not have (template definitions and calls, the function
+// call, fields the data does not have) are
 // refused when the Corefile is parsed, not at query time.
 package gotemplate
 
@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"text/template/parse"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/miekg/dns"
 )
@@ -37,10 +40,10 @@ type Data struct {
 }
 
 // Funcs are the functions a template may call: text/template's builtins
-// but call, html, js, urlquery and slice, and CoreDNS's parseInt.
+// but call, and CoreDNS's parseInt.
 var Funcs = map[string]any{
-	"and": true, "or": true, "not": true, "len": true, "index": true,
-	"print": true, "printf": true, "println": true,
+	"and": true, "or": true, "not": true, "len": true, "index": true, "slice": true,
+	"print": true, "printf": true, "println": true, "html": true, "js": true, "urlquery": true,
 	"eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
 	"parseInt": true,
 }
@@ -682,6 +685,17 @@ func (s *state) call(dot any, name string, nodes []parse.Node, final any) (any, 
 		return strconv.ParseUint(str, base, bits)
 	case "eq", "ne", "lt", "le", "gt", "ge":
 		return compare(name, vals)
+	case "html":
+		return htmlEscape(joinArgs(vals)), nil
+	case "js":
+		return jsEscape(joinArgs(vals)), nil
+	case "urlquery":
+		return url.QueryEscape(joinArgs(vals)), nil
+	case "slice":
+		if len(vals) == 0 {
+			return nil, errors.New("wrong number of args for slice: want at least 1 got 0")
+		}
+		return slice(vals[0], vals[1:])
 	}
 	return nil, fmt.Errorf("function %q not defined", name)
 }
@@ -919,4 +933,142 @@ func compareOrdered[T int64 | uint64 | float64](a, b T) int {
 		return 1
 	}
 	return 0
+}
+
+// joinArgs is text/template's argument text for html, js and urlquery: a
+// lone string as it is, anything else as fmt prints it.
+func joinArgs(vals []any) string {
+	if len(vals) == 1 {
+		if s, ok := vals[0].(string); ok {
+			return s
+		}
+	}
+	return fmt.Sprint(printArgs(vals)...)
+}
+
+// htmlEscape escapes the five HTML specials and NUL as text/template does.
+func htmlEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0:
+			b.WriteString("\uFFFD")
+		case '"':
+			b.WriteString("&#34;")
+		case '\'':
+			b.WriteString("&#39;")
+		case '&':
+			b.WriteString("&amp;")
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// jsEscape escapes text for JavaScript as text/template does: quotes,
+// backslash, <, >, & and = escaped, control characters and unprintable
+// runes as \uXXXX.
+func jsEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '\\':
+				b.WriteString(`\\`)
+			case c == '\'':
+				b.WriteString(`\'`)
+			case c == '"':
+				b.WriteString(`\"`)
+			case c == '<':
+				b.WriteString(`\u003C`)
+			case c == '>':
+				b.WriteString(`\u003E`)
+			case c == '&':
+				b.WriteString(`\u0026`)
+			case c == '=':
+				b.WriteString(`\u003D`)
+			case c < ' ':
+				fmt.Fprintf(&b, `\u00%02X`, c)
+			default:
+				b.WriteByte(c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsPrint(r) {
+			b.WriteString(s[i : i+size])
+		} else {
+			fmt.Fprintf(&b, `\u%04X`, r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// slice is text/template's slice on strings and the data's slices.
+func slice(v any, idx []any) (any, error) {
+	if len(idx) > 3 {
+		return nil, fmt.Errorf("too many slice indexes: %d", len(idx))
+	}
+	var n int
+	switch c := v.(type) {
+	case string:
+		if len(idx) == 3 {
+			return nil, errors.New("cannot 3-index slice a string")
+		}
+		n = len(c)
+	case []string:
+		n = len(c)
+	case []dns.Question:
+		n = len(c)
+	case []dns.RR:
+		n = len(c)
+	default:
+		return nil, fmt.Errorf("can't slice item of type %T", v)
+	}
+	capacity := n
+	if c, ok := v.([]string); ok {
+		capacity = cap(c)
+	}
+	if c, ok := v.([]dns.Question); ok {
+		capacity = cap(c)
+	}
+	if c, ok := v.([]dns.RR); ok {
+		capacity = cap(c)
+	}
+	x := [3]int{0, n, capacity}
+	for i, a := range idx {
+		k, err := toInt(a)
+		if err != nil {
+			return nil, err
+		}
+		if k < 0 || k > capacity {
+			return nil, fmt.Errorf("index out of range: %d", k)
+		}
+		x[i] = k
+	}
+	if x[0] > x[1] {
+		return nil, fmt.Errorf("invalid slice index: %d > %d", x[0], x[1])
+	}
+	if len(idx) == 3 && x[1] > x[2] {
+		return nil, fmt.Errorf("invalid slice index: %d > %d", x[1], x[2])
+	}
+	switch c := v.(type) {
+	case string:
+		return c[x[0]:x[1]], nil
+	case []string:
+		return c[x[0]:x[1]:x[2]], nil
+	case []dns.Question:
+		return c[x[0]:x[1]:x[2]], nil
+	case []dns.RR:
+		return c[x[0]:x[1]:x[2]], nil
+	}
+	return nil, fmt.Errorf("can't slice item of type %T", v)
 }
