@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -193,18 +194,36 @@ func (s *Server) lookup(ctx context.Context, zones *zoneMap, orig *plugin.Reques
 	if rt == nil {
 		return errReply(m, dns.RcodeRefused), nil
 	}
+	// Counted as a query, as CoreDNS's lookups pass its metrics plugin.
+	start := time.Now()
+	ti := typeIndex(qtype)
+	(*rt.m.request(orig.TCP, orig.Family() == 2, ti)).Inc()
+	var resp *dns.Msg
+	var err error
+	label := pluginNone
 	if rt.block.Plugins == nil {
-		resp, _, _ := s.resolve(ctx, rt, m, key)
-		return resp, nil
+		resp, label, _ = s.resolve(ctx, rt, m, key)
+	} else {
+		r := &plugin.Request{Msg: m, Client: orig.Client, TCP: orig.TCP, Server: rt.m.server}
+		r.Lookup = func(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+			return s.lookup(ctx, zones, r, name, qtype)
+		}
+		resp, err = plugin.Run(ctx, rt.block.Plugins.Above, func(ctx context.Context, r *plugin.Request) (*dns.Msg, error) {
+			resp, l, _, err := s.cachedPlugins(ctx, rt, r, key)
+			label = l
+			return resp, err
+		}, r)
+		if l := writerLabel(r.Writer); l != pluginNone {
+			label = l
+		}
 	}
-	r := &plugin.Request{Msg: m, Client: orig.Client, TCP: orig.TCP, Server: rt.m.server}
-	r.Lookup = func(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-		return s.lookup(ctx, zones, r, name, qtype)
+	rcode := plugin.Rcode(err)
+	if err == nil {
+		rcode = resp.Rcode
 	}
-	return plugin.Run(ctx, rt.block.Plugins.Above, func(ctx context.Context, r *plugin.Request) (*dns.Msg, error) {
-		resp, _, _, err := s.cachedPlugins(ctx, rt, r, key)
-		return resp, err
-	}, r)
+	(*rt.m.response(rcode, label)).Inc()
+	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
+	return resp, err
 }
 
 // refreshPlugins is refresh (a prefetch) for a block with plugins: the

@@ -179,7 +179,8 @@ func TestPluginLookup(t *testing.T) {
 		m.Answer = a.Answer
 		return m, nil
 	}}
-	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: recordingUpstream{log},
+	reg := prometheus.NewRegistry()
+	_, addr := start(t, reg, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: recordingUpstream{log},
 		Plugins: &Plugins{Above: []plugin.Handler{synth}}})
 	m := q("v6.example.", dns.TypeAAAA)
 	m.SetEdns0(1232, true)
@@ -189,6 +190,19 @@ func TestPluginLookup(t *testing.T) {
 	}
 	if got := log.take(); got != "synth,synth,forward:v6.example." {
 		t.Errorf("calls %s", got)
+	}
+	// The lookup counts as a query, as in CoreDNS.
+	n := 0
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "coredns_dns_requests_total" {
+			for _, m := range mf.GetMetric() {
+				n += int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("requests_total %d, want 2 (the AAAA query and the A lookup)", n)
 	}
 }
 
