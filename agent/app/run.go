@@ -82,6 +82,8 @@ type generation struct {
 	caches     []*cache.Cache
 	// probes are the loop detection of the blocks with the loop plugin.
 	probes []*loop.Probe
+	// closers stop the plugins' background work (file reloads).
+	closers []func()
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -251,6 +253,12 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			g.close()
 			return nil, err
 		}
+		plugins, err := a.plugins(s, g)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		b.Plugins = plugins
 		if s.Cache != nil {
 			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
 			g.caches = append(g.caches, b.Cache)
@@ -317,6 +325,9 @@ func (g *generation) close() {
 	}
 	for _, c := range g.caches {
 		c.Release()
+	}
+	for _, c := range g.closers {
+		c()
 	}
 }
 
