@@ -262,8 +262,8 @@ func checkDelete(ctx context.Context, e *env) (string, error) {
 	if r.server != e.get("KUBE_DNS_IP") || r.status != "NOERROR" || len(r.answers) == 0 {
 		return "", fmt.Errorf("new pod's lookup: %+v, want an answer from kube-dns", r)
 	}
-	if out, err := e.exec(ctx, pod.ns, pod.name, "getent", "hosts", "www.example.com"); err != nil || !strings.HasPrefix(out, "192.0.2.80 ") {
-		return "", fmt.Errorf("getent hosts www.example.com: %q %v", out, err)
+	if out, err := e.exec(ctx, pod.ns, pod.name, "getent", "ahostsv4", "www.example.com"); err != nil || !strings.HasPrefix(out, "192.0.2.80 ") {
+		return "", fmt.Errorf("getent ahostsv4 www.example.com: %q %v", out, err)
 	}
 	return fmt.Sprintf("interface and rules gone %s after delete -k; new pod ClusterFirst, answered by kube-dns %s", gone.Round(100*time.Millisecond), r.server), nil
 }

@@ -110,9 +110,9 @@ func checkLookups(ctx context.Context, e *env) (string, error) {
 	// glibc's resolver, through the pod's resolv.conf (search list, ndots).
 	getents := map[string]string{"kubernetes.default": "10.96.0.1", "www.example.com": "192.0.2.80", "api.example.net.": "192.0.2.90"}
 	for name, want := range getents {
-		out, err := e.exec(ctx, pod.ns, pod.name, "getent", "hosts", name)
+		out, err := e.exec(ctx, pod.ns, pod.name, "getent", "ahostsv4", name)
 		if err != nil || !strings.HasPrefix(strings.TrimSpace(out), want+" ") {
-			errs = append(errs, fmt.Sprintf("getent hosts %s: %q %v, want %s", name, out, err, want))
+			errs = append(errs, fmt.Sprintf("getent ahostsv4 %s: %q %v, want %s", name, out, err, want))
 		}
 	}
 	agentAfter, err := agentRequests(ctx)
