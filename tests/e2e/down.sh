@@ -99,10 +99,14 @@ if [ -f "$RUN_DIR/sysctls" ]; then
 	done <"$RUN_DIR/sysctls"
 fi
 
-# Host paths the hostPath volumes created.
+# Host paths the node created outside its directories (up.sh lists them).
 if [ -f "$RUN_DIR/created-paths" ]; then
 	while read -r p; do
-		case $p in /run/nodelocaldns) rm -rf "$p" ;; esac
+		case $p in
+		/run/nodelocaldns) rm -rf "$p" ;;
+		/var/log/containers) rmdir "$p" 2>/dev/null ;;
+		/var/lib/cni) rmdir "$p/results" "$p" 2>/dev/null ;;
+		esac
 	done <"$RUN_DIR/created-paths"
 fi
 
