@@ -57,6 +57,10 @@ fuzz: ## Run every Go fuzz target briefly (FUZZTIME each).
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -timeout 4m $$pkg || exit 1; \
 	done
 
+.PHONY: soak
+soak: ## 10 minutes of valid and hostile traffic against the agent (tests/hostile TestSoak; root; not in CI): RSS and goroutines must stay flat.
+	HOSTILE_SOAK=$${SOAK:-10m} $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./tests/hostile
+
 .PHONY: bench
 bench: tools build ## Run the benchmarks and print figures (Go benchmarks, webhook HTTPS load, agent vs unbound with dnsperf).
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -81,6 +85,12 @@ $(BIN)/kubectl: tests/tools/kube-apiserver/go.mod
 
 $(BIN)/etcd: tests/tools/etcd/go.mod
 	cd tests/tools/etcd && $(GO) build -o $@ .
+
+.PHONY: coredns
+coredns: $(BIN)/coredns ## Build CoreDNS v1.13.2 with node-cache's plugins (+kubernetes, ready) from the Go module proxy: the reference for tests/compat and tests/e2e.
+
+$(BIN)/coredns: tests/tools/coredns/go.mod tests/tools/coredns/main.go
+	cd tests/tools/coredns && CGO_ENABLED=0 $(GO) build -trimpath -o $@ .
 
 # The end-to-end node's components, built from the Go module proxy (tests/tools/kube-node)
 # with the version stamped so that `kubectl get nodes` shows it.

@@ -58,6 +58,7 @@ type agent struct {
 	reg    *prometheus.Registry
 
 	srv          *server.Server
+	mem          memoryPlan
 	cacheMetrics *cache.Metrics
 	loopMetrics  *loop.Metrics
 	ready        atomic.Bool
@@ -84,6 +85,7 @@ type generation struct {
 }
 
 func (a *agent) run(ctx context.Context) error {
+	a.planMemory()
 	popts := a.opts.PillarOptions()
 	popts.OnChange = a.apply
 	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
@@ -111,7 +113,7 @@ func (a *agent) run(ctx context.Context) error {
 		return fmt.Errorf("node setup: %w", err)
 	}
 	defer n.Close()
-	if a.srv, err = server.New(server.Options{Registerer: a.reg, Logger: a.logger}); err != nil {
+	if a.srv, err = server.New(server.Options{Registerer: a.reg, Logger: a.logger, Budget: a.mem.Budget}); err != nil {
 		gen.close()
 		return err
 	}
@@ -119,6 +121,7 @@ func (a *agent) run(ctx context.Context) error {
 		gen.close()
 		return err
 	}
+	a.applyGlobal(cfg)
 	a.current = gen
 	a.socks, err = server.OpenSockets(server.Keys(cfg), n.Inherited())
 	if err != nil {
@@ -148,7 +151,11 @@ func (a *agent) run(ctx context.Context) error {
 	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		newReleaser(a.srv.BudgetUse).run(wctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := w.Run(wctx); err != nil {
@@ -213,17 +220,43 @@ func (a *agent) lameDuck(cfg *corefile.Config) time.Duration {
 	return min(d, MaxLameDuck)
 }
 
-// build creates the caches, forwarders and blocks of cfg.
+// planMemory sizes the agent from -memory-limit (or the cgroup's limit)
+// and sets the Go runtime's memory limit.
+func (a *agent) planMemory() {
+	limit := a.opts.MemoryLimit
+	if a.opts.MemoryLimitFromCgroup {
+		var err error
+		if limit, err = cgroupMemoryLimit("/sys/fs/cgroup", "/proc/self/cgroup"); err != nil {
+			a.logger.Printf("[WARNING] %v; sizing without a memory limit", err)
+		}
+	}
+	a.mem = planMemory(limit)
+	applyGoLimit(a.mem)
+	if a.mem.Limit > 0 {
+		a.logger.Printf("[INFO] memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
+	}
+}
+
+// build creates the caches, forwarders and blocks of cfg. The caches share
+// the memory plan's cache bytes equally.
 func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	g := &generation{cfg: cfg, text: text}
+	var cacheBytes int64
+	if n := countCaches(cfg); n > 0 && a.mem.CacheBytes > 0 {
+		cacheBytes = a.mem.CacheBytes / int64(n)
+	}
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
+		if err := a.pluginOptions(b, s); err != nil {
+			g.close()
+			return nil, err
+		}
 		if s.Cache != nil {
-			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
+			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
-			f, err := forward.New(*s.Forward, forward.Options{Registerer: a.reg})
+			f, err := forward.New(*s.Forward, a.forwardOptions(s))
 			if err != nil {
 				g.close()
 				return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
@@ -231,8 +264,16 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			g.forwarders = append(g.forwarders, f)
 			b.Forward = f
 			b.Match = f.Match
+			var chain *forward.Chain
+			if len(s.NextForwards) > 0 {
+				if chain, err = a.chain(g, f, s); err != nil {
+					return nil, err
+				}
+				b.Forward, b.Match = chain, chain.Match
+			}
 			if s.Loop {
 				p := loop.New(s.Zones[0], f)
+				p.Chain = chain
 				g.probes = append(g.probes, p)
 				b.Forward = p
 			}
@@ -240,6 +281,33 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// countCaches counts the server blocks with a cache.
+func countCaches(cfg *corefile.Config) int {
+	n := 0
+	for _, s := range cfg.Servers {
+		if s.Cache != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// chain builds the further forward plugins of s after first into a chain
+// (forward's `next`); on error g is closed.
+func (a *agent) chain(g *generation, first *forward.Forwarder, s corefile.Server) (*forward.Chain, error) {
+	fs := []*forward.Forwarder{first}
+	for _, nf := range s.NextForwards {
+		f, err := forward.New(*nf, a.forwardOptions(s))
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		g.forwarders = append(g.forwarders, f)
+		fs = append(fs, f)
+	}
+	return forward.NewChain(fs...), nil
 }
 
 // close releases the forwarders and the caches' gauges.
@@ -278,6 +346,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 			return health.Endpoints{"/ready": health.ReadyHandler(a.ready.Load)}
 		})
 		put(s.Prometheus, metrics)
+		put(s.Pprof, pprofEndpoints)
 	}
 	put(a.opts.MetricsListenAddress, metrics)
 	return eps
@@ -294,7 +363,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 func (a *agent) apply(cfg *corefile.Config, text string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.current != nil && a.current.text == text {
+	if a.current != nil && a.current.text == text && !corefile.ImportsChanged(a.current.cfg) {
 		return nil
 	}
 	if len(cfg.Servers) == 0 {
@@ -350,6 +419,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
 	a.releaseUnused(cfg)
+	a.applyGlobal(cfg)
 	old := a.current
 	a.current = gen
 	if old != nil {
