@@ -275,6 +275,7 @@ cat >"$E2E_DIR/env" <<E
 # Written by make e2e-up. Use kubectl inside the node's network namespace:
 #   $E2E_DIR/kubectl get pods -A
 KUBECONFIG=$KUBECONFIG_FILE
+KUBECTL=$KUBECTL_BIN
 NETNS=$NETNS
 NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP

@@ -63,7 +63,7 @@ func sameRules(a, b nodeRules) error {
 // ensureLoopPod starts (once) the injected client pod the loops run in.
 func (e *env) ensureLoopPod(ctx context.Context) (podSpec, error) {
 	pod := podSpec{ns: nsInjected, name: "loop"}
-	if _, err := e.exec(ctx, pod.ns, pod.name, "true"); err == nil {
+	if _, err := e.exec(ctx, pod.ns, pod.name, "sh", "-c", "exit 0"); err == nil {
 		return pod, nil
 	}
 	if err := e.ensureNamespace(ctx, nsInjected, map[string]string{injectLabel: "enabled"}); err != nil {

@@ -17,7 +17,6 @@ import (
 // The project's and the cluster's DNS addresses.
 const (
 	localDNSIP    = "169.254.20.10"
-	agentMetrics  = "http://" + localDNSIP + ":9253/metrics"
 	clusterDomain = "cluster.local"
 	injectLabel   = "node-local-dns-injection"
 	agentNS       = "kube-system"
@@ -44,7 +43,7 @@ func loadEnv(path string) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	for _, k := range []string{"KUBECONFIG", "CLIENT_IMAGE", "KUBE_DNS_IP", "AGENT_IMAGE", "WEBHOOK_IMAGE"} {
+	for _, k := range []string{"KUBECONFIG", "CLIENT_IMAGE", "KUBE_DNS_IP", "NODE_IP", "AGENT_IMAGE", "WEBHOOK_IMAGE"} {
 		if vars[k] == "" {
 			return nil, fmt.Errorf("%s: %s is not set", path, k)
 		}
@@ -55,6 +54,9 @@ func loadEnv(path string) (*env, error) {
 	}
 	repo := filepath.Dir(filepath.Dir(filepath.Dir(abs))) // bin/e2e/env
 	kubectl := os.Getenv("KUBECTL_BIN")
+	if kubectl == "" {
+		kubectl = vars["KUBECTL"]
+	}
 	if kubectl == "" {
 		kubectl = filepath.Join(repo, "bin", "kubectl")
 	}

@@ -184,7 +184,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 	kubeDNS := e.get("KUBE_DNS_IP")
 	const n = 5
 	ask := func() (float64, float64, error) {
-		a0, err := agentRequests(ctx)
+		a0, err := e.agentRequests(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -206,7 +206,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 				return 0, 0, fmt.Errorf("dig %s: %+v, want NXDOMAIN from %s", name, r, kubeDNS)
 			}
 		}
-		a1, _ := agentRequests(ctx) // the agent may be gone
+		a1, _ := e.agentRequests(ctx) // the agent may be gone
 		c1, err := e.corednsRequests(ctx, "udp")
 		if err != nil {
 			return 0, 0, err
