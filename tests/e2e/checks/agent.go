@@ -96,6 +96,7 @@ func checkAgentRestart(ctx context.Context, e *env) (string, error) {
 	const dur = 30 * time.Second
 	loop := e.lookupLoop(ctx, pod.ns, pod.name, dur, 2, loopNames...)
 	time.Sleep(4 * time.Second)
+	fmt.Printf("    deleting agent pod %s at uptime %s\n", old.name, uptime())
 	if _, err := e.kubectl(ctx, "", "-n", agentNS, "delete", "pod", old.name, "--wait=false"); err != nil {
 		return "", err
 	}
@@ -132,6 +133,7 @@ func checkAgentRestart(ctx context.Context, e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	fmt.Printf("    SIGKILL agent pid %d at uptime %s\n", pid, uptime())
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return "", fmt.Errorf("kill -9 %d: %w", pid, err)
 	}
@@ -161,6 +163,11 @@ func checkAgentRestart(ctx context.Context, e *env) (string, error) {
 
 	fig := fmt.Sprintf("delete: %s, new pod Ready in %s; SIGKILL: %s, restarted Ready in %s; %d rules kept",
 		del.stats, back.Round(100*time.Millisecond), kill.stats, restarted.Round(100*time.Millisecond), len(before.rules))
+	for what, s := range map[string]loopStats{"delete": del.stats, "SIGKILL": kill.stats} {
+		for _, l := range s.slow {
+			fmt.Printf("    %s: slow lookup %s\n", what, l)
+		}
+	}
 	var errs []string
 	for what, s := range map[string]loopStats{"delete": del.stats, "SIGKILL": kill.stats} {
 		if s.failed > 0 || s.slowest > maxSlowest {
