@@ -219,8 +219,8 @@ func agentPID() (int, error) {
 // namespace get ClusterFirst and resolve through kube-dns.
 func checkDelete(ctx context.Context, e *env) (string, error) {
 	start := time.Now()
-	if out, err := onNode(ctx, "bash", filepath.Join(e.repo, "tests/e2e/install.sh"), "delete", e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE")); err != nil {
-		return "", fmt.Errorf("delete -k: %w: %s", err, out)
+	if err := e.install(ctx, "delete", "builtin-certs"); err != nil {
+		return "", err
 	}
 	err := poll(ctx, 90*time.Second, time.Second, func() error {
 		pods, err := e.agentPods(ctx)

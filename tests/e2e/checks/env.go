@@ -144,3 +144,15 @@ func poll(ctx context.Context, timeout, interval time.Duration, fn func() error)
 		}
 	}
 }
+
+// install runs tests/e2e/install.sh (kubectl apply -k or delete -k of the
+// project in mode "builtin-certs" or "interception") with this kubectl.
+func (e *env) install(ctx context.Context, verb, mode string) error {
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(e.repo, "tests/e2e/install.sh"), verb, e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), mode)
+	cmd.Env = append(os.Environ(), "KUBECTL_BIN="+e.kubectlBin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("install.sh %s %s: %w: %s", verb, mode, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

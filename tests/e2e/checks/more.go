@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -167,9 +166,8 @@ func checkDnsperf(ctx context.Context, e *env) (string, error) {
 // (the agent counts them, CoreDNS sees none over UDP); after the overlay is
 // deleted, kube-dns answers again.
 func checkInterception(ctx context.Context, e *env) (string, error) {
-	install := filepath.Join(e.repo, "tests/e2e/install.sh")
-	if out, err := onNode(ctx, "bash", install, "apply", e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), "interception"); err != nil {
-		return "", fmt.Errorf("apply interception: %w: %s", err, out)
+	if err := e.install(ctx, "apply", "interception"); err != nil {
+		return "", err
 	}
 	if _, err := e.waitAgentReady(ctx, 120*time.Second); err != nil {
 		return "", err
@@ -217,8 +215,8 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if out, err := onNode(ctx, "bash", install, "delete", e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), "interception"); err != nil {
-		return "", fmt.Errorf("delete interception: %w: %s", err, out)
+	if err := e.install(ctx, "delete", "interception"); err != nil {
+		return "", err
 	}
 	err = poll(ctx, 90*time.Second, time.Second, func() error {
 		pods, err := e.agentPods(ctx)
