@@ -85,6 +85,25 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}
 }
 
+// TestEveryOverlayHasAScenario: a new overlay in manifests/overlays needs
+// its chart values and a scenario above, or the chart falls behind.
+func TestEveryOverlayHasAScenario(t *testing.T) {
+	dirs, err := filepath.Glob(filepath.Join(ManifestsDir(), "overlays", "*", "kustomization.yaml"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no overlays found (%v)", err)
+	}
+	covered := map[string]bool{}
+	for _, sc := range scenarios {
+		covered[sc.kust.Dir] = true
+	}
+	for _, d := range dirs {
+		rel, _ := filepath.Rel(ManifestsDir(), filepath.Dir(d))
+		if !covered[filepath.ToSlash(rel)] {
+			t.Errorf("manifests/%s has no scenario in tests/helm (and maybe no chart values)", rel)
+		}
+	}
+}
+
 // TestCompareFindsDrift shows that the comparison can fail: a changed
 // argument, a missing object and a changed selector are reported.
 func TestCompareFindsDrift(t *testing.T) {

@@ -123,8 +123,8 @@ manifests/components/cilium's).
 {{- if not (has .Values.webhook.certificates (list "cert-manager" "builtin")) -}}
 {{- fail (printf "webhook.certificates %q: want cert-manager or builtin" .Values.webhook.certificates) -}}
 {{- end -}}
-{{- if not (has .Values.webhook.namespaceSelection (list "opt-in")) -}}
-{{- fail (printf "webhook.namespaceSelection %q: want opt-in" .Values.webhook.namespaceSelection) -}}
+{{- if not (has .Values.webhook.namespaceSelection (list "opt-in" "cluster-wide")) -}}
+{{- fail (printf "webhook.namespaceSelection %q: want opt-in or cluster-wide" .Values.webhook.namespaceSelection) -}}
 {{- end -}}
 {{- if or (lt (len .Values.localDNSIPs) 1) (gt (len .Values.localDNSIPs) 2) -}}
 {{- fail "localDNSIPs: want one or two addresses" -}}
