@@ -64,6 +64,10 @@ fuzz: ## Run every Go fuzz target briefly (FUZZTIME each).
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -timeout 4m $$pkg || exit 1; \
 	done
 
+.PHONY: soak
+soak: ## 10 minutes of valid and hostile traffic against the agent (tests/hostile TestSoak; root; not in CI): RSS and goroutines must stay flat.
+	HOSTILE_SOAK=$${SOAK:-10m} $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./tests/hostile
+
 .PHONY: bench
 bench: tools build ## Run the benchmarks and print figures (Go benchmarks, webhook HTTPS load, agent vs unbound with dnsperf).
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests, benchmarks and demo use: real DNS
 # servers (nsd, unbound), real clients (dig, dnsperf, getent from libc-bin),
-# iptables/nftables and iproute2 for the network-namespace tests;
+# iptables/nftables and iproute2 for the network-namespace tests, util-linux
+# (unshare, setpriv) for tests/hostile and the NET_RAW check;
 # qemu-user-static to run the arm64 images' programs (tests/images), whose
 # Debian packages come from the arm64 architecture added to apt here.
 # Safe to run again; it only installs what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates)
+pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates util-linux)
 # The end-to-end node (tests/e2e): container runtime, CNI plugins, a static
 # busybox for the test images, ipset/conntrack for kube-proxy, openssl for the
 # node's certificates, util-linux for nsenter.

@@ -106,11 +106,12 @@ type Forwarder struct {
 }
 
 // callKey identifies identical queries: lower-cased name, type, class and
-// the DO and CD bits.
+// the DO, CD and RD bits (an RD=0 query must not share an RD=1 query's
+// upstream answer, nor the reverse).
 type callKey struct {
 	name          string
 	qtype, qclass uint16
-	do, cd        bool
+	do, cd, rd    bool
 }
 
 // call is one upstream query shared by every identical concurrent Exchange.
@@ -163,12 +164,12 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
 	tlsConfigs, err := tlsConfigs(cfg)
 	if err != nil {
 		return nil, err
 	}
+	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
 	for _, addr := range cfg.To {
 		u, err := newUpstream(addr, &fc, m, tlsConfigs[addr])
 		if err != nil {
@@ -309,7 +310,7 @@ func (f *Forwarder) Healthy() map[string]bool {
 
 func keyOf(req *dns.Msg) callKey {
 	q := req.Question[0]
-	k := callKey{name: lower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	k := callKey{name: lower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled, rd: req.RecursionDesired}
 	if opt := req.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}
@@ -333,7 +334,7 @@ func lower(name string) string {
 func (f *Forwarder) upstreamQuery(req *dns.Msg, key callKey) *dns.Msg {
 	q := new(dns.Msg)
 	q.Opcode = dns.OpcodeQuery
-	q.RecursionDesired = req.RecursionDesired
+	q.RecursionDesired = key.rd
 	q.CheckingDisabled = key.cd
 	q.AuthenticatedData = req.AuthenticatedData
 	q.Question = []dns.Question{req.Question[0]}
