@@ -30,7 +30,7 @@ const (
 	nodeIP        = "10.200.0.1"
 	kubeDNSHostIP = "10.200.0.2"
 	ifaceName     = "nodelocaldns"
-	metricsAddr   = localDNSIP + ":9253"
+	metricsAddr   = nodeIP + ":9253" // prometheus {$POD_IP}:9253 of the ConfigMap
 )
 
 // netnode is a node built from three network namespaces:
@@ -257,6 +257,9 @@ func (n *netnode) agentCommand() error {
 	}
 	args := n.in(n.node, agentBin)
 	for _, a := range dsArgs {
+		// The DaemonSet's POD_IP (status.podIP) is the node's IP under
+		// hostNetwork; the kubelet expands $(POD_IP) in arguments.
+		a = strings.ReplaceAll(a, "$(POD_IP)", nodeIP)
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if v, ok := override[name]; ok {
 			a = "-" + name + "=" + v
@@ -268,8 +271,9 @@ func (n *netnode) agentCommand() error {
 		args = append(args, "-"+name+"="+v)
 	}
 	n.agentArgs = args
-	n.agentEnv = []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP}
-	n.d.printf("agent arguments: the rendered DaemonSet's %q, file paths moved to %s\n", dsArgs, n.dir)
+	// POD_IP also fills the Corefile's {$POD_IP} (prometheus).
+	n.agentEnv = []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP, "POD_IP=" + nodeIP}
+	n.d.printf("agent arguments: the rendered DaemonSet's %q, file paths moved to %s, $(POD_IP) = the node's %s\n", dsArgs, n.dir, nodeIP)
 	n.d.printf("Corefile template: the rendered ConfigMap node-local-dns; kube-dns ConfigMap upstreamNameservers %s\n", ups)
 	return nil
 }
@@ -444,11 +448,11 @@ func (n *netnode) showEndpoints(ctx context.Context) error {
 		}
 		n.d.printf("GET http://%s%s (the probes of the DaemonSet): 200 %s\n", ep.addr, ep.path, strings.TrimSpace(firstLine(body)))
 	}
-	body, err := n.get(ctx, localDNSIP+":9353", "/metrics")
+	body, err := n.get(ctx, nodeIP+":9353", "/metrics")
 	if err != nil {
 		return fmt.Errorf("setup metrics (-metrics-listen-address): %w", err)
 	}
-	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address), the coredns_nodecache_setup_errors_total lines:\n", localDNSIP)
+	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address), the coredns_nodecache_setup_errors_total lines:\n", nodeIP)
 	n.d.show("", strings.Join(grepLines(body, "coredns_nodecache_setup_errors_total{"), "\n"))
 	return nil
 }

@@ -70,7 +70,7 @@ func TestBuildImages(t *testing.T) {
 	if out, _ := exec.Command("dpkg", "--print-foreign-architectures").Output(); !strings.Contains(string(out), "arm64") {
 		testenv.Unavailable(t, "apt has no arm64 packages: dpkg --add-architecture arm64 && apt-get update (tests/install-deps.sh)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // a cold build of four binaries on a loaded machine
 	defer cancel()
 	out := t.TempDir()
 	start := time.Now()
