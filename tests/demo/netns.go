@@ -30,7 +30,7 @@ const (
 	nodeIP        = "10.200.0.1"
 	kubeDNSHostIP = "10.200.0.2"
 	ifaceName     = "nodelocaldns"
-	metricsAddr   = nodeIP + ":9253" // prometheus {$POD_IP}:9253 of the ConfigMap
+	metricsAddr   = nodeIP + ":9253" // prometheus {$POD_IP}:9253, the node's IP
 )
 
 // netnode is a node built from three network namespaces:
@@ -226,7 +226,7 @@ func (n *netnode) agentCommand() error {
 	if err != nil {
 		return err
 	}
-	dsArgs, template, err := agentManifest(rendered)
+	dsArgs, dsEnv, template, err := agentManifest(rendered, nodeIP)
 	if err != nil {
 		return err
 	}
@@ -257,9 +257,6 @@ func (n *netnode) agentCommand() error {
 	}
 	args := n.in(n.node, agentBin)
 	for _, a := range dsArgs {
-		// The DaemonSet's POD_IP (status.podIP) is the node's IP under
-		// hostNetwork; the kubelet expands $(POD_IP) in arguments.
-		a = strings.ReplaceAll(a, "$(POD_IP)", nodeIP)
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if v, ok := override[name]; ok {
 			a = "-" + name + "=" + v
@@ -271,9 +268,8 @@ func (n *netnode) agentCommand() error {
 		args = append(args, "-"+name+"="+v)
 	}
 	n.agentArgs = args
-	// POD_IP also fills the Corefile's {$POD_IP} (prometheus).
-	n.agentEnv = []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP, "POD_IP=" + nodeIP}
-	n.d.printf("agent arguments: the rendered DaemonSet's %q, file paths moved to %s, $(POD_IP) = the node's %s\n", dsArgs, n.dir, nodeIP)
+	n.agentEnv = append([]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP}, dsEnv...)
+	n.d.printf("agent arguments: the rendered DaemonSet's %q, file paths moved to %s\n", dsArgs, n.dir)
 	n.d.printf("Corefile template: the rendered ConfigMap node-local-dns; kube-dns ConfigMap upstreamNameservers %s\n", ups)
 	return nil
 }
@@ -452,7 +448,7 @@ func (n *netnode) showEndpoints(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("setup metrics (-metrics-listen-address): %w", err)
 	}
-	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address), the coredns_nodecache_setup_errors_total lines:\n", nodeIP)
+	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address $(POD_IP), the node's IP), the coredns_nodecache_setup_errors_total lines:\n", nodeIP)
 	n.d.show("", strings.Join(grepLines(body, "coredns_nodecache_setup_errors_total{"), "\n"))
 	return nil
 }
