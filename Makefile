@@ -192,7 +192,7 @@ demo-deps: ## Install only the Debian packages the demo uses (nsd, dig, iptables
 	else echo "demo: not root; the agent part runs on a loopback port"; fi
 
 demo-bins:
-	@echo "==> webhook, agent, demo program -> $(BIN)/: one go build (about 3 min on 2 cores with a cold Go cache, seconds when cached)"
+	@echo "==> webhook, agent, demo program -> $(BIN)/: one go build (about 2 min on 2 cores with a cold Go cache, 3 CPU-min; seconds when cached)"
 	@TIMEFORMAT="<== webhook, agent, demo: done in %0R s (CPU: user %0U s, sys %0S s)"; time $(GOBUILD) -o $(BIN)/ ./webhook ./agent ./tests/demo
 
 # Debian's etcd comes from apt-get download: after the package installation
