@@ -397,7 +397,8 @@ func (e *Entry) setTTLs(msg []byte, ttl uint32) {
 	}
 }
 
-// Msg unpacks the entry with every TTL set to ttl.
+// Msg unpacks the entry with every TTL set to ttl, as a cache hit: the AA
+// bit is set, as CoreDNS's cache does.
 func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(e.msg()); err != nil {
@@ -408,7 +409,7 @@ func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 			rr.Header().Ttl = ttl
 		}
 	}
-	m.Authoritative = false
+	m.Authoritative = true
 	return m, nil
 }
 
@@ -427,14 +428,21 @@ func (e *Entry) Size() int { return int(e.msgLen) }
 // query had EDNS, an OPT record advertising ednsSize. An answer longer than
 // limit is replaced by the header and question with TC set. Reply does not
 // allocate when dst has room.
-func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16) []byte {
+//
+// The AA bit follows CoreDNS: a cache hit (hit) sets it, for stub
+// resolvers that drop non-authoritative answers; the answer to a miss
+// keeps the upstream's.
+func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16, hit bool) []byte {
 	need := int(e.msgLen)
 	if q.EDNS {
 		need += dnswire.OPTLen
 	}
 	start := len(dst)
-	flags := e.flags&^(dnswire.FlagAA|dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
+	flags := e.flags&^(dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
 		q.Flags&(dnswire.FlagRD|dnswire.FlagCD)
+	if hit {
+		flags |= dnswire.FlagAA
+	}
 	if need > limit {
 		dst = append(dst, e.data[:e.qEnd]...)
 		out := dst[start:]

@@ -137,7 +137,7 @@ func TestCountdownAndReply(t *testing.T) {
 		{"truncated", 40, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := e.Reply(nil, upper, uq, ttl, tc.limit, 1232)
+			out := e.Reply(nil, upper, uq, ttl, tc.limit, 1232, true)
 			var m dns.Msg
 			if err := m.Unpack(out); err != nil {
 				t.Fatal(err)
@@ -158,8 +158,52 @@ func TestCountdownAndReply(t *testing.T) {
 	// Without EDNS in the query there is no OPT in the reply.
 	plain, pq := packedQuery(t, "www.example.", dns.TypeA, false)
 	var m dns.Msg
-	if err := m.Unpack(e.Reply(nil, plain, pq, ttl, 512, 1232)); err != nil || m.IsEdns0() != nil {
+	if err := m.Unpack(e.Reply(nil, plain, pq, ttl, 512, 1232, true)); err != nil || m.IsEdns0() != nil {
 		t.Errorf("reply without EDNS: %v, OPT %v", err, m.IsEdns0())
+	}
+}
+
+// TestAuthoritativeBit checks CoreDNS's AA semantics: a hit sets AA
+// whatever the upstream said, the answer to a miss keeps the upstream's.
+func TestAuthoritativeBit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		upstream bool
+		hit      bool
+		want     bool
+	}{
+		{"hit of a non-authoritative answer", false, true, true},
+		{"hit of an authoritative answer", true, true, true},
+		{"miss, upstream not authoritative", false, false, false},
+		{"miss, upstream authoritative", true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(defaults(), Options{})
+			pkt, q := packedQuery(t, "aa.example.", dns.TypeA, true)
+			key := dnswire.AppendKey(nil, pkt, q)
+			m := answer("aa.example.", 0, "aa.example. 60 IN A 192.0.2.1")
+			m.Authoritative = tc.upstream
+			e, err := c.Store(key, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r dns.Msg
+			if err := r.Unpack(e.Reply(nil, pkt, q, 60, 4096, 1232, tc.hit)); err != nil {
+				t.Fatal(err)
+			}
+			if r.Authoritative != tc.want {
+				t.Errorf("AA = %v, want %v", r.Authoritative, tc.want)
+			}
+			if tc.hit {
+				u, err := e.Msg(60)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !u.Authoritative {
+					t.Error("Msg (a hit on the miss path): AA not set")
+				}
+			}
+		})
 	}
 }
 
@@ -357,7 +401,7 @@ func TestHitReplyNoAlloc(t *testing.T) {
 		k := dnswire.AppendKey(kb[:0], pkt, q)
 		e, ttl, ok := c.Hit(k, c.Now())
 		if ok {
-			buf = e.Reply(buf[:0], pkt, q, ttl, 4096, 1232)
+			buf = e.Reply(buf[:0], pkt, q, ttl, 4096, 1232, true)
 		}
 	})
 	if allocs != 0 {

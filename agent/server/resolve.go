@@ -60,7 +60,8 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 
 // entryReply is the reply to pkt from the cache entry just stored for it,
 // built in wire format as a cache hit's (the answer is packed once, for
-// the cache), or nil when pkt does not parse as the hit path wants it.
+// the cache) but with the upstream's AA bit, or nil when pkt does not
+// parse as the hit path wants it.
 func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
 	var q dnswire.Query
 	if err := dnswire.ParseQuery(pkt, &q); err != nil {
@@ -70,7 +71,7 @@ func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
 	if !tcp {
 		limit = q.MaxUDPSize()
 	}
-	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize)
+	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize, false)
 }
 
 // resolve finds the answer to req in rt's block: cache, upstream, stale

@@ -862,3 +862,29 @@ func TestMissWorkerPerQuery(t *testing.T) {
 		t.Errorf("slow miss: %v", err)
 	}
 }
+
+// TestAuthoritativeBit checks CoreDNS's AA semantics end to end: the
+// answer to a miss carries the upstream's AA bit, a cache hit (hit path
+// over UDP and TCP) always sets it.
+func TestAuthoritativeBit(t *testing.T) {
+	for _, upstreamAA := range []bool{false, true} {
+		t.Run(fmt.Sprintf("upstream AA %v", upstreamAA), func(t *testing.T) {
+			_, f := upstream(t, dnstest.Func(func(qq *dnstest.Query) *dns.Msg {
+				m := zone.Reply(qq.Msg)
+				m.Authoritative = upstreamAA
+				return m
+			}))
+			_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+			for _, name := range []string{"www.example.", "nx.example."} {
+				if r := exchange(t, "udp", addr, q(name, dns.TypeA)); r.Authoritative != upstreamAA {
+					t.Errorf("%s miss: AA = %v, want the upstream's %v", name, r.Authoritative, upstreamAA)
+				}
+				for _, netw := range []string{"udp", "tcp"} {
+					if r := exchange(t, netw, addr, q(name, dns.TypeA)); !r.Authoritative {
+						t.Errorf("%s %s hit: AA not set", name, netw)
+					}
+				}
+			}
+		})
+	}
+}

@@ -244,7 +244,7 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 	} else {
 		limit = min(limit, q.MaxUDPSize())
 	}
-	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize)
+	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize, true)
 	ti := typeIndex(q.QType)
 	t := &h.tally
 	t.inc(rt.m.request(h.tcp, h.v6, ti))
