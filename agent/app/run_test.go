@@ -165,6 +165,7 @@ func TestRunServesHealthMetricsAndStops(t *testing.T) {
 		`coredns_dns_requests_total{family="1",proto="udp",server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
 		`coredns_cache_hits_total{server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
 		`coredns_forward_requests_total`,
+		`coredns_proxy_request_duration_seconds_count{proxy_name="forward"`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %s", code, want)

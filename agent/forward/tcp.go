@@ -37,6 +37,8 @@ type tcpPool struct {
 	conns  []*tcpConn
 	closed bool
 	dialMu sync.Mutex // one dial at a time
+	// cache counts the connections reused and dialed.
+	cache connCache
 }
 
 func newTCPPool(addr string, expire time.Duration) *tcpPool {
@@ -49,6 +51,7 @@ func newTCPPool(addr string, expire time.Duration) *tcpPool {
 func (p *tcpPool) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.get(ctx, deadline)
+		p.cache.count(reused)
 		if err != nil {
 			return nil, err
 		}

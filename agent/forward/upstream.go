@@ -47,15 +47,18 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error)
 	if err != nil {
 		return nil, fmt.Errorf("forward: upstream %q: %w", addr, err)
 	}
-	return &upstream{
+	u := &upstream{
 		addr:       addr,
 		udp:        newUDPPool(udpAddr, cfg.expire),
 		tcp:        newTCPPool(addr, cfg.expire),
 		forceTCP:   cfg.forceTCP,
 		maxFails:   uint32(max(cfg.maxFails, 0)),
 		requests:   m.requests.WithLabelValues(addr),
-		hcFailures: m.healthcheckFailures.WithLabelValues(addr),
-	}, nil
+		hcFailures: m.healthcheckFailures.WithLabelValues(proxyName, addr),
+	}
+	u.udp.cache = m.connCache(addr, "udp")
+	u.tcp.cache = m.connCache(addr, "tcp")
+	return u, nil
 }
 
 // down reports whether max_fails consecutive health checks failed.
