@@ -40,11 +40,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if rt == nil {
 		return pack(errReply(req, dns.RcodeRefused), req, tcp)
 	}
-	ti := typeIndex(req.Question[0].Qtype)
-	(*rt.m.request(tcp, v6, ti)).Inc()
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
-	(*rt.m.response(resp.Rcode, plugin)).Inc()
-	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	var out []byte
 	if stored != nil {
 		out = entryReply(stored, pkt, tcp)
@@ -52,6 +48,8 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if out == nil {
 		out = pack(resp, req, tcp)
 	}
+	opt := req.IsEdns0()
+	rt.m.observeAll(tcp, v6, req.Question[0].Qtype, opt != nil && opt.Do(), resp.Rcode, plugin, len(pkt), len(out), time.Since(start))
 	if rt.block.Log {
 		s.logQuery(client, req, resp.Rcode, out, tcp, len(pkt), time.Since(start))
 	}

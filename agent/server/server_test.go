@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -395,6 +396,10 @@ func TestMetricsAndCheck(t *testing.T) {
 		exchange(t, "udp", addr, q("www.example.", dns.TypeA))
 	}
 	exchange(t, "tcp", addr, q("www.example.", dns.TypeAAAA))
+	do := q("www.example.", dns.TypeA)
+	do.SetEdns0(1232, true)
+	exchange(t, "udp", addr, do) // a miss: the key has the DO bit
+	exchange(t, "udp", addr, do) // a hit
 	port := addr[strings.LastIndex(addr, ":")+1:]
 	server := "dns://:" + port
 	m := s.metrics
@@ -403,17 +408,38 @@ func TestMetricsAndCheck(t *testing.T) {
 		c    prometheus.Collector
 		want float64
 	}{
-		{"udp A requests", m.requests.WithLabelValues(server, ".", "", "udp", "1", "A"), 3},
+		{"udp A requests", m.requests.WithLabelValues(server, ".", "", "udp", "1", "A"), 5},
 		{"tcp AAAA requests", m.requests.WithLabelValues(server, ".", "", "tcp", "1", "AAAA"), 1},
-		{"cache responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "cache"), 2},
-		{"forward responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "forward"), 2},
+		{"DO requests", m.doRequests.WithLabelValues(server, ".", ""), 2},
+		{"cache responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "cache"), 3},
+		{"forward responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "forward"), 3},
 	} {
 		if got := testutil.ToFloat64(tc.c); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	if n := testutil.CollectAndCount(m.duration); n != 2 {
-		t.Errorf("%d duration series, want 2 (A, AAAA)", n)
+	// CoreDNS's request duration has no type label: one series.
+	if n := testutil.CollectAndCount(m.duration); n != 1 {
+		t.Errorf("%d duration series, want 1", n)
+	}
+	if n := m.duration.child(server, ".", "").count.Load(); n != 6 {
+		t.Errorf("duration count %d, want 6", n)
+	}
+	for _, tc := range []struct {
+		name  string
+		h     *hist
+		count uint64
+		min   float64 // smallest size observed
+	}{
+		{"udp request size", m.requestSize.child(server, ".", "", "udp"), 5, 29},
+		{"tcp request size", m.requestSize.child(server, ".", "", "tcp"), 1, 29},
+		{"udp response size", m.responseSize.child(server, ".", "", "udp"), 5, 45},
+		{"tcp response size", m.responseSize.child(server, ".", "", "tcp"), 1, 29},
+	} {
+		sum := math.Float64frombits(tc.h.sum.Load())
+		if n := tc.h.count.Load(); n != tc.count || sum < tc.min*float64(n) {
+			t.Errorf("%s: %d observations adding up to %v bytes, want %d of at least %v", tc.name, n, sum, tc.count, tc.min)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

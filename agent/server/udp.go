@@ -245,14 +245,19 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 		limit = min(limit, q.MaxUDPSize())
 	}
 	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize, true)
-	ti := typeIndex(q.QType)
 	t := &h.tally
-	t.inc(rt.m.request(h.tcp, h.v6, ti))
+	t.inc(rt.m.request(h.tcp, h.v6, typeIndex(q.QType)))
+	if q.DO {
+		t.inc(rt.m.do())
+	}
 	t.inc(rt.m.response(e.Rcode(), pluginCache))
 	creq, chit := c.HitCounters(e)
 	t.inc(creq)
 	t.inc(chit)
-	t.observe(rt.m.observer(ti))
+	t.observe(rt.m.observer())
+	reqSize, respSize := rt.m.sizes(h.tcp)
+	t.observeSize(reqSize, len(pkt))
+	t.observeSize(respSize, len(dst))
 	if c.ShouldPrefetch(e, ttl, now) {
 		h.s.prefetch(pkt, rt)
 	}
