@@ -11,12 +11,14 @@ import (
 	"log"
 	"maps"
 	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,6 +89,11 @@ func (a *agent) run(ctx context.Context) error {
 	popts := a.opts.PillarOptions()
 	popts.OnChange = a.apply
 	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
+	if a.opts.ReloadWithSignal {
+		// node-cache's -reloadwithsignal: changes are applied without the
+		// reload plugin, checked every -syncinterval.
+		popts.PollInterval = a.opts.SyncInterval
+	}
 	w, err := pillar.NewWatcher(popts)
 	if err != nil {
 		return err
@@ -145,15 +152,24 @@ func (a *agent) run(ctx context.Context) error {
 	if err := a.writePIDFile(); err != nil {
 		a.logger.Printf("[WARNING] %v", err)
 	}
-	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
+	if !a.opts.Quiet {
+		a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
+	}
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := w.Run(wctx); err != nil {
 			a.logger.Printf("[ERROR] config watcher: %v", err)
 		}
+	}()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		defer wg.Done()
+		a.reloadOnSignal(wctx, w, usr1)
 	}()
 
 	<-ctx.Done()
@@ -171,6 +187,22 @@ func (a *agent) run(ctx context.Context) error {
 	web.Close(hctx)
 	cancel()
 	return a.stopServing(n)
+}
+
+// reloadOnSignal checks the configuration for changes on every SIGUSR1
+// until ctx is done: CoreDNS reloads its Corefile on that signal, and
+// node-cache with -reloadwithsignal sends it to itself.
+func (a *agent) reloadOnSignal(ctx context.Context, w *pillar.Watcher, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			if _, err := w.Check(); err != nil {
+				a.logger.Printf("[ERROR] reload on SIGUSR1: %v", err)
+			}
+		}
+	}
 }
 
 // abort undoes a start that failed after the node was set up.
