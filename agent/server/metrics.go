@@ -2,6 +2,7 @@ package server
 
 import (
 	"math"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nodelocaldns/nodelocaldns/agent/dnswire"
 	"github.com/nodelocaldns/nodelocaldns/pkg/promreg"
 )
 
@@ -18,6 +20,7 @@ import (
 // (plugin/metrics): requests, DO requests, responses by rcode and plugin,
 // request duration, and request and response sizes.
 type Metrics struct {
+	panics       prometheus.Counter
 	requests     *prometheus.CounterVec
 	doRequests   *prometheus.CounterVec
 	responses    *prometheus.CounterVec
@@ -33,6 +36,10 @@ var sizeBuckets = []float64{0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 
 // registered), reusing ones a previous call registered there.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "coredns", Name: "panics_total",
+			Help: "A metrics that counts the number of panics.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "coredns", Subsystem: "dns", Name: "requests_total",
 			Help: "Counter of DNS requests made per zone, protocol and family.",
@@ -56,6 +63,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			sizeBuckets, "server", "zone", "view", "proto"),
 	}
 	var err error
+	if m.panics, err = promreg.Register(reg, m.panics); err != nil {
+		return nil, err
+	}
 	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
@@ -409,4 +419,24 @@ func (t *tally) flush() {
 		s.h = nil
 	}
 	t.ns = 0
+}
+
+// recoverAnswer turns a panic while answering pkt into a SERVFAIL reply
+// in *out, counted in coredns_panics_total and logged with its stack, as
+// CoreDNS's server does: one bad query must not stop the agent.
+func (s *Server) recoverAnswer(pkt []byte, out *[]byte) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.metrics.panics.Inc()
+	s.opts.Logger.Printf("[ERROR] Recovered from panic answering a query: %v\n%s", v, debug.Stack())
+	*out = nil
+	if len(pkt) < dnswire.HeaderLen || dnswire.Flags(pkt)&dnswire.FlagQR != 0 {
+		return
+	}
+	reply := make([]byte, dnswire.HeaderLen)
+	copy(reply, pkt[:2])
+	dnswire.SetFlags(reply, dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD)|dnswire.FlagQR|dns.RcodeServerFailure)
+	*out = reply
 }

@@ -16,7 +16,8 @@ import (
 
 // answer handles one query with miekg/dns: cache, forwarding, stale answers,
 // and every error reply. It returns the packed reply, or nil to drop.
-func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time, client netip.AddrPort) []byte {
+func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time, client netip.AddrPort) (out []byte) {
+	defer s.recoverAnswer(pkt, &out)
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		return formErr(pkt)
@@ -41,7 +42,6 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 		return pack(errReply(req, dns.RcodeRefused), req, tcp)
 	}
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
-	var out []byte
 	if stored != nil {
 		out = entryReply(stored, pkt, tcp)
 	}

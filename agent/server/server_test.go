@@ -914,3 +914,44 @@ func TestAuthoritativeBit(t *testing.T) {
 		})
 	}
 }
+
+// panicky is an upstream whose Exchange panics for one name.
+type panicky struct{ next Exchanger }
+
+func (p panicky) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	if m.Question[0].Name == "boom.example." {
+		panic("boom")
+	}
+	return p.next.Exchange(ctx, m)
+}
+
+// TestPanicRecovered checks CoreDNS's behaviour on a panic: the query gets
+// SERVFAIL, coredns_panics_total counts it, and the server keeps serving.
+func TestPanicRecovered(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := log.New(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), "", 0)
+	s, addr := startWith(t, Options{Timeout: 2 * time.Second, Logger: logger}, []string{"udp", "tcp"},
+		&Block{Zones: []string{"."}, Forward: panicky{f}})
+	for _, netw := range []string{"udp", "tcp"} {
+		if r := exchange(t, netw, addr, q("boom.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("%s: rcode %s, want SERVFAIL", netw, dns.RcodeToString[r.Rcode])
+		}
+	}
+	if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+		t.Errorf("after the panics: %v", r)
+	}
+	if got := testutil.ToFloat64(s.metrics.panics); got != 2 {
+		t.Errorf("coredns_panics_total = %v, want 2", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "Recovered from panic") {
+		t.Errorf("panic not logged: %q", logged.String())
+	}
+}
