@@ -62,6 +62,7 @@ type agent struct {
 	srv          *server.Server
 	cacheMetrics *cache.Metrics
 	loopMetrics  *loop.Metrics
+	appMetrics   *appMetrics
 	ready        atomic.Bool
 
 	mu      sync.Mutex // serializes apply and guards current
@@ -87,8 +88,14 @@ type generation struct {
 
 func (a *agent) run(ctx context.Context) error {
 	popts := a.opts.PillarOptions()
-	popts.OnChange = a.apply
-	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
+	popts.OnChange = a.reload
+	popts.OnError = func(err error) {
+		a.logger.Printf("[ERROR] %v", err)
+		var cerr *corefile.Error
+		if errors.As(err, &cerr) && a.appMetrics != nil {
+			a.appMetrics.reloadFailed.Inc() // a new Corefile refused
+		}
+	}
 	if a.opts.ReloadWithSignal {
 		// node-cache's -reloadwithsignal: changes are applied without the
 		// reload plugin, checked every -syncinterval.
@@ -106,6 +113,14 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	if a.loopMetrics, err = loop.NewMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.appMetrics, err = newAppMetrics(a.reg); err != nil {
+		return err
+	}
+	a.appMetrics.enabled(cfg)
+	selfCheck, err := health.NewSelfCheckMetrics(a.reg)
+	if err != nil {
 		return err
 	}
 	gen, err := a.build(cfg, text)
@@ -164,6 +179,13 @@ func (a *agent) run(ctx context.Context) error {
 			a.logger.Printf("[ERROR] config watcher: %v", err)
 		}
 	}()
+	for _, addr := range healthAddrs(cfg) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			selfCheck.SelfCheck(wctx, addr)
+		}()
+	}
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
@@ -203,6 +225,17 @@ func (a *agent) reloadOnSignal(ctx context.Context, w *pillar.Watcher, sig <-cha
 			}
 		}
 	}
+}
+
+// healthAddrs are the distinct addresses of cfg's health plugins.
+func healthAddrs(cfg *corefile.Config) []string {
+	var out []string
+	for _, s := range cfg.Servers {
+		if s.Health != "" && !slices.Contains(out, s.Health) {
+			out = append(out, s.Health)
+		}
+	}
+	return out
 }
 
 // abort undoes a start that failed after the node was set up.
@@ -313,6 +346,25 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 	}
 	put(a.opts.MetricsListenAddress, metrics)
 	return eps
+}
+
+// reload is the pillar watcher's OnChange: apply, recorded in the reload
+// and plugin metrics as CoreDNS's reload plugin does.
+func (a *agent) reload(cfg *corefile.Config, text string) error {
+	a.mu.Lock()
+	var old string
+	if a.current != nil {
+		old = a.current.text
+	}
+	a.mu.Unlock()
+	err := a.apply(cfg, text)
+	if text != old {
+		a.appMetrics.reloaded(text, old, err)
+		if err == nil {
+			a.appMetrics.enabled(cfg)
+		}
+	}
+	return err
 }
 
 // apply swaps in a new configuration (the pillar watcher's OnChange). New

@@ -178,6 +178,11 @@ func TestRunServesHealthMetricsAndStops(t *testing.T) {
 		`coredns_cache_hits_total{server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
 		`coredns_forward_requests_total`,
 		`coredns_proxy_request_duration_seconds_count{proxy_name="forward"`,
+		`coredns_build_info{goversion="go`,
+		`coredns_plugin_enabled{name="cache",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",view="",zone="cluster.local."} 1`,
+		`coredns_plugin_enabled{name="loop",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",view="",zone="cluster.local."} 1`,
+		`coredns_health_request_duration_seconds_bucket`,
+		`coredns_reload_failed_total 0`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %s", code, want)
@@ -229,6 +234,15 @@ func TestRunReloadsWithoutDroppingQueries(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if r, err := f.query("www.example.", "udp"); err != nil || len(r.Answer) != 1 {
 		t.Errorf("after a bad Corefile: %v, %v", r, err)
+	}
+	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
+	for _, want := range []string{"coredns_reload_failed_total 1", `coredns_reload_version_info{hash="sha512",value="`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := strings.Count(body, "coredns_reload_version_info{"); n != 1 {
+		t.Errorf("%d coredns_reload_version_info series, want 1 (the configuration tried last)", n)
 	}
 }
 
