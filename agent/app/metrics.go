@@ -100,4 +100,3 @@ func hash(text string) string {
 	sum := sha512.Sum512([]byte(text))
 	return hex.EncodeToString(sum[:])
 }
-
