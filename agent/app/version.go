@@ -45,13 +45,13 @@ func VersionString() string {
 	return fmt.Sprintf("nodelocaldns-agent-%s (CoreDNS-%s compatible)\n%s/%s, %s, %s\n", v, CoreDNSVersion, runtime.GOOS, runtime.GOARCH, runtime.Version(), rev)
 }
 
-// PluginsString is what -plugins prints, in CoreDNS's layout: the server
-// type, then the Corefile plugins the agent accepts as "dns.<name>".
+// PluginsString is what -plugins prints, as CoreDNS 1.13 prints it: the
+// names of the Corefile plugins the agent accepts, one a line, sorted.
 func PluginsString() string {
 	var b strings.Builder
-	b.WriteString("Server types:\n  dns\n\nOther plugins:\n")
 	for _, p := range corefile.Plugins() {
-		fmt.Fprintf(&b, "  dns.%s\n", p)
+		b.WriteString(p + "\n")
 	}
+	b.WriteString("\n")
 	return b.String()
 }
