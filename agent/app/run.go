@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -284,7 +285,7 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
 		if s.Cache != nil {
-			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
+			b.Cache = cache.New(*s.Cache, cache.Options{Server: cacheServerLabel(s), Zones: s.Zones, Metrics: a.cacheMetrics})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
@@ -305,6 +306,19 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// cacheServerLabel is the server label of a block's cache metrics: its
+// listen address as CoreDNS labels it, "dns://IP:port", or "dns://:port"
+// without bind. A block bound to several addresses has one cache, counted
+// under its first address (CoreDNS counts per address; docs/agent-config.md
+// lists the difference).
+func cacheServerLabel(s corefile.Server) string {
+	host := ""
+	if len(s.Bind) > 0 {
+		host = s.Bind[0]
+	}
+	return "dns://" + net.JoinHostPort(host, strconv.Itoa(s.Port))
 }
 
 // close releases the forwarders and the caches' gauges.

@@ -174,8 +174,8 @@ func TestRunServesHealthMetricsAndStops(t *testing.T) {
 	}
 	code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
 	for _, want := range []string{
-		`coredns_dns_requests_total{family="1",proto="udp",server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
-		`coredns_cache_hits_total{server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
+		`coredns_dns_requests_total{family="1",proto="udp",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
+		`coredns_cache_hits_total{server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
 		`coredns_forward_requests_total`,
 		`coredns_proxy_request_duration_seconds_count{proxy_name="forward"`,
 		`coredns_build_info{goversion="go`,

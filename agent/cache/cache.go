@@ -31,6 +31,8 @@ const (
 	ServfailTTL = 5 * time.Second
 	// defaultDenialTTL is the TTL of a negative answer without a SOA.
 	defaultDenialTTL = 5 * time.Second
+	// referralTTL is the TTL of a referral (CoreDNS's MinimalDefaultTTL).
+	referralTTL = 5 * time.Second
 	shardCount       = 32
 	success          = 0
 	denial           = 1
@@ -254,9 +256,10 @@ func (c *Cache) classify(m *dns.Msg) (kind int, ttl time.Duration, err error) {
 		ttl = minTTL(m.Answer, m.Ns, m.Extra)
 		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 && !hasSOA(m.Ns) && len(m.Ns) > 0:
-		// A referral: cached like a positive answer (CoreDNS's Delegation).
-		ttl = minTTL(m.Ns, m.Extra)
-		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
+		// A referral: cached like a positive answer (CoreDNS's Delegation)
+		// but, as CoreDNS's dnsutil.MinimalTTL, for 5s whatever the
+		// records' TTLs (then the block's minimum and cap).
+		return success, clamp(referralTTL, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
 		return denial, clamp(negativeTTL(m.Ns), c.cfg.DenialMinTTL, c.cfg.DenialTTL), nil
 	case m.Rcode == dns.RcodeServerFailure:

@@ -85,6 +85,14 @@ func TestTTL(t *testing.T) {
 		{"nodata from SOA", defaults(), answer("a.example.", 0, "example. 900 IN SOA ns. h. 1 2 3 4 120"), 120},
 		{"denial capped", capped, answer("a.example.", dns.RcodeNameError, "example. 900 IN SOA ns. h. 1 2 3 4 60"), 5},
 		{"servfail briefly", defaults(), answer("a.example.", dns.RcodeServerFailure), 5},
+		// A referral gets CoreDNS's 5s whatever its records say.
+		{"referral", defaults(), func() *dns.Msg {
+			m := answer("a.example.", 0)
+			ns, _ := dns.NewRR("example. 3600 IN NS ns.example.")
+			glue, _ := dns.NewRR("ns.example. 3600 IN A 192.0.2.53")
+			m.Ns, m.Extra = []dns.RR{ns}, []dns.RR{glue}
+			return m
+		}(), 5},
 		{"refused not cached", defaults(), answer("a.example.", dns.RcodeRefused), 0},
 		{"truncated not cached", defaults(), func() *dns.Msg { m := answer("a.example.", 0); m.Truncated = true; return m }(), 0},
 	} {

@@ -25,11 +25,17 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if req.Response {
 		return nil
 	}
+	// As CoreDNS's DNS server (miekg/dns's accept function): other
+	// opcodes and malformed sections get a bare header.
 	if req.Opcode != dns.OpcodeQuery {
-		return pack(errReply(req, dns.RcodeNotImplemented), req, tcp)
+		return headerReply(pkt, dns.RcodeNotImplemented)
 	}
-	if len(req.Question) != 1 {
-		return pack(errReply(req, dns.RcodeFormatError), req, tcp)
+	if len(req.Question) != 1 || len(req.Answer) > 1 || len(req.Ns) > 1 || len(req.Extra) > 2 {
+		return headerReply(pkt, dns.RcodeFormatError)
+	}
+	if req.Question[0].Qclass != dns.ClassINET {
+		// CoreDNS serves CHAOS only with its chaos plugin.
+		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		r := errReply(req, dns.RcodeBadVers)
@@ -39,9 +45,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	key := appendMsgKey(kb[:0], req)
 	rt := zones.lookup(dnswire.KeyName(key))
 	if rt == nil {
-		return pack(errReply(req, dns.RcodeRefused), req, tcp)
+		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
+	if plugin == pluginForward && rt.block.Cache != nil {
+		// The cache wrote the upstream's answer: CoreDNS names the
+		// plugin that wrote the reply.
+		plugin = pluginCache
+	}
 	if stored != nil {
 		out = entryReply(stored, pkt, tcp)
 	}
@@ -114,7 +125,9 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		}
 	}
 	if err != nil {
-		return errReply(req, failureRcode(err)), pluginForward, nil
+		// No plugin wrote a reply: the server sends the error (CoreDNS's
+		// plugin label "").
+		return errReply(req, failureRcode(err)), pluginNone, nil
 	}
 	if b.Cache != nil {
 		_ = b.Cache.Set(key, resp) // a SERVFAIL, cached briefly
@@ -183,23 +196,40 @@ func appendMsgKey(dst []byte, req *dns.Msg) []byte {
 	return append(key, byte(q.Qtype>>8), byte(q.Qtype), byte(q.Qclass>>8), byte(q.Qclass), bits)
 }
 
-// errReply is an empty reply to req with rcode.
+// errReply is an empty reply to req with rcode, as CoreDNS's server
+// writes it (no RA bit).
 func errReply(req *dns.Msg, rcode int) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, rcode)
-	m.RecursionAvailable = true
 	return m
+}
+
+// refuse answers a query that no server block serves (or of a class other
+// than IN) with REFUSED, counted under CoreDNS's zone "dropped".
+func (s *Server) refuse(zones *zoneMap, req *dns.Msg, pkt []byte, tcp, v6 bool, start time.Time) []byte {
+	out := pack(errReply(req, dns.RcodeRefused), req, tcp)
+	if zones != nil && zones.dropped != nil {
+		opt := req.IsEdns0()
+		zones.dropped.observeAll(tcp, v6, req.Question[0].Qtype, opt != nil && opt.Do(), dns.RcodeRefused, pluginNone, len(pkt), len(out), time.Since(start))
+	}
+	return out
 }
 
 // formErr answers a message that does not unpack with FORMERR and an empty
 // body, when its header is readable; otherwise it is dropped.
-func formErr(pkt []byte) []byte {
+func formErr(pkt []byte) []byte { return headerReply(pkt, dns.RcodeFormatError) }
+
+// headerReply is a bare header answering pkt with rcode, as miekg/dns's
+// server writes it for a rejected query: the query's ID, opcode and RD,
+// AD and CD bits, QR set, no sections. A response or a short message gets
+// nil (dropped).
+func headerReply(pkt []byte, rcode int) []byte {
 	if len(pkt) < dnswire.HeaderLen || dnswire.Flags(pkt)&dnswire.FlagQR != 0 {
 		return nil
 	}
 	out := make([]byte, dnswire.HeaderLen)
 	copy(out, pkt[:2])
-	flags := dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD) | dnswire.FlagQR | dns.RcodeFormatError
+	flags := dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD|dnswire.FlagAD|dnswire.FlagCD) | dnswire.FlagQR | uint16(rcode)
 	binary.BigEndian.PutUint16(out[2:], flags)
 	return out
 }
