@@ -33,9 +33,9 @@ const (
 	defaultDenialTTL = 5 * time.Second
 	// referralTTL is the TTL of a referral (CoreDNS's MinimalDefaultTTL).
 	referralTTL = 5 * time.Second
-	shardCount       = 32
-	success          = 0
-	denial           = 1
+	shardCount  = 32
+	success     = 0
+	denial      = 1
 )
 
 // ErrNotCacheable is returned by Set for answers the cache does not keep.

@@ -400,7 +400,7 @@ func TestMetricsAndCheck(t *testing.T) {
 	do.SetEdns0(1232, true)
 	exchange(t, "udp", addr, do) // a miss: the key has the DO bit
 	exchange(t, "udp", addr, do) // a hit
-	server := "dns://" + addr // the listen address, as CoreDNS labels it
+	server := "dns://" + addr    // the listen address, as CoreDNS labels it
 	m := s.metrics
 	for _, tc := range []struct {
 		name string
