@@ -33,8 +33,9 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if len(req.Question) != 1 || len(req.Answer) > 1 || len(req.Ns) > 1 || len(req.Extra) > 2 {
 		return headerReply(pkt, dns.RcodeFormatError)
 	}
-	if req.Question[0].Qclass != dns.ClassINET {
-		// CoreDNS serves CHAOS only with its chaos plugin.
+	if req.Question[0].Qclass != dns.ClassINET && (zones == nil || !zones.chaos) {
+		// CoreDNS lets other classes through only when a block of the
+		// listen address forwards (or has the chaos plugin).
 		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {

@@ -65,6 +65,10 @@ type zoneMap struct {
 	// dropped counts the queries no block of this listen address serves
 	// (CoreDNS's zone "dropped").
 	dropped *routeMetrics
+	// chaos is true when a block of this listen address forwards: CoreDNS
+	// then lets queries of other classes than IN (CHAOS) through, else it
+	// refuses them.
+	chaos bool
 	// lens marks the wire lengths of the zones, so that lookup hashes only
 	// the suffixes that can match.
 	lens [256]bool
@@ -217,6 +221,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 		if z.dropped == nil {
 			z.dropped = &routeMetrics{m: s.metrics, server: server, zone: droppedZone}
 		}
+		z.chaos = z.chaos || b.Forward != nil
 		for _, zone := range b.Zones {
 			r := &route{block: b, zone: zone, m: &routeMetrics{m: s.metrics, server: server, zone: zone}}
 			wire, err := zoneWire(zone)

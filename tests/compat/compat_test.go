@@ -1,0 +1,379 @@
+package compat
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/tests/agent"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 && !testenv.InCI() {
+		os.Exit(m.Run()) // every test skips without root
+	}
+	dir, err := os.MkdirTemp("", "compat-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin, err = agent.BuildAgent(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is the shared upstreams on a random loopback /24.
+type env struct {
+	net               string // "127.X.Y."
+	cluster, upstream string // IPs of the NSDs (port 53)
+}
+
+func (e *env) ip(last int) string { return fmt.Sprintf("%s%d", e.net, last) }
+
+func startEnv(t *testing.T) *env {
+	t.Helper()
+	testenv.RequireRoot(t) // everything listens on port 53, as in a cluster
+	e := &env{net: fmt.Sprintf("127.%d.%d.", 100+rand.N(100), 1+rand.N(250))}
+	e.cluster, e.upstream = e.ip(1), e.ip(2)
+	agent.StartNSD(t, agent.NSDOptions{Addr: e.cluster + ":53", Zones: map[string]string{
+		"cluster.local":      clusterZone(e.cluster),
+		"96.10.in-addr.arpa": reverseZone,
+	}})
+	agent.StartNSD(t, agent.NSDOptions{Addr: e.upstream + ":53", Zones: map[string]string{"example.test": externalZone()}})
+	return e
+}
+
+// TestDifferential runs every corpus entry on CoreDNS and on the agent and
+// compares the answers to the same queries (each asked twice: the answer
+// to the miss, then the cached one) and the exported metrics.
+func TestDifferential(t *testing.T) {
+	coredns := CoreDNSBinary(t)
+	e := startEnv(t)
+	for i, c := range corpus() {
+		t.Run(c.name, func(t *testing.T) {
+			agentIP, coreIP := e.ip(10+2*i), e.ip(11+2*i)
+			tpl := c.corefile(t)
+			for _, want := range c.contains {
+				if !strings.Contains(tpl, want) {
+					t.Fatalf("the corpus entry's Corefile lacks %q:\n%s", want, tpl)
+				}
+			}
+			core := StartCoreDNS(t, coredns, render(tpl, coreIP, e.cluster, e.upstream), coreIP)
+			if c.refused != "" {
+				expectRefused(t, render(tpl, agentIP, e.cluster, e.upstream), agentIP, e, c.refused)
+				return
+			}
+			a := agent.StartAgent(t, agent.AgentOptions{
+				Bin: agentBin, LocalIP: agentIP, ClusterDNS: e.cluster,
+				Upstreams: []string{e.upstream}, Template: render(tpl, agentIP, e.cluster, e.upstream),
+			})
+			compareAnswers(t, c.queries, server{a.DNS, a.Metrics, agentIP}, server{core.DNS, core.Metrics, coreIP})
+			compareMetrics(t, a.Metrics, agentIP, core.Metrics, coreIP)
+		})
+	}
+}
+
+// expectRefused checks that the agent refuses a Corefile it does not
+// support, at start and with a message naming what it does not support.
+func expectRefused(t *testing.T, corefile, ip string, e *env, want string) {
+	t.Helper()
+	a := agent.StartAgent(t, agent.AgentOptions{
+		Bin: agentBin, LocalIP: ip, ClusterDNS: e.cluster, Upstreams: []string{e.upstream},
+		Template: corefile, NoWait: true,
+	})
+	exited, err := a.WaitExit(20 * time.Second)
+	if !exited {
+		t.Fatalf("the agent runs this Corefile now: compare its answers (drop `refused` from the corpus entry)")
+	}
+	if err == nil || !strings.Contains(a.Log(), want) {
+		t.Fatalf("agent exit %v, want a failure naming %q; output:\n%s", err, want, a.Log())
+	}
+	t.Logf("refused as expected: %s", strings.TrimSpace(a.Log()))
+}
+
+// server is one side of the comparison: DNS and metrics addresses, and
+// the local IP (replaced by "IP" in metric labels).
+type server struct{ dns, metrics, ip string }
+
+// compareAnswers asks both servers every query (twice unless once) and
+// reports every difference that is not an accepted one: in the answers,
+// and in how much each counted metric series moved for that query.
+func compareAnswers(t *testing.T, queries []query, a, c server) {
+	t.Helper()
+	for qi, q := range queries {
+		rounds := []string{"miss", "hit"}
+		if q.once {
+			rounds = rounds[:1]
+		}
+		for _, round := range rounds {
+			where := fmt.Sprintf("query %d %v (%s)", qi, q, round)
+			abefore, cbefore := counted(t, a), counted(t, c)
+			id := uint16(rand.N(1 << 16))
+			ar, aerr := exchange(q, id, a.dns)
+			cr, cerr := exchange(q, id, c.dns)
+			switch {
+			case aerr != nil && cerr != nil:
+				// Neither answers (e.g. a dropped query): same behaviour.
+			case aerr != nil || cerr != nil:
+				t.Errorf("%s: agent error %v, coredns error %v", where, aerr, cerr)
+			default:
+				for _, d := range DiffMsg(ar, cr) {
+					report(t, where, d, q, ar, cr)
+				}
+			}
+			compareDeltas(t, where, q, a, c, abefore, cbefore)
+		}
+	}
+}
+
+func report(t *testing.T, where string, d Diff, q query, ar, cr *dns.Msg) {
+	t.Helper()
+	if reason, ok := accepted(d, q, ar, cr); ok {
+		t.Logf("%s: accepted difference %v (%s)", where, d, reason)
+		return
+	}
+	t.Errorf("%s: %v", where, d)
+}
+
+// counted scrapes the counted series of one server.
+func counted(t *testing.T, s server) map[string]float64 {
+	t.Helper()
+	fams, err := ScrapeFamilies(s.metrics, s.ip)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", s.metrics, err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		if !countedFamilies[name] {
+			continue
+		}
+		for series, v := range f.Series {
+			out[name+"{"+series+"}"] = v
+		}
+	}
+	return out
+}
+
+// delta is what moved between two scrapes.
+func delta(before, after map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// compareDeltas compares how each counted series moved on both servers
+// for one query. CoreDNS counts after it wrote the answer, so a mismatch
+// is scraped again a few times before it is reported.
+func compareDeltas(t *testing.T, where string, q query, a, c server, abefore, cbefore map[string]float64) {
+	t.Helper()
+	var diffs []string
+	for try := 0; try < 10; try++ {
+		ad, cd := delta(abefore, counted(t, a)), delta(cbefore, counted(t, c))
+		diffs = diffs[:0]
+		for _, k := range sortedKeys(cd) {
+			if ad[k] != cd[k] {
+				diffs = append(diffs, fmt.Sprintf("%s: agent +%v, coredns +%v", k, ad[k], cd[k]))
+			}
+		}
+		for _, k := range sortedKeys(ad) {
+			if _, ok := cd[k]; !ok {
+				diffs = append(diffs, fmt.Sprintf("%s: agent +%v, coredns +0", k, ad[k]))
+			}
+		}
+		if len(diffs) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, d := range diffs {
+		if reason, ok := acceptedDelta(d, q); ok {
+			t.Logf("%s: accepted metric difference %s (%s)", where, d, reason)
+			continue
+		}
+		t.Errorf("%s: metric %s", where, d)
+	}
+}
+
+func exchange(q query, id uint16, addr string) (*dns.Msg, error) {
+	netw := "udp"
+	if q.tcp {
+		netw = "tcp"
+	}
+	c := &dns.Client{Net: netw, Timeout: 3 * time.Second, UDPSize: dns.MaxMsgSize}
+	r, _, err := c.Exchange(q.msg(id), addr)
+	return r, err
+}
+
+// acceptedDiffs are the differences in answers that are kept on purpose;
+// each is listed in docs/agent-config.md ("Differences from CoreDNS").
+var acceptedDiffs = []struct {
+	fields []string
+	when   func(d Diff, q query, a, c *dns.Msg) bool
+	reason string
+}{
+	{
+		fields: []string{"answer", "authority", "additional"},
+		when: func(d Diff, q query, a, c *dns.Msg) bool {
+			return strings.EqualFold(d.Agent, d.Other)
+		},
+		reason: "owner names follow the case of the question; CoreDNS keeps the case of the query that filled its cache",
+	},
+	{
+		fields: []string{"answer", "authority", "additional"},
+		when:   func(d Diff, q query, a, c *dns.Msg) bool { return a.Truncated && c.Truncated },
+		reason: "a truncated UDP answer: the agent sends the question only, CoreDNS the records that fit; the client retries over TCP",
+	},
+	{
+		fields: []string{"answer", "authority", "additional", "TC"},
+		when:   func(d Diff, q query, a, c *dns.Msg) bool { return q.upstreamTC },
+		reason: "the upstream truncated its UDP answer: the agent asks again over TCP and caches the whole answer, CoreDNS passes the truncated one on",
+	},
+	{
+		fields: []string{"OPT.size"},
+		when:   func(Diff, query, *dns.Msg, *dns.Msg) bool { return true },
+		reason: "the agent advertises its own UDP payload size (1232, RFC 6891 6.2.3), CoreDNS echoes the client's",
+	},
+	{
+		fields: []string{"CD"},
+		when:   func(d Diff, q query, a, c *dns.Msg) bool { return q.cd && d.Agent == "true" },
+		reason: "the agent copies the query's CD bit into every answer (RFC 4035 3.1.6); CoreDNS passes the upstream's header on a miss",
+	},
+	{
+		fields: []string{"rcode", "AA", "RD", "RA", "question", "answer", "authority", "additional"},
+		when:   func(d Diff, q query, a, c *dns.Msg) bool { return q.opcode == dns.OpcodeNotify },
+		reason: "NOTIFY is answered NOTIMP; CoreDNS forwards it like a query",
+	},
+}
+
+func accepted(d Diff, q query, a, c *dns.Msg) (string, bool) {
+	for _, rule := range acceptedDiffs {
+		if slices.Contains(rule.fields, d.Field) && rule.when(d, q, a, c) {
+			return rule.reason, true
+		}
+	}
+	return "", false
+}
+
+// acceptedDelta accepts the metric differences that follow from an
+// accepted answer difference.
+func acceptedDelta(d string, q query) (string, bool) {
+	switch {
+	case q.upstreamTC && strings.HasPrefix(d, "coredns_cache_"):
+		return "the agent cached the whole answer it fetched over TCP; CoreDNS does not cache a truncated one", true
+	case q.opcode == dns.OpcodeNotify:
+		return "NOTIFY is answered before the plugins, uncounted, as miekg/dns's server does for other opcodes", true
+	}
+	return "", false
+}
+
+// compareMetrics compares the metric families both servers export after
+// the same queries: names, types and label names (the values of the
+// counted families were compared query by query).
+func compareMetrics(t *testing.T, agentAddr, agentIP, coreAddr, coreIP string) {
+	t.Helper()
+	af, err := ScrapeFamilies(agentAddr, agentIP)
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	cf, err := ScrapeFamilies(coreAddr, coreIP)
+	if err != nil {
+		t.Fatalf("coredns metrics: %v", err)
+	}
+	for _, name := range sortedKeys(cf) {
+		if ignoredFamily(name) {
+			continue
+		}
+		a, ok := af[name]
+		if !ok {
+			if reason, ok := onlyCoreDNS[name]; ok {
+				t.Logf("metric %s: only CoreDNS exports it (%s)", name, reason)
+				continue
+			}
+			t.Errorf("metric %s (%s, labels %v): CoreDNS exports it, the agent does not", name, cf[name].Type, cf[name].Labels)
+			continue
+		}
+		c := cf[name]
+		if a.Type != c.Type {
+			t.Errorf("metric %s: type %s, CoreDNS's is %s", name, a.Type, c.Type)
+		}
+		if fmt.Sprint(a.Labels) != fmt.Sprint(c.Labels) {
+			t.Errorf("metric %s: labels %v, CoreDNS's are %v", name, a.Labels, c.Labels)
+		}
+	}
+	for _, name := range sortedKeys(af) {
+		if ignoredFamily(name) || cf[name] != nil {
+			continue
+		}
+		if reason, ok := onlyAgent[name]; ok {
+			t.Logf("metric %s: only the agent exports it (%s)", name, reason)
+			continue
+		}
+		t.Errorf("metric %s (labels %v): the agent exports it, CoreDNS does not", name, af[name].Labels)
+	}
+}
+
+// countedFamilies are the counters whose series and values must be equal
+// after the same queries.
+var countedFamilies = map[string]bool{
+	"coredns_dns_requests_total":    true,
+	"coredns_dns_responses_total":   true,
+	"coredns_dns_do_requests_total": true,
+	"coredns_cache_requests_total":  true,
+	"coredns_cache_hits_total":      true,
+	"coredns_cache_misses_total":    true,
+}
+
+// ignoredFamily: the Go runtime's and the process's families, which both
+// export from the Prometheus client library (their sets vary with its
+// version and the Go version), are not compared.
+func ignoredFamily(name string) bool {
+	return strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_")
+}
+
+// onlyCoreDNS are the families CoreDNS exports and the agent does not,
+// with the reason (docs/agent-config.md lists them).
+var onlyCoreDNS = map[string]string{
+	"coredns_hosts_reload_timestamp_seconds": "CoreDNS registers every compiled-in plugin's families at start; the agent exports a plugin's families when the Corefile uses it",
+}
+
+// onlyAgent are the families the agent exports and CoreDNS does not.
+var onlyAgent = map[string]string{
+	"coredns_cache_evictions_total":            zeroSeries,
+	"coredns_cache_prefetch_total":             zeroSeries,
+	"coredns_cache_served_stale_total":         zeroSeries,
+	"coredns_cache_drops_total":                zeroSeries,
+	"coredns_proxy_healthcheck_failures_total": zeroSeries,
+	"coredns_forward_requests_total":           "kept from CoreDNS before 1.11 for old dashboards (docs/migrating.md)",
+	"coredns_nodecache_setup_errors_total":     "node-cache's own family, exported by node-cache next to CoreDNS's",
+}
+
+const zeroSeries = "a CoreDNS family whose series CoreDNS exports after their first count; the agent creates them at zero"
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

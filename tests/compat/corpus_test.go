@@ -1,0 +1,332 @@
+package compat
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// A corpus entry is a Corefile template (with node-cache's __PILLAR__
+// variables) and the queries both servers get. refused, when set, says
+// that the agent does not run this Corefile yet: it must refuse it at
+// start with a message containing refused (and CoreDNS must run it).
+type entry struct {
+	name     string
+	corefile func(t *testing.T) string
+	queries  []query
+	refused  string
+	// contains are lines the rendered Corefile must have (so that a
+	// customization that silently did not apply fails the test).
+	contains []string
+}
+
+// corpus is every Corefile the suite runs. Add one per plugin and option
+// the agent learns (and one per Corefile shape seen in the wild).
+func corpus() []entry {
+	return []entry{
+		{
+			name:     "official node-local-dns ConfigMap",
+			corefile: official,
+			queries:  officialQueries(),
+		},
+		{
+			// The Corefile community charts (deliveryhero/node-local-dns)
+			// generate with enableLogging and prefetch: the official one
+			// with `log` and `prefetch` in every block.
+			name: "chart: log and prefetch",
+			corefile: func(t *testing.T) string {
+				s := official(t)
+				s = strings.ReplaceAll(s, "    errors\n", "    log\n    errors\n")
+				s = strings.ReplaceAll(s, "            denial 9984 5\n", "            denial 9984 5\n            prefetch 2 60s 20%\n")
+				return s
+			},
+			queries:  officialQueries(),
+			contains: []string{"    log\n", "prefetch 2 60s 20%"},
+		},
+		{
+			// The same chart's noIPv6Lookups: AAAA answered with NOERROR
+			// and no records by the template plugin in every block.
+			name: "chart: noIPv6Lookups (template)",
+			corefile: func(t *testing.T) string {
+				return strings.ReplaceAll(official(t), "    prometheus :9253\n",
+					"    template IN AAAA {\n        rcode NOERROR\n    }\n    prometheus :9253\n")
+			},
+			queries:  officialQueries(),
+			refused:  `plugin "template"`,
+			contains: []string{"template IN AAAA"},
+		},
+		{
+			// One block for everything, no cluster zones: the shape of
+			// many hand-written node-cache Corefiles; cache options.
+			name: "single block, cache options, no loop",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    errors
+    cache {
+        success 5000 60 10
+        denial 2000 10 2
+        servfail 3s
+    }
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__ {
+        max_fails 3
+        expire 20s
+        health_check 1s
+        policy sequential
+    }
+    prometheus __PILLAR__LOCAL__DNS__:9253
+    health __PILLAR__LOCAL__DNS__:8080
+}
+`
+			},
+			queries: upstreamQueries(),
+		},
+		{
+			// A block without a cache: every answer is the upstream's.
+			name: "no cache",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: upstreamQueries(),
+		},
+		{
+			// Only the cluster zone is served: every other name is REFUSED
+			// by the server itself.
+			name: "cluster zone only",
+			corefile: func(*testing.T) string {
+				return `cluster.local:53 {
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__CLUSTER__DNS__ {
+        force_tcp
+    }
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: append(clusterQueries(), query{name: "www.example.test.", qtype: dns.TypeA}),
+		},
+	}
+}
+
+// official is the official ConfigMap's Corefile (tests/agent keeps a
+// verbatim copy, checked against the reference manifest there), with its
+// `prometheus :9253` bound to the local IP so that both servers can run on
+// one host.
+func official(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "agent", "testdata", "Corefile.base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// wildcardListen turns `prometheus :9253`, `health :8080` and the like
+// into listeners on the local IP.
+var wildcardListen = regexp.MustCompile(`(?m)^(\s*(?:prometheus|health|ready|pprof)\s+):(\d+)`)
+
+// render fills the template's variables as node-cache would for a node
+// whose local IP is local (injection mode: no __PILLAR__DNS__SERVER__).
+func render(tpl, local, cluster, upstream string) string {
+	tpl = wildcardListen.ReplaceAllString(tpl, "${1}__PILLAR__LOCAL__DNS__:${2}")
+	return strings.NewReplacer(
+		"__PILLAR__DNS__DOMAIN__", "cluster.local",
+		"__PILLAR__LOCAL__DNS__", local,
+		"__PILLAR__DNS__SERVER__", "",
+		"__PILLAR__CLUSTER__DNS__", cluster,
+		"__PILLAR__UPSTREAM__SERVERS__", upstream,
+	).Replace(tpl)
+}
+
+// query is one question and how it is asked.
+type query struct {
+	name  string
+	qtype uint16
+	class uint16 // 0: IN
+	tcp   bool
+	// edns adds an OPT record (UDP size 1232 unless size is set).
+	edns bool
+	size uint16
+	do   bool
+	cd   bool
+	noRD bool
+	// once: ask once (no second, cached, answer to compare).
+	once bool
+	// upstreamTC: the upstream truncates its UDP answer to this query.
+	upstreamTC bool
+	// opcode, version and twoQuestions make malformed or unusual queries.
+	opcode       int
+	version      uint8
+	twoQuestions bool
+}
+
+func (q query) String() string {
+	var b strings.Builder
+	class := q.class
+	if class == 0 {
+		class = dns.ClassINET
+	}
+	fmt.Fprintf(&b, "%s %s %s", q.name, dns.ClassToString[class], dns.TypeToString[q.qtype])
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{q.tcp, "tcp"}, {q.edns, "edns"}, {q.do, "do"}, {q.cd, "cd"}, {q.noRD, "nord"}, {q.version > 0, fmt.Sprintf("ednsv%d", q.version)}, {q.twoQuestions, "2q"}} {
+		if f.on {
+			b.WriteString(" +" + f.name)
+		}
+	}
+	if q.opcode != 0 {
+		fmt.Fprintf(&b, " opcode %s", dns.OpcodeToString[q.opcode])
+	}
+	if q.size != 0 {
+		fmt.Fprintf(&b, " bufsize %d", q.size)
+	}
+	return b.String()
+}
+
+// msg builds the query message.
+func (q query) msg(id uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(q.name, q.qtype)
+	m.Id = id
+	if q.class != 0 {
+		m.Question[0].Qclass = q.class
+	}
+	m.RecursionDesired = !q.noRD
+	m.CheckingDisabled = q.cd
+	m.Opcode = q.opcode
+	if q.twoQuestions {
+		m.Question = append(m.Question, dns.Question{Name: "other." + q.name, Qtype: q.qtype, Qclass: dns.ClassINET})
+	}
+	if q.edns || q.do || q.version > 0 || q.size > 0 {
+		size := q.size
+		if size == 0 {
+			size = 1232
+		}
+		m.SetEdns0(size, q.do)
+		m.IsEdns0().SetVersion(q.version)
+	}
+	return m
+}
+
+func clusterQueries() []query {
+	return []query{
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "WEB.Default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeAAAA, edns: true},
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, tcp: true, edns: true, do: true},
+		{name: "_http._tcp.web.default.svc.cluster.local.", qtype: dns.TypeSRV},
+		{name: "alias.default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "short.default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeMX},
+		{name: "nx.default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "nx.default.svc.cluster.local.", qtype: dns.TypeA, edns: true},
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, cd: true},
+		{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, noRD: true},
+		{name: "a.wild.default.svc.cluster.local.", qtype: dns.TypeA},
+		{name: "big.default.svc.cluster.local.", qtype: dns.TypeTXT},
+		{name: "big.default.svc.cluster.local.", qtype: dns.TypeTXT, edns: true, size: 4096},
+		{name: "big.default.svc.cluster.local.", qtype: dns.TypeTXT, tcp: true},
+		{name: "cluster.local.", qtype: dns.TypeSOA},
+	}
+}
+
+func upstreamQueries() []query {
+	return []query{
+		{name: "www.example.test.", qtype: dns.TypeA},
+		{name: "www.example.test.", qtype: dns.TypeAAAA, edns: true},
+		{name: "WWW.EXAMPLE.test.", qtype: dns.TypeA, tcp: true},
+		{name: "www.example.test.", qtype: dns.TypeA, edns: true, do: true},
+		{name: "www.example.test.", qtype: dns.TypeMX},
+		{name: "mx.example.test.", qtype: dns.TypeMX},
+		{name: "cname.example.test.", qtype: dns.TypeA},
+		{name: "short.example.test.", qtype: dns.TypeA},
+		{name: "long.example.test.", qtype: dns.TypeA},
+		{name: "nx.example.test.", qtype: dns.TypeA},
+		{name: "sub.deleg.example.test.", qtype: dns.TypeA},
+		{name: "big.example.test.", qtype: dns.TypeTXT, upstreamTC: true},
+		{name: "big.example.test.", qtype: dns.TypeTXT, edns: true, upstreamTC: true},
+		{name: "big.example.test.", qtype: dns.TypeTXT, tcp: true, upstreamTC: true},
+		{name: "www.other.invalid.", qtype: dns.TypeA},
+		{name: "example.test.", qtype: dns.TypeNS},
+		{name: "version.bind.", qtype: dns.TypeTXT, class: dns.ClassCHAOS},
+		{name: "www.example.test.", qtype: dns.TypeA, opcode: dns.OpcodeNotify, once: true},
+		{name: "www.example.test.", qtype: dns.TypeA, version: 1, once: true},
+		{name: "www.example.test.", qtype: dns.TypeA, twoQuestions: true, once: true},
+	}
+}
+
+func officialQueries() []query {
+	q := clusterQueries()
+	q = append(q,
+		query{name: "5.0.96.10.in-addr.arpa.", qtype: dns.TypePTR},
+		query{name: "9.9.96.10.in-addr.arpa.", qtype: dns.TypePTR},
+		query{name: "1.0.0.127.in-addr.arpa.", qtype: dns.TypePTR},
+		query{name: "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", qtype: dns.TypePTR},
+	)
+	return append(q, upstreamQueries()...)
+}
+
+// clusterZone is the cluster DNS's zone (NSD): TTLs of 5s as kube-dns
+// and CoreDNS's kubernetes plugin give.
+func clusterZone(ip string) string {
+	var b strings.Builder
+	b.WriteString(`$ORIGIN cluster.local.
+$TTL 5
+@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5
+@ IN NS ns.dns
+ns.dns IN A ` + ip + `
+web.default.svc IN A 10.96.0.5
+web.default.svc IN AAAA fd00::5
+_http._tcp.web.default.svc IN SRV 0 100 80 web.default.svc
+alias.default.svc IN CNAME web.default.svc
+short.default.svc 2 IN A 10.96.0.9
+*.wild.default.svc IN A 10.96.0.30
+`)
+	for i := range 10 { // about 1 kB: truncated at 512 bytes
+		fmt.Fprintf(&b, "big.default.svc IN TXT \"%s%02d\"\n", strings.Repeat("k", 90), i)
+	}
+	return b.String()
+}
+
+const reverseZone = `$ORIGIN 96.10.in-addr.arpa.
+$TTL 5
+@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5
+@ IN NS ns.dns.cluster.local.
+5.0 IN PTR web.default.svc.cluster.local.
+`
+
+// externalZone is the node's upstream's zone (NSD).
+func externalZone() string {
+	var b strings.Builder
+	b.WriteString(`$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns.example.test. hostmaster.example.test. 1 7200 1800 86400 60
+@ IN NS ns
+ns IN A 192.0.2.53
+www IN A 192.0.2.10
+www IN AAAA 2001:db8::10
+mx IN MX 10 mail
+mail IN A 192.0.2.25
+cname IN CNAME www
+short 2 IN A 192.0.2.2
+long 86400 IN A 192.0.2.86
+deleg IN NS ns.deleg
+ns.deleg IN A 192.0.2.54
+`)
+	for i := range 12 { // about 2.5 kB: truncated over UDP
+		fmt.Fprintf(&b, "big IN TXT \"%s%02d\"\n", strings.Repeat("t", 200), i)
+	}
+	return b.String()
+}
