@@ -290,7 +290,7 @@ func TestCompatFlags(t *testing.T) {
 		want []string
 	}{
 		{"-version", []string{"nodelocaldns-agent-", "(CoreDNS-" + CoreDNSVersion + " compatible)", "linux/"}},
-		{"-plugins", []string{"bind\ncache\n", "\nforward\n", "\nprometheus\n"}},
+		{"-plugins", []string{"bind\n", "\ncache\n", "\nforward\n", "\nprometheus\n"}},
 	} {
 		var out strings.Builder
 		if err := mainTo(context.Background(), []string{tc.flag}, &out); err != nil {

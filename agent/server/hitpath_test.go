@@ -28,16 +28,16 @@ func (fakeUpstream) Exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
 	return r, nil
 }
 
-// hotFixture is a server without sockets, a block with a filled cache and
+// hitFixture is a server without sockets, a block with a filled cache and
 // packed queries for the cached names.
-type hotFixture struct {
+type hitFixture struct {
 	s     *Server
 	zones *zoneMap
 	pkts  [][]byte
 	cache *cache.Cache
 }
 
-func newHotFixture(tb testing.TB, names int) *hotFixture {
+func newHitFixture(tb testing.TB, names int) *hitFixture {
 	tb.Helper()
 	cfg := cacheCfg()
 	cfg.SuccessCap, cfg.DenialCap = 4096, 1024
@@ -49,7 +49,7 @@ func newHotFixture(tb testing.TB, names int) *hotFixture {
 	if err := s.SetBlocks([]*Block{{Zones: []string{"."}, Port: 53, Cache: c, Forward: fakeUpstream{}}}); err != nil {
 		tb.Fatal(err)
 	}
-	f := &hotFixture{s: s, cache: c, zones: s.table.Load().byPort[53]}
+	f := &hitFixture{s: s, cache: c, zones: s.table.Load().byPort[53]}
 	for i := 0; i < names; i++ {
 		m := new(dns.Msg)
 		m.SetQuestion(fmt.Sprintf("Host%d.Example.COM.", i), dns.TypeA)
@@ -65,7 +65,7 @@ func newHotFixture(tb testing.TB, names int) *hotFixture {
 }
 
 func TestHitPathNoAlloc(t *testing.T) {
-	f := newHotFixture(t, 100)
+	f := newHitFixture(t, 100)
 	var h hitPath
 	h.init(f.s, false, false)
 	dst := make([]byte, 0, outBufSize)
@@ -100,7 +100,7 @@ func TestHitPathNoAlloc(t *testing.T) {
 // path (parse header and question, key, lookup, copy, patch); "miekg" is
 // the baseline a generic server does (Unpack, lookup, Copy, Pack).
 func BenchmarkHitPath(b *testing.B) {
-	f := newHotFixture(b, 1000)
+	f := newHitFixture(b, 1000)
 	now := time.Now().UnixNano()
 	b.Run("wire", func(b *testing.B) {
 		var h hitPath
@@ -194,7 +194,7 @@ func FuzzPacket(f *testing.F) {
 	b, _ = seed.Pack()
 	f.Add(b)
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0xc0, 12})
-	fx := newHotFixture(f, 10)
+	fx := newHitFixture(f, 10)
 	var h hitPath
 	h.init(fx.s, false, false)
 	dst := make([]byte, 0, outBufSize)
@@ -211,15 +211,15 @@ func FuzzPacket(f *testing.F) {
 				t.Fatalf("hit-path reply does not unpack: %v", err)
 			}
 		}
-		if v == verdictSlow {
+		if v == verdictMiss {
 			out := fx.s.answer(context.Background(), pkt, fx.zones, false, false, time.Now(), netip.AddrPort{})
 			if out != nil && len(out) > dns.MaxMsgSize {
-				t.Fatalf("slow reply of %d bytes", len(out))
+				t.Fatalf("miss-path reply of %d bytes", len(out))
 			}
 			if out != nil && len(out) > dnswire.HeaderLen {
 				var m dns.Msg
 				if err := m.Unpack(out); err != nil {
-					t.Fatalf("slow reply does not unpack: %v", err)
+					t.Fatalf("miss-path reply does not unpack: %v", err)
 				}
 			}
 		}
@@ -232,7 +232,7 @@ func FuzzPacket(f *testing.F) {
 // BenchmarkMissPath measures the miss path without the network: unpack,
 // cache miss, a fake upstream, cache insert and the packed reply.
 func BenchmarkMissPath(b *testing.B) {
-	f := newHotFixture(b, 0)
+	f := newHitFixture(b, 0)
 	pkts := make([][]byte, 1<<18) // more names than the cache holds: every query misses
 	for i := range pkts {
 		m := new(dns.Msg)

@@ -48,6 +48,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if rt == nil {
 		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
+	capBufSize(req, rt.block.BufSize)
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
 	if plugin == pluginForward && rt.block.Cache != nil {
 		// The cache wrote the upstream's answer: CoreDNS names the
@@ -55,7 +56,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 		plugin = pluginCache
 	}
 	if stored != nil {
-		out = entryReply(stored, pkt, tcp)
+		out = entryReply(stored, pkt, tcp, rt.block.BufSize)
 	}
 	if out == nil {
 		out = pack(resp, req, tcp)
@@ -63,7 +64,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	opt := req.IsEdns0()
 	rt.m.observeAll(tcp, v6, req.Question[0].Qtype, opt != nil && opt.Do(), resp.Rcode, plugin, len(pkt), len(out), time.Since(start))
 	if rt.block.Log {
-		s.logQuery(client, req, resp.Rcode, out, tcp, len(pkt), time.Since(start))
+		s.logQuery(rt.block, client, req, resp, out, tcp, len(pkt), time.Since(start))
 	}
 	return out
 }
@@ -72,14 +73,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 // built in wire format as a cache hit's (the answer is packed once, for
 // the cache) but with the upstream's AA bit, or nil when pkt does not
 // parse as the hit path wants it.
-func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
+func entryReply(e *cache.Entry, pkt []byte, tcp bool, bufSize int) []byte {
 	var q dnswire.Query
 	if err := dnswire.ParseQuery(pkt, &q); err != nil {
 		return nil
 	}
 	limit := dns65535
 	if !tcp {
-		limit = q.MaxUDPSize()
+		limit = udpLimit(q.MaxUDPSize(), bufSize)
 	}
 	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize, false)
 }
@@ -93,11 +94,20 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 	if b.Cache != nil {
 		e, ttl, fresh := b.Cache.Get(key, b.Cache.Now())
 		if e != nil {
-			if m, err := e.Msg(ttl); err == nil {
+			if m, err := e.Msg(b.Cache.ReplyTTL(e, ttl)); err == nil {
 				if fresh {
 					return m, pluginCache, nil
 				}
 				stale = e
+				if !b.Cache.VerifyStale() {
+					// serve_stale immediate: the expired answer now, with
+					// TTL 0, and a refresh behind it.
+					if m, err := e.Msg(0); err == nil {
+						b.Cache.ServedStale()
+						s.refreshStale(rt, req)
+						return m, pluginCache, nil
+					}
+				}
 			}
 		}
 	}
@@ -117,7 +127,10 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		return resp, pluginForward, nil
 	}
 	if err != nil && b.Errors {
-		s.opts.Logger.Printf("[ERROR] plugin/forward: %s %s: %v", req.Question[0].Name, dns.TypeToString[req.Question[0].Qtype], err)
+		s.reportError(b, req, err)
+	}
+	if err != nil && b.Debug {
+		s.debugDump(req, err)
 	}
 	if stale != nil {
 		if m, serr := stale.Msg(0); serr == nil {

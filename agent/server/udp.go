@@ -178,7 +178,7 @@ func (r *reader) batch() {
 			o.hdr.Name = h.hdr.Name
 			o.hdr.Namelen = h.hdr.Namelen
 			r.nout++
-		case verdictSlow:
+		case verdictMiss:
 			r.s.enqueue(pkt, r.replies, &r.names[i], h.hdr.Namelen, r.addr, r.v6, start)
 		}
 	}
@@ -194,7 +194,7 @@ func (r *reader) batch() {
 const (
 	verdictDrop = iota
 	verdictReply
-	verdictSlow
+	verdictMiss
 )
 
 // hitPath answers cache hits in wire format. One per reader; not safe for
@@ -214,7 +214,7 @@ func (h *hitPath) init(s *Server, tcp, v6 bool) { h.s, h.tcp, h.v6 = s, tcp, v6 
 var errNoRoute = errors.New("server: no server block for the name")
 
 // handle answers pkt from the cache into dst when it can, counting the
-// answer in h.tally. verdictSlow sends the query to the miss path;
+// answer in h.tally. verdictMiss sends the query to the miss path;
 // verdictDrop ignores it.
 func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
 	q := &h.q
@@ -222,29 +222,29 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
 			return nil, verdictDrop
 		}
-		return nil, verdictSlow
+		return nil, verdictMiss
 	}
 	if q.QClass != dnswire.ClassINET {
-		return nil, verdictSlow
+		return nil, verdictMiss
 	}
 	key := dnswire.AppendKey(h.key[:0], pkt, q)
 	rt := zones.lookup(dnswire.KeyName(key))
 	if rt == nil || rt.block.Cache == nil || rt.block.Log {
-		return nil, verdictSlow
+		return nil, verdictMiss
 	}
 	c := rt.block.Cache
 	now = c.NowOr(now)
 	e, ttl, fresh := c.Hit(key, now)
 	if !fresh {
-		return nil, verdictSlow
+		return nil, verdictMiss
 	}
 	limit := outBufSize
 	if h.tcp {
 		limit = dns65535
 	} else {
-		limit = min(limit, q.MaxUDPSize())
+		limit = min(limit, udpLimit(q.MaxUDPSize(), rt.block.BufSize))
 	}
-	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize, true)
+	dst = e.Reply(dst, pkt, q, c.ReplyTTL(e, ttl), limit, EDNSSize, true)
 	t := &h.tally
 	t.inc(rt.m.request(h.tcp, h.v6, typeIndex(q.QType)))
 	if q.DO {
