@@ -150,7 +150,11 @@ func ParseFamilies(r io.Reader, ip string) (map[string]*Family, error) {
 			var parts []string
 			for _, l := range m.Label {
 				names[l.GetName()] = true
-				parts = append(parts, l.GetName()+"="+strings.ReplaceAll(l.GetValue(), ip, "IP"))
+				v := l.GetValue()
+				if ip != "" {
+					v = strings.ReplaceAll(v, ip, "IP")
+				}
+				parts = append(parts, l.GetName()+"="+v)
 			}
 			sort.Strings(parts)
 			f.Series[strings.Join(parts, ",")] = value(mf.GetType(), m)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -74,7 +75,8 @@ func TestDifferential(t *testing.T) {
 					t.Fatalf("the corpus entry's Corefile lacks %q:\n%s", want, tpl)
 				}
 			}
-			core := StartCoreDNS(t, coredns, render(tpl, coreIP, e.cluster, e.upstream), coreIP)
+			coreText := render(tpl, coreIP, e.cluster, e.upstream)
+			core := StartCoreDNS(t, coredns, coreText, coreIP)
 			if c.refused != "" {
 				expectRefused(t, render(tpl, agentIP, e.cluster, e.upstream), agentIP, e, c.refused)
 				return
@@ -83,8 +85,15 @@ func TestDifferential(t *testing.T) {
 				Bin: agentBin, LocalIP: agentIP, ClusterDNS: e.cluster,
 				Upstreams: []string{e.upstream}, Template: render(tpl, agentIP, e.cluster, e.upstream),
 			})
-			compareAnswers(t, c.queries, server{a.DNS, a.Metrics, agentIP}, server{core.DNS, core.Metrics, coreIP})
-			compareMetrics(t, a.Metrics, agentIP, core.Metrics, coreIP)
+			cs := server{core.DNS, core.Metrics, coreIP}
+			waitMetrics(t, a.Metrics)
+			waitMetrics(t, core.Metrics)
+			waitLoopProbes(t, cs, strings.Count(coreText, "\n    loop\n"))
+			compareAnswers(t, c.queries, server{a.DNS, a.Metrics, agentIP}, cs)
+			af, cf := compareMetrics(t, a.Metrics, agentIP, core.Metrics, coreIP)
+			if c.monitoring {
+				checkMonitoring(t, af, cf)
+			}
 		})
 	}
 }
@@ -105,6 +114,47 @@ func expectRefused(t *testing.T, corefile, ip string, e *env, want string) {
 		t.Fatalf("agent exit %v, want a failure naming %q; output:\n%s", err, want, a.Log())
 	}
 	t.Logf("refused as expected: %s", strings.TrimSpace(a.Log()))
+}
+
+// waitMetrics waits until addr serves /metrics (the agent answers DNS
+// before its HTTP endpoints are up).
+func waitMetrics(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := ScrapeFamilies(addr, "")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics on %s within 10s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitLoopProbes waits until CoreDNS's loop plugin sent its probe in each
+// of the n blocks that have it (an HINFO query to itself, counted as a
+// request of type "other", sent in the background after the start), so
+// that the probes do not land in the counters of the first queries.
+func waitLoopProbes(t *testing.T, c server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sent float64
+		for k, v := range counted(t, c) {
+			if strings.HasPrefix(k, "coredns_dns_requests_total{") && strings.Contains(k, "type=other") {
+				sent += v
+			}
+		}
+		if sent >= float64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CoreDNS sent %v of its %d loop probes within 10s", sent, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // server is one side of the comparison: DNS and metrics addresses, and
@@ -244,9 +294,9 @@ var acceptedDiffs = []struct {
 		reason: "a truncated UDP answer: the agent sends the question only, CoreDNS the records that fit; the client retries over TCP",
 	},
 	{
-		fields: []string{"answer", "authority", "additional", "TC"},
+		fields: []string{"answer", "authority", "additional", "TC", "TTL"},
 		when:   func(d Diff, q query, a, c *dns.Msg) bool { return q.upstreamTC },
-		reason: "the upstream truncated its UDP answer: the agent asks again over TCP and caches the whole answer, CoreDNS passes the truncated one on",
+		reason: "the upstream truncated its UDP answer: the agent asks again over TCP and caches the whole answer (so its TTL counts down from then), CoreDNS passes the truncated one on",
 	},
 	{
 		fields: []string{"OPT.size"},
@@ -289,13 +339,13 @@ func acceptedDelta(d string, q query) (string, bool) {
 // compareMetrics compares the metric families both servers export after
 // the same queries: names, types and label names (the values of the
 // counted families were compared query by query).
-func compareMetrics(t *testing.T, agentAddr, agentIP, coreAddr, coreIP string) {
+func compareMetrics(t *testing.T, agentAddr, agentIP, coreAddr, coreIP string) (af, cf map[string]*Family) {
 	t.Helper()
 	af, err := ScrapeFamilies(agentAddr, agentIP)
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
-	cf, err := ScrapeFamilies(coreAddr, coreIP)
+	cf, err = ScrapeFamilies(coreAddr, coreIP)
 	if err != nil {
 		t.Fatalf("coredns metrics: %v", err)
 	}
@@ -329,6 +379,49 @@ func compareMetrics(t *testing.T, agentAddr, agentIP, coreAddr, coreIP string) {
 			continue
 		}
 		t.Errorf("metric %s (labels %v): the agent exports it, CoreDNS does not", name, af[name].Labels)
+	}
+	return af, cf
+}
+
+// monitoringFiles are the dashboard and alerts of the monitoring overlay.
+var monitoringFiles = []string{
+	"../../manifests/components/monitoring/dashboard.json",
+	"../../manifests/components/monitoring/prometheusrule.yaml",
+}
+
+var metricName = regexp.MustCompile(`\b(?:coredns|nodelocaldns)_[a-z0-9_]+`)
+
+// checkMonitoring checks that every family the dashboard and the alerts
+// query is one the agent exports (and CoreDNS too, unless it is one of the
+// agent's listed own families), so that no panel or alert stays empty.
+func checkMonitoring(t *testing.T, af, cf map[string]*Family) {
+	t.Helper()
+	for _, file := range monitoringFiles {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, name := range metricName.FindAllString(string(b), -1) {
+			fam := name
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				if f, ok := strings.CutSuffix(name, suffix); ok && af[f] != nil && af[f].Type == "histogram" {
+					fam = f
+				}
+			}
+			if seen[fam] {
+				continue
+			}
+			seen[fam] = true
+			if af[fam] == nil {
+				t.Errorf("%s queries %s, which the agent does not export", file, name)
+			} else if cf[fam] == nil && onlyAgent[fam] == "" {
+				t.Errorf("%s queries %s, which CoreDNS does not export and is not a listed agent family", file, name)
+			}
+		}
+		if len(seen) < 3 {
+			t.Errorf("%s: only %d metric names found", file, len(seen))
+		}
 	}
 }
 

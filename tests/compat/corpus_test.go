@@ -23,6 +23,9 @@ type entry struct {
 	// contains are lines the rendered Corefile must have (so that a
 	// customization that silently did not apply fails the test).
 	contains []string
+	// monitoring checks the monitoring overlay's queries against the
+	// families both servers export after this entry's queries.
+	monitoring bool
 }
 
 // corpus is every Corefile the suite runs. Add one per plugin and option
@@ -30,9 +33,10 @@ type entry struct {
 func corpus() []entry {
 	return []entry{
 		{
-			name:     "official node-local-dns ConfigMap",
-			corefile: official,
-			queries:  officialQueries(),
+			name:       "official node-local-dns ConfigMap",
+			corefile:   official,
+			queries:    officialQueries(),
+			monitoring: true,
 		},
 		{
 			// The Corefile community charts (deliveryhero/node-local-dns)
