@@ -91,6 +91,96 @@ func corpus() []entry {
 			queries: upstreamQueries(),
 		},
 		{
+			// errors and log options, cache options: prefetch, serve_stale,
+			// servfail, keepttl (hits keep the stored TTL).
+			name: "errors, log and cache options",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    errors {
+        consolidate 5m ".* timeout$" warning
+    }
+    log . "{remote}:{port} {type} {name} {rcode}" {
+        class denial error
+    }
+    cache 120 {
+        success 5000 60 10
+        denial 2000 10 2
+        prefetch 3 1m 20%
+        serve_stale 1h verify
+        servfail 2s
+        keepttl
+    }
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: upstreamQueries(),
+		},
+		{
+			// forward options: policy, limits, health checks, except (the
+			// excepted name falls through to no plugin), and a chained
+			// forward (next) to the cluster DNS on NXDOMAIN.
+			name: "forward options and next",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__ {
+        except deleg.example.test
+        policy round_robin
+        max_fails 5
+        max_concurrent 500
+        expire 5s
+        health_check 2s no_rec
+        prefer_udp
+        next NXDOMAIN
+    }
+    forward . __PILLAR__CLUSTER__DNS__ {
+        force_tcp
+    }
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: upstreamQueries(),
+		},
+		{
+			// bufsize (answers cut at 512 bytes), timeouts, debug, pprof,
+			// a snippet, and a reverse zone in CIDR form.
+			name: "bufsize, timeouts, debug, pprof, import, CIDR zone",
+			corefile: func(*testing.T) string {
+				return `(common) {
+    errors
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+10.96.0.0/16:53 {
+    import common
+    forward . __PILLAR__CLUSTER__DNS__
+}
+.:53 {
+    import common
+    bufsize 512
+    timeouts {
+        read 5s
+        write 5s
+        idle 20s
+    }
+    debug
+    pprof __PILLAR__LOCAL__DNS__:6053
+    forward . __PILLAR__UPSTREAM__SERVERS__
+}
+`
+			},
+			queries: append(upstreamQueries(),
+				query{name: "5.0.96.10.in-addr.arpa.", qtype: dns.TypePTR},
+				query{name: "9.9.96.10.in-addr.arpa.", qtype: dns.TypePTR},
+				query{name: "1.0.0.10.in-addr.arpa.", qtype: dns.TypePTR}),
+		},
+		{
 			// A block without a cache: every answer is the upstream's.
 			name: "no cache",
 			corefile: func(*testing.T) string {
