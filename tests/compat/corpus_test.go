@@ -181,6 +181,147 @@ func corpus() []entry {
 				query{name: "1.0.0.10.in-addr.arpa.", qtype: dns.TypePTR}),
 		},
 		{
+			// hosts: inline entries and a file, ttl, reverse names,
+			// fallthrough to forward.
+			name: "hosts",
+			corefile: func(t *testing.T) string {
+				file := filepath.Join(t.TempDir(), "hosts")
+				if err := os.WriteFile(file, []byte("192.0.2.201 filehost.example.test\n2001:db8::201 filehost.example.test\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return `.:53 {
+    hosts ` + file + ` example.test 2.0.192.in-addr.arpa {
+        192.0.2.200 inline.example.test
+        10.96.0.77 h1.example.test h2.example.test
+        ttl 60
+        fallthrough
+    }
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: []query{
+				{name: "inline.example.test.", qtype: dns.TypeA},
+				{name: "INLINE.example.test.", qtype: dns.TypeAAAA},
+				{name: "filehost.example.test.", qtype: dns.TypeAAAA, edns: true},
+				{name: "h2.example.test.", qtype: dns.TypeA},
+				{name: "inline.example.test.", qtype: dns.TypeMX},
+				{name: "200.2.0.192.in-addr.arpa.", qtype: dns.TypePTR},
+				{name: "www.example.test.", qtype: dns.TypeA},
+				{name: "nx.example.test.", qtype: dns.TypeA},
+			},
+			refused: `plugin "hosts"`,
+		},
+		{
+			// rewrite: exact, suffix and regex names with answer rewriting,
+			// type and ttl rules.
+			name: "rewrite",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    rewrite name exact alias.example.test. www.example.test.
+    rewrite name suffix .corp.test. .example.test. answer auto
+    rewrite stop {
+        name regex (.*)\.svc\.example\.test\. {1}.example.test.
+        answer name (.*)\.example\.test\. {1}.svc.example.test.
+    }
+    rewrite ttl cname.example.test. 15
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: []query{
+				{name: "alias.example.test.", qtype: dns.TypeA},
+				{name: "www.corp.test.", qtype: dns.TypeA},
+				{name: "mx.corp.test.", qtype: dns.TypeMX},
+				{name: "www.svc.example.test.", qtype: dns.TypeAAAA},
+				{name: "nx.svc.example.test.", qtype: dns.TypeA},
+				{name: "cname.example.test.", qtype: dns.TypeA},
+				{name: "www.example.test.", qtype: dns.TypeA},
+			},
+			refused: `plugin "rewrite"`,
+		},
+		{
+			// template: regex groups into answers, rcode with authority,
+			// fallthrough.
+			name: "template",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    template IN A tmpl.example.test {
+        match ^(?P<a>[0-9]+)-(?P<b>[0-9]+)\.tmpl\.example\.test\.$
+        answer "{{ .Name }} 60 IN A 10.0.{{ .Group.a }}.{{ .Group.b }}"
+        fallthrough
+    }
+    template IN MX example.test {
+        rcode NXDOMAIN
+        authority "example.test. 60 IN SOA ns.example.test. hostmaster.example.test. 1 7200 1800 86400 60"
+    }
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: []query{
+				{name: "1-2.tmpl.example.test.", qtype: dns.TypeA},
+				{name: "300-2.tmpl.example.test.", qtype: dns.TypeA},
+				{name: "x.tmpl.example.test.", qtype: dns.TypeA},
+				{name: "mx.example.test.", qtype: dns.TypeMX},
+				{name: "www.example.test.", qtype: dns.TypeA},
+			},
+			refused: `plugin "template"`,
+		},
+		{
+			// dns64 and loadbalance: AAAA synthesized from A for names
+			// without AAAA, and shuffled A records (compared as a set).
+			name: "dns64 and loadbalance",
+			corefile: func(*testing.T) string {
+				return `.:53 {
+    dns64 {
+        prefix 64:ff9b::/96
+    }
+    loadbalance round_robin
+    cache 30
+    bind __PILLAR__LOCAL__DNS__
+    forward . __PILLAR__UPSTREAM__SERVERS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: []query{
+				{name: "mail.example.test.", qtype: dns.TypeAAAA},
+				{name: "www.example.test.", qtype: dns.TypeAAAA},
+				{name: "multi.example.test.", qtype: dns.TypeA, unordered: true},
+				{name: "multi.example.test.", qtype: dns.TypeAAAA, unordered: true},
+				{name: "nx.example.test.", qtype: dns.TypeAAAA},
+			},
+			refused: `plugin "dns64"`,
+		},
+		{
+			// whoami answers with the client's address (the port differs
+			// between the two clients, so additional is not compared).
+			name: "whoami",
+			corefile: func(*testing.T) string {
+				return `whoami.test:53 {
+    whoami
+    bind __PILLAR__LOCAL__DNS__
+    prometheus __PILLAR__LOCAL__DNS__:9253
+}
+`
+			},
+			queries: []query{
+				{name: "whoami.test.", qtype: dns.TypeA, clientPort: true},
+				{name: "x.whoami.test.", qtype: dns.TypeAAAA, clientPort: true},
+			},
+			refused: `plugin "whoami"`,
+		},
+		{
 			// A block without a cache: every answer is the upstream's.
 			name: "no cache",
 			corefile: func(*testing.T) string {
@@ -259,6 +400,12 @@ type query struct {
 	once bool
 	// upstreamTC: the upstream truncates its UDP answer to this query.
 	upstreamTC bool
+	// unordered: the records of a section may come in any order
+	// (loadbalance).
+	unordered bool
+	// clientPort: the answer holds the client's port (whoami), which
+	// differs between the two clients.
+	clientPort bool
 	// opcode, version and twoQuestions make malformed or unusual queries.
 	opcode       int
 	version      uint8
@@ -413,6 +560,9 @@ www IN A 192.0.2.10
 www IN AAAA 2001:db8::10
 mx IN MX 10 mail
 mail IN A 192.0.2.25
+multi IN A 192.0.2.31
+multi IN A 192.0.2.32
+multi IN A 192.0.2.33
 cname IN CNAME www
 short 2 IN A 192.0.2.2
 long 86400 IN A 192.0.2.86
