@@ -120,3 +120,17 @@ cluster.local:PORT {
 		t.Errorf("pprof block profile: %d %.200s", code, body)
 	}
 }
+
+// TestRunBindInterface binds by the name of the host's loopback interface,
+// excepting its IPv6 address: the agent answers on 127.0.0.1 only.
+func TestRunBindInterface(t *testing.T) {
+	ok := dnstest.NewServer(t, otherZone.Handler())
+	addr := runCorefile(t, fmt.Sprintf(".:PORT {\n    bind lo {\n        except ::1\n    }\n    forward . %s\n}\n", ok.Addr), "www.example.")
+	_, port, _ := net.SplitHostPort(addr)
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.", dns.TypeA)
+	c := &dns.Client{Net: "tcp", Timeout: time.Second}
+	if _, _, err := c.Exchange(m, net.JoinHostPort("::1", port)); err == nil {
+		t.Error("answered on ::1, which bind excepts")
+	}
+}

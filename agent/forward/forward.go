@@ -164,12 +164,12 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
 	tlsConfigs, err := tlsConfigs(cfg)
 	if err != nil {
 		return nil, err
 	}
+	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
 	for _, addr := range cfg.To {
 		u, err := newUpstream(addr, &fc, m, tlsConfigs[addr])
 		if err != nil {

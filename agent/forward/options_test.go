@@ -212,3 +212,19 @@ func TestHealthCheckProbe(t *testing.T) {
 		})
 	}
 }
+
+func TestMaxIdleConnsTCP(t *testing.T) {
+	for _, tc := range []struct{ maxIdle, want int }{{0, 3}, {1, 1}, {2, 2}} {
+		p := newTCPPool("192.0.2.1:53", time.Hour, nil, tc.maxIdle)
+		for range 3 {
+			a, b := net.Pipe()
+			t.Cleanup(func() { a.Close(); b.Close() })
+			p.conns = append(p.conns, newTCPConn(a))
+		}
+		p.reap()
+		if n := p.size(); n != tc.want {
+			t.Errorf("max_idle_conns %d: %d idle connections kept, want %d", tc.maxIdle, n, tc.want)
+		}
+		p.close()
+	}
+}
