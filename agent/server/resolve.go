@@ -30,7 +30,9 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if req.Opcode != dns.OpcodeQuery {
 		return headerReply(pkt, dns.RcodeNotImplemented)
 	}
-	if len(req.Question) != 1 || len(req.Answer) > 1 || len(req.Ns) > 1 || len(req.Extra) > 2 {
+	// The header's counts, as miekg/dns checks them (a message may
+	// announce more records than it holds).
+	if dnswire.Count(pkt, 0) != 1 || dnswire.Count(pkt, 1) > 1 || dnswire.Count(pkt, 2) > 1 || dnswire.Count(pkt, 3) > 2 || len(req.Question) != 1 {
 		return headerReply(pkt, dns.RcodeFormatError)
 	}
 	if req.Question[0].Qclass != dns.ClassINET && (zones == nil || !zones.chaos) {

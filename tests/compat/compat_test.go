@@ -3,6 +3,7 @@ package compat
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -265,6 +266,9 @@ func compareDeltas(t *testing.T, where string, q query, a, c server, abefore, cb
 }
 
 func exchange(q query, id uint16, addr string) (*dns.Msg, error) {
+	if q.raw != nil {
+		return exchangeRaw(q.raw, id, addr)
+	}
 	netw := "udp"
 	if q.tcp {
 		netw = "tcp"
@@ -272,6 +276,32 @@ func exchange(q query, id uint16, addr string) (*dns.Msg, error) {
 	c := &dns.Client{Net: netw, Timeout: 3 * time.Second, UDPSize: dns.MaxMsgSize}
 	r, _, err := c.Exchange(q.msg(id), addr)
 	return r, err
+}
+
+// exchangeRaw sends pkt (with id) over UDP and unpacks the reply.
+func exchangeRaw(pkt []byte, id uint16, addr string) (*dns.Msg, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	b := append([]byte{byte(id >> 8), byte(id)}, pkt[2:]...)
+	if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(b); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, dns.MaxMsgSize)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil {
+		return nil, fmt.Errorf("reply does not unpack: %w", err)
+	}
+	return m, nil
 }
 
 // acceptedDiffs are the differences in answers that are kept on purpose;

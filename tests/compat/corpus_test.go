@@ -410,9 +410,15 @@ type query struct {
 	opcode       int
 	version      uint8
 	twoQuestions bool
+	// raw, when set, is sent as it is over UDP (its ID is replaced); name
+	// only labels it.
+	raw []byte
 }
 
 func (q query) String() string {
+	if q.raw != nil {
+		return q.name
+	}
 	var b strings.Builder
 	class := q.class
 	if class == 0 {
@@ -505,7 +511,23 @@ func upstreamQueries() []query {
 		{name: "www.example.test.", qtype: dns.TypeA, opcode: dns.OpcodeNotify, once: true},
 		{name: "www.example.test.", qtype: dns.TypeA, version: 1, once: true},
 		{name: "www.example.test.", qtype: dns.TypeA, twoQuestions: true, once: true},
+		{name: "raw: no question", raw: rawQuery(0, 0, ""), once: true},
+		{name: "raw: two answer records", raw: rawQuery(1, 2, "www.example.test."), once: true},
+		{name: "raw: question cut short", raw: rawQuery(1, 0, "www.example.test.")[:20], once: true},
 	}
+}
+
+// rawQuery builds a query header with qd questions (the name, type A,
+// class IN, or none) and an answer count an (without the records).
+func rawQuery(qd, an uint16, name string) []byte {
+	b := []byte{0, 0, 1, 0, byte(qd >> 8), byte(qd), byte(an >> 8), byte(an), 0, 0, 0, 0}
+	if qd > 0 {
+		wire := make([]byte, 256)
+		n, _ := dns.PackDomainName(name, wire, 0, nil, false)
+		b = append(b, wire[:n]...)
+		b = append(b, 0, 1, 0, 1)
+	}
+	return b
 }
 
 func officialQueries() []query {
