@@ -69,6 +69,9 @@ func TestDifferential(t *testing.T) {
 	e := startEnv(t)
 	for i, c := range corpus() {
 		t.Run(c.name, func(t *testing.T) {
+			// Entries run side by side: each has its own IPs, and most of
+			// an entry's time is waiting (starts, scrapes).
+			t.Parallel()
 			agentIP, coreIP := e.ip(10+2*i), e.ip(11+2*i)
 			tpl := c.corefile(t)
 			for _, want := range c.contains {
