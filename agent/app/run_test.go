@@ -93,8 +93,12 @@ func startAgentWith(t *testing.T, f *agentFixture, cluster, other string, extra 
 			t.Fatalf("agent exited: %v", err)
 		default:
 		}
+		// The pid file is written once health and metrics listen too (DNS
+		// answers a little earlier).
 		if _, err := f.query("kube-dns.kube-system.svc.cluster.local.", "udp"); err == nil {
-			return f
+			if _, err := os.Stat(filepath.Join(f.dir, "agent.pid")); err == nil {
+				return f
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("agent did not answer within 10s")
