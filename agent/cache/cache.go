@@ -520,12 +520,15 @@ func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int
 		flags |= dnswire.FlagAA
 	}
 	if need > limit {
-		dst = append(dst, e.data[:e.qEnd]...)
-		out := dst[start:]
-		for i := 1; i < 4; i++ {
-			dnswire.SetCount(out, i, 0)
+		room := limit
+		if q.EDNS {
+			room -= dnswire.OPTLen
 		}
-		flags |= dnswire.FlagTC
+		var dropped bool
+		dst, dropped = e.appendTruncated(dst, ttl, room)
+		if dropped {
+			flags |= dnswire.FlagTC
+		}
 	} else {
 		dst = append(dst, e.msg()...)
 		e.setTTLs(dst[start:], ttl)
@@ -539,6 +542,64 @@ func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int
 		dnswire.SetCount(dst[start:], 3, dnswire.Count(dst[start:], 3)+1)
 	}
 	return dst
+}
+
+// appendTruncated appends the answer cut to at most room bytes at a record
+// boundary, as miekg/dns's Msg.Truncate (CoreDNS's scrub) does: as many
+// answer records as fit, then authority, then additional ones, with the
+// section counts and TTLs set. dropped reports that answer or authority
+// records were left out (the reply then gets TC; additional records may go
+// silently). Clients without TCP fallback (musl before 1.2.4) still get the
+// records that fit. Compression pointers only point backwards, so a prefix
+// of the packed answer is a valid message. Only truncated replies take
+// this path.
+func (e *Entry) appendTruncated(dst []byte, ttl uint32, room int) ([]byte, bool) {
+	msg := e.msg()
+	end := int(e.qEnd)
+	var kept [3]int
+	var dropped bool
+walk:
+	for sec := 0; sec < 3; sec++ {
+		n := dnswire.Count(msg, sec+1)
+		for i := 0; i < n; i++ {
+			next, err := skipRR(msg, end)
+			if err != nil || next > room {
+				dropped = sec < 2
+				break walk
+			}
+			end = next
+			kept[sec]++
+		}
+	}
+	start := len(dst)
+	dst = append(dst, msg[:end]...)
+	out := dst[start:]
+	offs := e.data[e.offStart:]
+	for i := 0; i+1 < len(offs); i += 2 {
+		if o := int(binary.NativeEndian.Uint16(offs[i:])); o+4 <= end {
+			binary.BigEndian.PutUint32(out[o:], ttl)
+		}
+	}
+	for sec := 0; sec < 3; sec++ {
+		dnswire.SetCount(out, sec+1, kept[sec])
+	}
+	return dst, dropped
+}
+
+// skipRR returns the offset after the resource record at off.
+func skipRR(msg []byte, off int) (int, error) {
+	off, err := dnswire.SkipName(msg, off)
+	if err != nil {
+		return 0, err
+	}
+	if off+10 > len(msg) {
+		return 0, dnswire.ErrShort
+	}
+	end := off + 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+	if end > len(msg) {
+		return 0, dnswire.ErrShort
+	}
+	return end, nil
 }
 
 // table is one sharded, bounded map.

@@ -143,6 +143,10 @@ func TestCountdownAndReply(t *testing.T) {
 	}{
 		{"whole", 4096, false, 2},
 		{"truncated", 40, true, 0},
+		// Room for one record (29 header and question, 16 per A record
+		// with a compressed name, 11 OPT): the records that fit, as
+		// miekg/dns's Truncate keeps them.
+		{"one record fits", 29 + 16 + 11, true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := e.Reply(nil, upper, uq, ttl, tc.limit, 1232, true)

@@ -322,11 +322,6 @@ var acceptedDiffs = []struct {
 		reason: "owner names follow the case of the question; CoreDNS keeps the case of the query that filled its cache",
 	},
 	{
-		fields: []string{"answer", "authority", "additional"},
-		when:   func(d Diff, q query, a, c *dns.Msg) bool { return a.Truncated && c.Truncated },
-		reason: "a truncated UDP answer: the agent sends the question only, CoreDNS the records that fit; the client retries over TCP",
-	},
-	{
 		fields: []string{"answer", "authority", "additional", "TC", "TTL"},
 		when:   func(d Diff, q query, a, c *dns.Msg) bool { return q.upstreamTC },
 		reason: "the upstream truncated its UDP answer: the agent asks again over TCP and caches the whole answer (so its TTL counts down from then), CoreDNS passes the truncated one on",
