@@ -1,9 +1,12 @@
 package health
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
-	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +53,9 @@ const SelfCheckInterval = time.Second
 // SelfCheck asks http://addr/health every SelfCheckInterval until ctx is
 // done, as CoreDNS's health plugin does to export how fast it answers: a
 // slow or failing answer shows an overloaded process. An address without
-// a host (":8080") is asked on the loopback.
+// a host (":8080") is asked on the loopback. The request is written by
+// hand on a fresh connection: an http.Client costs about 1 MB of resident
+// memory for one GET a second.
 func (m *SelfCheckMetrics) SelfCheck(ctx context.Context, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -59,9 +64,7 @@ func (m *SelfCheckMetrics) SelfCheck(ctx context.Context, addr string) {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	url := "http://" + net.JoinHostPort(host, port) + "/health"
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConns: 1}}
-	defer c.CloseIdleConnections()
+	target := net.JoinHostPort(host, port)
 	tick := time.NewTicker(SelfCheckInterval)
 	defer tick.Stop()
 	for {
@@ -70,20 +73,45 @@ func (m *SelfCheckMetrics) SelfCheck(ctx context.Context, addr string) {
 			return
 		case <-tick.C:
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return
-		}
 		start := time.Now()
-		resp, err := c.Do(req)
+		err := get(ctx, target)
 		if ctx.Err() != nil {
 			return
 		}
 		m.duration.Observe(time.Since(start).Seconds())
 		if err != nil {
 			m.failures.Inc()
-			continue
 		}
-		resp.Body.Close()
 	}
+}
+
+// selfCheckTimeout bounds one self check, as CoreDNS's client timeout.
+const selfCheckTimeout = 3 * time.Second
+
+// get sends GET /health to addr and reads the status line; any answer
+// counts as success (CoreDNS counts only failed requests).
+func get(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, selfCheckTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	if err := c.SetDeadline(deadline); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(c, "GET /health HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReaderSize(c, 64).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "HTTP/1.") {
+		return fmt.Errorf("health self check: unexpected answer %q", line)
+	}
+	return nil
 }
