@@ -115,11 +115,12 @@ const (
 	pluginNone    = 0
 	pluginCache   = 1
 	pluginForward = 2
-	numPlugins    = 3
-	numRcodes     = 24 // rcodes above 23 are counted in the last slot
+	// 3 to 8: the answer-changing plugins (plugins.go), by pluginName.
+	numPlugins = 9
+	numRcodes  = 24 // rcodes above 23 are counted in the last slot
 )
 
-var pluginName = [numPlugins]string{"", "cache", "forward"}
+var pluginName = [numPlugins]string{"", "cache", "forward", "hosts", "rewrite", "template", "dns64", "loadbalance", "whoami"}
 
 // droppedZone is the zone label of queries no server block serves
 // (CoreDNS's vars.Dropped: not a valid zone name, so it cannot clash).

@@ -54,7 +54,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	capBufSize(req, rt.block.BufSize)
-	resp, plugin, stored := s.resolve(ctx, rt, req, key)
+	var resp *dns.Msg
+	var plugin int
+	var stored *cache.Entry
+	if rt.block.Plugins != nil {
+		resp, plugin, stored = s.resolvePlugins(ctx, zones, rt, req, key, tcp, client)
+	} else {
+		resp, plugin, stored = s.resolve(ctx, rt, req, key)
+	}
 	if plugin == pluginForward && rt.block.Cache != nil {
 		// The cache wrote the upstream's answer: CoreDNS names the
 		// plugin that wrote the reply.
@@ -295,10 +302,17 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		m.Question = []dns.Question{req.Question[0]}
 	}
 	extra := m.Extra[:0]
+	var ede []dns.EDNS0 // extended errors (template's ederror) are kept
 	for _, rr := range m.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
+		if opt, ok := rr.(*dns.OPT); ok {
+			for _, o := range opt.Option {
+				if o.Option() == dns.EDNS0EDE {
+					ede = append(ede, o)
+				}
+			}
+			continue
 		}
+		extra = append(extra, rr)
 	}
 	m.Extra = extra
 	size := dnswire.MinUDPSize
@@ -308,6 +322,7 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		o.Hdr.Rrtype = dns.TypeOPT
 		o.SetUDPSize(EDNSSize)
 		o.SetDo(opt.Do())
+		o.Option = ede
 		if resp.Rcode > 0xf {
 			o.SetExtendedRcode(uint16(resp.Rcode))
 		}
