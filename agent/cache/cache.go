@@ -329,6 +329,15 @@ func (c *Cache) classify(m *dns.Msg) (kind int, ttl time.Duration, err error) {
 		// but, as CoreDNS's dnsutil.MinimalTTL, for 5s whatever the
 		// records' TTLs (then the block's minimum and cap).
 		return success, clamp(referralTTL, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 && !hasSOA(m.Ns):
+		// NOERROR without records or a SOA (hosts' and template's empty
+		// answers): CoreDNS's NoError, a positive entry, for the smallest
+		// TTL of the additional records or 5s without any.
+		ttl = minTTL(m.Extra)
+		if ttl == defaultDenialTTL && len(withoutOPT(m.Extra)) == 0 {
+			ttl = referralTTL
+		}
+		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
 		return denial, clamp(negativeTTL(m.Ns), c.cfg.DenialMinTTL, c.cfg.DenialTTL), nil
 	case m.Rcode == dns.RcodeServerFailure && c.cfg.ServfailTTL > 0:
@@ -378,6 +387,17 @@ func negativeTTL(ns []dns.RR) time.Duration {
 		}
 	}
 	return defaultDenialTTL
+}
+
+// withoutOPT returns rrs without OPT records.
+func withoutOPT(rrs []dns.RR) []dns.RR {
+	var out []dns.RR
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
 }
 
 func hasSOA(ns []dns.RR) bool {

@@ -85,6 +85,10 @@ func TestTTL(t *testing.T) {
 		{"nodata from SOA", defaults(), answer("a.example.", 0, "example. 900 IN SOA ns. h. 1 2 3 4 120"), 120},
 		{"denial capped", capped, answer("a.example.", dns.RcodeNameError, "example. 900 IN SOA ns. h. 1 2 3 4 60"), 5},
 		{"servfail briefly", defaults(), answer("a.example.", dns.RcodeServerFailure), 5},
+		// NOERROR with no records and no SOA (hosts' or template's empty
+		// answer) is a positive entry, as CoreDNS's NoError: the success
+		// minimum TTL applies.
+		{"empty noerror without soa", func() corefile.Cache { c := defaults(); c.SuccessMinTTL = 7 * time.Second; return c }(), answer("a.example.", 0), 7},
 		// A referral gets CoreDNS's 5s whatever its records say.
 		{"referral", defaults(), func() *dns.Msg {
 			m := answer("a.example.", 0)

@@ -62,11 +62,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	} else {
 		resp, plugin, stored = s.resolve(ctx, rt, req, key)
 	}
-	if plugin == pluginForward && rt.block.Cache != nil {
-		// The cache wrote the upstream's answer: CoreDNS names the
-		// plugin that wrote the reply.
-		plugin = pluginCache
-	}
+	plugin = writtenBy(plugin, rt.block.Cache != nil)
 	if stored != nil {
 		out = entryReply(stored, pkt, tcp, rt.block.BufSize)
 	}
@@ -79,6 +75,18 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 		s.logQuery(rt.block, client, req, resp, out, tcp, len(pkt), time.Since(start))
 	}
 	return out
+}
+
+// writtenBy is the plugin label of a reply that plugin produced in a block
+// with or without a cache. CoreDNS names the plugin whose response writer
+// passed the reply on last: the cache's for every plugin below it in the
+// chain (rewrite, template, hosts, forward, whoami), dns64's or
+// loadbalance's above it.
+func writtenBy(plugin int, cached bool) int {
+	if !cached || plugin == pluginNone || pluginName[plugin] == "dns64" || pluginName[plugin] == "loadbalance" {
+		return plugin
+	}
+	return pluginCache
 }
 
 // entryReply is the reply to pkt from the cache entry just stored for it,
