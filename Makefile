@@ -52,7 +52,7 @@ lint: ## Check formatting (gofmt) and run go vet.
 ##@ Testing
 
 .PHONY: test
-test: deps tools build lint ## Run everything CI runs: lint, unit, integration (real kube-apiserver, netns as root) and short fuzzing.
+test: deps tools coredns build lint ## Run everything CI runs: lint, unit, integration (real kube-apiserver, netns as root), the CoreDNS differential suite and short fuzzing.
 	$(GO) test -count=1 -timeout 30m $(TESTARGS) ./...
 	$(MAKE) --no-print-directory fuzz
 
