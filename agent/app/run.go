@@ -11,6 +11,7 @@ import (
 	"log"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -492,13 +493,33 @@ func (a *agent) liveSockets() (socks map[string]*os.File, done func()) {
 	return socks, a.sockMu.RUnlock
 }
 
-// writePIDFile writes the process ID to -pidfile.
+// writePIDFile writes the process ID to -pidfile atomically: it is
+// written to a temporary file beside it, then renamed into place, so a
+// reader never sees the file empty or half written.
 func (a *agent) writePIDFile() error {
 	if a.opts.PIDFile == "" {
 		return nil
 	}
-	if err := os.WriteFile(a.opts.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(a.opts.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write pidfile: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path with data (mode perm): a temporary file in
+// path's directory renamed over it. On error nothing is left behind.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	err = errors.Join(err, tmp.Chmod(perm), tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
 }
