@@ -170,6 +170,9 @@ func (a *agent) run(ctx context.Context) error {
 	stopWatch()
 	wg.Wait()
 	a.ready.Store(false)
+	if a.opts.Mode == ModeInjection {
+		return a.shutdownInjection(n, web)
+	}
 	a.logger.Printf("[INFO] shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
@@ -181,6 +184,29 @@ func (a *agent) run(ctx context.Context) error {
 	web.Close(hctx)
 	cancel()
 	return a.stopServing(n)
+}
+
+// shutdownInjection stops an agent in injection mode, where pods reach it
+// only at its link-local address and have kube-dns as their next
+// nameserver: it stops answering first (queries that arrive later are
+// refused by the kernel with ICMP port unreachable, so resolvers move to
+// kube-dns at once) and answers those in flight while the address still
+// exists, then tears the node down. The other order (teardown, then a lame
+// duck) answers from an address that is gone: those answers are lost, and a
+// glibc client that got its A answer but not its AAAA one waits out a second
+// timeout (2 s lookups on a real node, tests/e2e check 4).
+func (a *agent) shutdownInjection(n *node, web *health.Server) error {
+	a.logger.Printf("[INFO] shutting down: stop answering, then teardown (injection mode: no lame duck)")
+	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	web.Close(hctx)
+	cancel()
+	err := a.stopServing(n)
+	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	if terr := n.Teardown(tctx); terr != nil {
+		a.logger.Printf("[ERROR] teardown: %v", terr)
+	}
+	cancel()
+	return err
 }
 
 // abort undoes a start that failed after the node was set up.

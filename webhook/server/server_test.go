@@ -247,3 +247,127 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionLimit checks that connections beyond a client's share
+// (MaxConnections/4) or beyond MaxConnections are closed at once, and that
+// a closed connection frees its slot.
+func TestConnectionLimit(t *testing.T) {
+	r := start(t, Options{MaxConnections: 8}) // 2 per client address
+	cfg := &tls.Config{RootCAs: r.pool, MinVersion: tls.VersionTLS12}
+	dialFrom := func(local string) (*tls.Conn, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		return tls.DialWithDialer(d, "tcp", r.addr, cfg)
+	}
+	var held []*tls.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// refusedFrom waits until a connection from local is refused (the
+	// readiness probe of start may still hold a slot for a moment).
+	refusedFrom := func(local string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := dialFrom(local)
+			if err != nil {
+				return
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("a connection from %s was accepted beyond the limit", local)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// Four addresses, two connections each: the share, then the total.
+	for _, local := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		for range 2 {
+			c, err := dialFrom(local)
+			if err != nil {
+				t.Fatalf("connection within the limits from %s: %v", local, err)
+			}
+			held = append(held, c)
+		}
+		if local == "127.0.0.2" {
+			refusedFrom(local) // over its share, others still welcome
+		}
+	}
+	refusedFrom("127.0.0.6") // over the total
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := dialFrom("127.0.0.6")
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after closing a connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGracefulShutdown checks that a request in flight when the server's
+// context ends still completes, with a live request context.
+func TestGracefulShutdown(t *testing.T) {
+	dir := t.TempDir()
+	caPEM, err := kubeapi.NewServingCert(dir, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	s, err := New(Options{Host: "127.0.0.1", Port: port, CertDir: dir, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	s.Register("/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		time.Sleep(500 * time.Millisecond)
+		if err := r.Context().Err(); err != nil {
+			http.Error(w, "request context ended: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, "done")
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); !canDial(addr); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://" + addr + "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		res <- result{body: string(b)}
+	}()
+	<-entered
+	cancel()
+	r := <-res
+	if r.err != nil || r.body != "done" {
+		t.Errorf("in-flight request during shutdown: %q, %v", r.body, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Start: %v", err)
+	}
+}
