@@ -200,6 +200,15 @@ func (a *agent) shutdownInjection(n *node, web *health.Server) error {
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	web.Close(hctx)
 	cancel()
+	if n.alone() {
+		// New queries are refused at once, the queued ones still answered
+		// (not with a twin: it shares the sockets).
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := a.srv.RefuseNew(rctx); err != nil {
+			a.logger.Printf("[WARNING] %v", err)
+		}
+		cancel()
+	}
 	err := a.stopServing(n)
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if terr := n.Teardown(tctx); terr != nil {
