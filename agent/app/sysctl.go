@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
 
@@ -13,18 +14,29 @@ import (
 // tree.
 var sysctlRoot = sysctl.DefaultRoot
 
-// Main is the agent's entry point for its main package: with -sysctls-only
-// it applies the sysctls and returns (nil on success, so the init container
-// exits 0), otherwise it runs the agent (Run).
-func Main(ctx context.Context, args []string) error {
+// Main is the agent's entry point for its main package: -version and
+// -plugins print and return; with -sysctls-only it applies the sysctls and
+// returns (nil on success, so the init container exits 0); otherwise it
+// runs the agent (Run).
+func Main(ctx context.Context, args []string) error { return mainTo(ctx, args, os.Stdout) }
+
+// mainTo is Main writing -version and -plugins to stdout.
+func mainTo(ctx context.Context, args []string, stdout io.Writer) error {
 	opts, err := ParseFlags(args)
 	if err != nil {
 		return err
 	}
-	if !opts.SysctlsOnly {
-		return Run(ctx, args)
+	switch {
+	case opts.ShowVersion:
+		_, err := io.WriteString(stdout, VersionString())
+		return err
+	case opts.ShowPlugins:
+		_, err := io.WriteString(stdout, PluginsString())
+		return err
+	case opts.SysctlsOnly:
+		return ApplySysctls(opts, log.New(os.Stderr, "", log.LstdFlags))
 	}
-	return ApplySysctls(opts, log.New(os.Stderr, "", log.LstdFlags))
+	return Run(ctx, args)
 }
 
 // ApplySysctls writes the sysctls of opts (-icmp-ratelimit) and logs what
