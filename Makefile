@@ -18,6 +18,9 @@ export KUBECTL_BIN        ?= $(BIN)/kubectl
 FUZZTIME  ?= 50000x
 # Extra arguments to `go test` (e.g. TESTARGS='-run Webhook -v').
 TESTARGS  ?=
+# Extra arguments to `golangci-lint run` (e.g. LINTARGS='--new-from-rev=main' or
+# LINTARGS='--fix'). Its cache lives in $GOLANGCI_LINT_CACHE (default ~/.cache/golangci-lint).
+LINTARGS  ?=
 
 ##@ General
 
@@ -37,10 +40,11 @@ fmt: ## Format the Go sources.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: lint
-lint: ## Check formatting (gofmt) and run go vet.
+lint: $(BIN)/golangci-lint ## Check formatting (gofmt), run go vet and golangci-lint (.golangci.yml).
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(BIN)/golangci-lint run $(LINTARGS) ./...
 
 ##@ Testing
 
@@ -81,6 +85,9 @@ $(BIN)/kubectl: tests/tools/kube-apiserver/go.mod
 
 $(BIN)/etcd: tests/tools/etcd/go.mod
 	cd tests/tools/etcd && $(GO) build -o $@ .
+
+$(BIN)/golangci-lint: tests/tools/golangci-lint/go.mod
+	cd tests/tools/golangci-lint && $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 ##@ Deployment
 

@@ -176,8 +176,6 @@ func startReplica(t *testing.T, c *cluster, extra ...string) *replica {
 	return r
 }
 
-func (r *replica) url() string { return fmt.Sprintf("https://localhost:%d/mutate-v1-pod", r.port) }
-
 // servedCert returns the leaf certificate the replica serves, verified
 // against caBundle for localhost.
 func (r *replica) servedCert(caBundle []byte) (*x509.Certificate, error) {

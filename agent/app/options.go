@@ -350,7 +350,7 @@ func (o *Options) completeMode(mode string) error {
 func parseLocalIPs(s string) ([]netip.Addr, error) {
 	var ips []netip.Addr
 	seen := map[netip.Addr]bool{}
-	for _, item := range strings.Split(s, ",") {
+	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
@@ -427,7 +427,7 @@ func checkDomain(d string) error {
 	if d == "" || len(d) > 253 {
 		return fmt.Errorf("%q: not a domain name", d)
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if label == "" || len(label) > 63 {
 			return fmt.Errorf("%q: not a domain name", d)
 		}

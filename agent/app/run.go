@@ -148,13 +148,11 @@ func (a *agent) run(ctx context.Context) error {
 	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		if err := w.Run(wctx); err != nil {
 			a.logger.Printf("[ERROR] config watcher: %v", err)
 		}
-	}()
+	})
 
 	<-ctx.Done()
 	stopWatch()
@@ -170,7 +168,7 @@ func (a *agent) run(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	web.Close(hctx)
 	cancel()
-	return a.stopServing(n)
+	return a.stopServing()
 }
 
 // abort undoes a start that failed after the node was set up.
@@ -180,12 +178,12 @@ func (a *agent) abort(n *node) {
 		a.logger.Printf("[ERROR] teardown: %v", err)
 	}
 	cancel()
-	_ = a.stopServing(n)
+	_ = a.stopServing()
 }
 
 // stopServing closes the listeners, waits (bounded) for in-flight queries
 // and releases the configuration.
-func (a *agent) stopServing(_ *node) error {
+func (a *agent) stopServing() error {
 	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	err := a.srv.Shutdown(sctx)
 	cancel()
@@ -405,9 +403,7 @@ func (a *agent) closeSockets(keys []string) {
 func (a *agent) liveSockets() (socks map[string]*os.File, done func()) {
 	a.sockMu.RLock()
 	socks = make(map[string]*os.File, len(a.socks))
-	for k, f := range a.socks {
-		socks[k] = f
-	}
+	maps.Copy(socks, a.socks)
 	return socks, a.sockMu.RUnlock
 }
 

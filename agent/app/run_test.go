@@ -72,7 +72,8 @@ func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixt
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-f.done:
+		case err := <-f.done:
+			t.Logf("agent stopped: %v", err)
 		case <-time.After(15 * time.Second):
 			t.Error("agent did not stop")
 		}

@@ -266,11 +266,7 @@ func (f *Forwarder) spawn(fn func()) bool {
 	if f.closed {
 		return false
 	}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		fn()
-	}()
+	f.wg.Go(fn)
 	return true
 }
 

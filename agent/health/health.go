@@ -110,13 +110,11 @@ func Start(eps map[string]Endpoints) (*Server, error) {
 		}
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		s.srvs = append(s.srvs, hs)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return
 			}
-		}()
+		})
 	}
 	return s, nil
 }

@@ -48,7 +48,7 @@ func TestHealthHandler(t *testing.T) {
 		})
 	}
 	before := calls.Load()
-	for i := 0; i < 10; i++ {
+	for range 10 {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/health", nil))
 	}
 	if n := calls.Load() - before; n > 1 {

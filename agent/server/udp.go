@@ -219,7 +219,7 @@ var errNoRoute = errors.New("server: no server block for the name")
 func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
 	q := &h.q
 	if err := dnswire.ParseQuery(pkt, q); err != nil {
-		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
+		if errors.Is(err, dnswire.ErrNotQuery) || len(pkt) < dnswire.HeaderLen {
 			return nil, verdictDrop
 		}
 		return nil, verdictMiss

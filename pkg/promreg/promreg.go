@@ -24,8 +24,7 @@ func Register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 	if err == nil {
 		return c, nil
 	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
 		if existing, ok := are.ExistingCollector.(T); ok {
 			return existing, nil
 		}

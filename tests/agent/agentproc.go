@@ -37,7 +37,7 @@ func BuildAgent(dir string) (string, error) {
 	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./agent: %v\n%s", err, b)
+		return "", fmt.Errorf("go build ./agent: %w\n%s", err, b)
 	}
 	return out, nil
 }
@@ -45,7 +45,7 @@ func BuildAgent(dir string) (string, error) {
 // ManifestCorefile returns the Corefile of the node-local-dns ConfigMap in
 // a multi-document manifest.
 func ManifestCorefile(manifest []byte) (string, error) {
-	for _, doc := range strings.Split(string(manifest), "\n---") {
+	for doc := range strings.SplitSeq(string(manifest), "\n---") {
 		var obj struct {
 			Kind     string `json:"kind"`
 			Metadata struct{ Name string }
@@ -174,7 +174,7 @@ func (a *Agent) waitReady(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if exited, err := a.Exited(); exited {
-			return fmt.Errorf("agent exited: %v", err)
+			return fmt.Errorf("agent exited: %w", err)
 		}
 		m := new(dns.Msg)
 		m.SetQuestion("ready.invalid.", dns.TypeA)
@@ -258,7 +258,7 @@ func httpGet(t testing.TB, url string) string {
 // `key="value"` in labels (Prometheus text format).
 func MetricSum(text, name string, labels ...string) float64 {
 	var sum float64
-	for _, line := range strings.Split(text, "\n") {
+	for line := range strings.SplitSeq(text, "\n") {
 		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
 			continue
 		}

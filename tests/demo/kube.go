@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -185,10 +186,10 @@ func (w *webhookProc) waitReady(ctx context.Context, timeout time.Duration) erro
 	}}
 	plain := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
-	last := "not tried"
+	var last string // why the last try failed
 	for {
 		if w.exited() {
-			return fmt.Errorf("webhook exited (%v):\n%s", w.err, w.tail(20))
+			return fmt.Errorf("webhook exited (%w):\n%s", w.err, w.tail(20))
 		}
 		if _, err := httpGet(ctx, tlsClient, w.url); err != nil && !isHTTPStatus(err) {
 			last = "admission endpoint: " + err.Error()
@@ -217,7 +218,7 @@ type httpStatusError struct {
 func (e *httpStatusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.code, e.body) }
 
 func isHTTPStatus(err error) bool {
-	_, ok := err.(*httpStatusError)
+	_, ok := errors.AsType[*httpStatusError](err)
 	return ok
 }
 
@@ -378,12 +379,12 @@ func (d *demo) printPod(p *corev1.Pod, dp demoPod, injected bool) {
 		Annotations map[string]string    `json:"annotations,omitempty"`
 	}{p.Spec.DNSPolicy, p.Spec.HostNetwork, p.Spec.DNSConfig, p.Annotations}
 	b, _ := yaml.Marshal(view)
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+	for l := range strings.SplitSeq(strings.TrimRight(string(b), "\n"), "\n") {
 		d.printf("    %s\n", l)
 	}
 	text, how := podResolvConf(p)
 	d.printf("  resolv.conf the kubelet would write (%s):\n", how)
-	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+	for l := range strings.SplitSeq(strings.TrimRight(text, "\n"), "\n") {
 		d.printf("    %s\n", l)
 	}
 }

@@ -458,7 +458,7 @@ func copyInstalled(ctx context.Context, pkg, dir string) error {
 	if err != nil {
 		return fmt.Errorf("images: dpkg-query -L %s (is it installed?): %w", pkg, err)
 	}
-	for _, p := range strings.Split(string(out), "\n") {
+	for p := range strings.SplitSeq(string(out), "\n") {
 		p = strings.TrimSpace(p)
 		if !strings.HasPrefix(p, "/") || p == "/." {
 			continue
@@ -512,7 +512,7 @@ func fetchDeb(ctx context.Context, opts Options, pkg string) (string, error) {
 		return "", fmt.Errorf("images: apt-cache policy %s: %w", pkg, err)
 	}
 	version := ""
-	for _, line := range strings.Split(string(out), "\n") {
+	for line := range strings.SplitSeq(string(out), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
 			version = strings.TrimSpace(v)
 		}

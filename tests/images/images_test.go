@@ -110,6 +110,7 @@ func TestBuildImages(t *testing.T) {
 }
 
 func checkWebhook(t *testing.T, c v1.Config, root string) {
+	t.Helper()
 	if c.User != "65532:65532" {
 		t.Errorf("user %q, want 65532:65532", c.User)
 	}
@@ -133,6 +134,7 @@ func checkWebhook(t *testing.T, c v1.Config, root string) {
 }
 
 func checkAgent(t *testing.T, c v1.Config, root string, pkgs []string) {
+	t.Helper()
 	if c.User != "0:0" {
 		t.Errorf("user %q, want 0:0 (NET_ADMIN needs root)", c.User)
 	}

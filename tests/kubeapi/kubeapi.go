@@ -367,7 +367,7 @@ func waitFor(ctx context.Context, p *process, what string, client *http.Client, 
 			}
 			return p.exitError()
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready in time (%v); last answer: %s; last lines of %s:\n%s",
+			return fmt.Errorf("%s not ready in time (%w); last answer: %s; last lines of %s:\n%s",
 				what, ctx.Err(), last, p.logPath, tail(p.logPath, 30))
 		case <-tick.C:
 		}

@@ -86,7 +86,7 @@ func (p *process) stop(grace time.Duration) {
 
 // exitError describes why a process ended early, with the tail of its log.
 func (p *process) exitError() error {
-	return fmt.Errorf("%s exited during startup (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 30))
+	return fmt.Errorf("%s exited during startup (%w); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 30))
 }
 
 // addrInUse reports whether the log says a port was taken between our probe

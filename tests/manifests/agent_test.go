@@ -197,6 +197,7 @@ func TestRenderAgentModes(t *testing.T) {
 		return get[*corev1.ConfigMap](t, r, "node-local-dns-settings").Data["kubeDNSIP"]
 	}
 	localIPs := func(t *testing.T, ds *appsv1.DaemonSet) []string {
+		t.Helper()
 		opts, err := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
 		if err != nil {
 			t.Fatal(err)

@@ -110,6 +110,7 @@ func kustomizations(t testing.TB) (builds, components []string) {
 
 // overlays are the installable kustomizations: the default and overlays/*.
 func overlays(t testing.TB) []string {
+	t.Helper()
 	builds, _ := kustomizations(t)
 	var out []string
 	for _, b := range builds {

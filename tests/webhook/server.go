@@ -201,7 +201,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case err := <-s.done:
 			s.done <- err // keep it for Stop
-			return fmt.Errorf("app.Run returned before ready: %v", err)
+			return fmt.Errorf("app.Run returned before ready: %w", err)
 		default:
 		}
 		if last = s.probe(ctx); last == "" {

@@ -67,7 +67,7 @@ func (b *builtinCerts) Validate(o *Options) error {
 		}
 		names = append(names, name+"."+ns+".svc", name+"."+ns+".svc."+strings.TrimSuffix(o.ClusterDomain, "."))
 	}
-	for _, n := range strings.Split(b.extraNames, ",") {
+	for n := range strings.SplitSeq(b.extraNames, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			names = append(names, n)
 		}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"sync"
@@ -111,9 +112,7 @@ func RunOptions(ctx context.Context, o *Options) error {
 			return err
 		}
 	}
-	for name, check := range o.ReadyChecks {
-		ready[name] = check
-	}
+	maps.Copy(ready, o.ReadyChecks)
 	for name, check := range ready {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			return fmt.Errorf("adding readyz check %s: %w", name, err)

@@ -156,12 +156,11 @@ func TestParseService(t *testing.T) {
 // fieldSelector metadata.name=<name> in the Service's namespace: RBAC with
 // resourceNames (the manifests' least-privilege Role) only allows that.
 func TestWatcherListsOnlyItsService(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	client := fake.NewClientset(service("dns", "coredns", "10.0.0.10"))
 	type seen struct{ verb, ns, fields string }
 	calls := make(chan seen, 16)
-	record := func(action k8stesting.Action) (bool, runtime.Object, error) {
+	record := func(action k8stesting.Action) {
 		var fields string
 		switch a := action.(type) {
 		case k8stesting.ListAction:
@@ -173,9 +172,11 @@ func TestWatcherListsOnlyItsService(t *testing.T) {
 		case calls <- seen{action.GetVerb(), action.GetNamespace(), fields}:
 		default:
 		}
-		return false, nil, nil
 	}
-	client.PrependReactor("list", "services", record)
+	client.PrependReactor("list", "services", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		record(action)
+		return false, nil, nil
+	})
 	client.PrependWatchReactor("services", func(action k8stesting.Action) (bool, watch.Interface, error) {
 		record(action)
 		return false, nil, nil
