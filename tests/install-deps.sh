@@ -6,6 +6,10 @@
 set -euo pipefail
 
 pkgs=(nsd unbound bind9-dnsutils dnsperf iptables nftables iproute2 procps kmod ca-certificates)
+# The end-to-end node (tests/e2e): container runtime, CNI plugins, a static
+# busybox for the test images, ipset/conntrack for kube-proxy, openssl for the
+# node's certificates, util-linux for nsenter.
+pkgs+=(containerd runc containernetworking-plugins busybox-static ipset conntrack openssl util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,3 +31,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 for svc in nsd unbound; do
 	pkill -x "$svc" 2>/dev/null || true
 done
+# containerd's package enables a systemd unit; where systemd runs it, stop it:
+# the e2e node runs its own containerd on a private socket.
+if [ -d /run/systemd/system ]; then
+	systemctl disable --now containerd 2>/dev/null || true
+fi

@@ -119,6 +119,7 @@ func (a *agent) run(ctx context.Context) error {
 		gen.close()
 		return err
 	}
+	a.applyGlobal(cfg)
 	a.current = gen
 	a.socks, err = server.OpenSockets(server.Keys(cfg), n.Inherited())
 	if err != nil {
@@ -216,12 +217,16 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	g := &generation{cfg: cfg, text: text}
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
+		if err := a.pluginOptions(b, s); err != nil {
+			g.close()
+			return nil, err
+		}
 		if s.Cache != nil {
 			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
-			f, err := forward.New(*s.Forward, forward.Options{Registerer: a.reg})
+			f, err := forward.New(*s.Forward, a.forwardOptions(s))
 			if err != nil {
 				g.close()
 				return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
@@ -229,8 +234,16 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			g.forwarders = append(g.forwarders, f)
 			b.Forward = f
 			b.Match = f.Match
+			var chain *forward.Chain
+			if len(s.NextForwards) > 0 {
+				if chain, err = a.chain(g, f, s); err != nil {
+					return nil, err
+				}
+				b.Forward, b.Match = chain, chain.Match
+			}
 			if s.Loop {
 				p := loop.New(s.Zones[0], f)
+				p.Chain = chain
 				g.probes = append(g.probes, p)
 				b.Forward = p
 			}
@@ -238,6 +251,22 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// chain builds the further forward plugins of s after first into a chain
+// (forward's `next`); on error g is closed.
+func (a *agent) chain(g *generation, first *forward.Forwarder, s corefile.Server) (*forward.Chain, error) {
+	fs := []*forward.Forwarder{first}
+	for _, nf := range s.NextForwards {
+		f, err := forward.New(*nf, a.forwardOptions(s))
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		g.forwarders = append(g.forwarders, f)
+		fs = append(fs, f)
+	}
+	return forward.NewChain(fs...), nil
 }
 
 // close releases the forwarders and the caches' gauges.
@@ -276,6 +305,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 			return health.Endpoints{"/ready": health.ReadyHandler(a.ready.Load)}
 		})
 		put(s.Prometheus, metrics)
+		put(s.Pprof, pprofEndpoints)
 	}
 	put(a.opts.MetricsListenAddress, metrics)
 	return eps
@@ -292,7 +322,7 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 func (a *agent) apply(cfg *corefile.Config, text string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.current != nil && a.current.text == text {
+	if a.current != nil && a.current.text == text && !corefile.ImportsChanged(a.current.cfg) {
 		return nil
 	}
 	if len(cfg.Servers) == 0 {
@@ -348,6 +378,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
 	a.releaseUnused(cfg)
+	a.applyGlobal(cfg)
 	old := a.current
 	a.current = gen
 	if old != nil {

@@ -27,7 +27,8 @@ import (
 )
 
 const (
-	// ServfailTTL is how long a SERVFAIL answer is cached at most.
+	// ServfailTTL is how long a SERVFAIL answer is cached by default (the
+	// servfail option of corefile.Cache sets it).
 	ServfailTTL = 5 * time.Second
 	// defaultDenialTTL is the TTL of a negative answer without a SOA.
 	defaultDenialTTL = 5 * time.Second
@@ -215,6 +216,9 @@ func (c *Cache) Store(key []byte, m *dns.Msg) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.disabled(kind, m.Question[0].Name) {
+		return nil, ErrNotCacheable
+	}
 	e, k, err := newEntry(m, key)
 	if err != nil {
 		return nil, err
@@ -259,8 +263,9 @@ func (c *Cache) classify(m *dns.Msg) (kind int, ttl time.Duration, err error) {
 		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
 		return denial, clamp(negativeTTL(m.Ns), c.cfg.DenialMinTTL, c.cfg.DenialTTL), nil
-	case m.Rcode == dns.RcodeServerFailure:
-		return denial, min(ServfailTTL, c.cfg.DenialTTL), nil
+	case m.Rcode == dns.RcodeServerFailure && c.cfg.ServfailTTL > 0:
+		// The servfail option's TTL (0 turns it off), as CoreDNS's failttl.
+		return denial, c.cfg.ServfailTTL, nil
 	}
 	return 0, 0, ErrNotCacheable
 }

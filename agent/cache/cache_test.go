@@ -22,7 +22,7 @@ func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
 func newClock() *clock               { return &clock{t: time.Unix(1_700_000_000, 0)} }
 func defaults() corefile.Cache {
 	return corefile.Cache{SuccessCap: 9984, SuccessTTL: 3600 * time.Second, SuccessMinTTL: 5 * time.Second,
-		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second}
+		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second, ServfailTTL: ServfailTTL}
 }
 
 // packedQuery returns a packed query and its parse.

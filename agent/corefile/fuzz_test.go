@@ -21,6 +21,11 @@ func FuzzParse(f *testing.F) {
 		"(snip) {\nerrors\n}\n. {\n}",
 		". { cache { success 1 } }",
 		"{$HOME} {\n}",
+		". {\nforward . tls://192.0.2.1%dns.example:853 9.9.9.9 {\ntls_servername x.example\nnext NXDOMAIN\nfailover SERVFAIL\nmax_connect_attempts 2\nmax_idle_conns 3\nfailfast_all_unhealthy_upstreams\n}\nforward . 10.0.0.1\n}",
+		"10.0.0.0/15:53 fd00::/6 {\ncache 30 172.16.0.0/12 {\nkeepttl\ndisable denial 10.0.0.0/8\n}\n}",
+		". {\nerrors {\nstacktrace\nconsolidate 5m ^x warning\n}\nlog a.org b.org \"{name} {combined}\" {\nclass denial error\n}\nbufsize 1232\ntimeouts {\nread 5\nidle 1m\n}\ndebug\npprof :6060 {\nblock 2\n}\nbind lo eth0 {\nexcept ::1\n}\n}",
+		"(s) {\nerrors\n}\n. {\nimport s\n}",
+		". {\ntrace zipkin\n}",
 	} {
 		f.Add(seed)
 	}
@@ -50,6 +55,19 @@ func FuzzParse(f *testing.F) {
 			}
 			if c := s.Cache; c != nil && (c.SuccessCap <= 0 || c.DenialCap <= 0 || c.SuccessMinTTL > c.SuccessTTL) {
 				t.Fatalf("bad cache %+v", c)
+			}
+			for _, f := range append([]*Forward{s.Forward}, s.NextForwards...) {
+				if f == nil {
+					continue
+				}
+				for addr := range f.TLS {
+					if !contains(f.To, addr) {
+						t.Fatalf("tls upstream %s not among %v", addr, f.To)
+					}
+				}
+			}
+			if s.BufSize != 0 && (s.BufSize < MinBufSize || s.BufSize > MaxBufSize) {
+				t.Fatalf("bufsize %d", s.BufSize)
 			}
 		}
 	})

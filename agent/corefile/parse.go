@@ -1,7 +1,9 @@
 package corefile
 
 import (
+	"cmp"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -28,6 +30,10 @@ type ParseOptions struct {
 	// targets. nil means os.ReadFile; tests pass a fake so that the host's
 	// resolv.conf is never used.
 	ReadFile func(path string) ([]byte, error)
+	// InterfaceAddrs returns the addresses of a network interface named
+	// in bind (found false when there is none). nil means the host's
+	// interfaces; tests pass a fake.
+	InterfaceAddrs func(name string) (addrs []netip.Addr, found bool, err error)
 }
 
 // Error is a Corefile error with its position.
@@ -46,20 +52,25 @@ func (e *Error) Error() string {
 
 // plugins maps every plugin this dialect supports to its parser.
 var plugins = map[string]func(p *blockParser, d *caddyfile.Dispenser) error{
-	"errors":     parseErrors,
-	"log":        parseLog,
+	"errors":     parseErrorsPlugin,
+	"log":        parseLogPlugin,
 	"cache":      parseCache,
 	"forward":    parseForward,
-	"bind":       parseBind,
+	"bind":       parseBindPlugin,
 	"health":     parseHealth,
 	"ready":      parseReady,
 	"prometheus": parsePrometheus,
 	"reload":     parseReload,
 	"loop":       parseLoop,
+	"bufsize":    parseBufsize,
+	"timeouts":   parseTimeouts,
+	"debug":      parseDebug,
+	"pprof":      parsePprof,
+	"trace":      parseTrace,
 }
 
 // repeatable lists the plugins that may appear more than once per block.
-var repeatable = map[string]bool{"bind": true}
+var repeatable = map[string]bool{"bind": true, "forward": true, "log": true}
 
 // Parse parses a Corefile with the Caddyfile parser CoreDNS uses and checks
 // it against the supported dialect. Unknown plugins and options are errors
@@ -84,6 +95,10 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	imports, err := checkImports(text, opts.Filename)
+	if err != nil {
+		return nil, err
+	}
 	blocks, err := caddyfile.Parse(opts.Filename, strings.NewReader(text), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s", cleanCaddyError(err))
@@ -94,7 +109,7 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 	cfg := &Config{}
 	seen := map[string]int{} // "zone:port" -> line
 	for i, b := range blocks {
-		line := 0
+		line := blockLine(b)
 		if i < len(keyLines) {
 			line = keyLines[i]
 		}
@@ -110,9 +125,28 @@ func Parse(text string, opts ParseOptions) (*Config, error) {
 			}
 			seen[key] = line
 		}
+		if err := sameTimeouts(cfg.Servers, s, opts.Filename); err != nil {
+			return nil, err
+		}
 		cfg.Servers = append(cfg.Servers, *s)
 	}
+	cfg.Imports = imports
 	return cfg, nil
+}
+
+// sameTimeouts refuses a timeouts plugin that differs from an earlier
+// block's: the agent applies one set of TCP timeouts to all its listeners.
+func sameTimeouts(prev []Server, s *Server, filename string) error {
+	if s.Timeouts == nil {
+		return nil
+	}
+	for _, o := range prev {
+		if o.Timeouts != nil && *o.Timeouts != *s.Timeouts {
+			return &Error{File: filename, Line: s.Line, Msg: fmt.Sprintf(
+				"plugin \"timeouts\": differs from the block at line %d; the agent applies one set of timeouts to all its listeners", o.Line)}
+		}
+	}
+	return nil
 }
 
 // scan lexes the text once to refuse `import` (it would read other files,
@@ -125,13 +159,16 @@ func scan(text, filename string) ([]int, error) {
 	depth := 0
 	start := true
 	snippet := false
+	topImport := false
 	for d.Next() {
 		v := d.Val()
 		if len(v) > maxToken {
 			return nil, &Error{File: filename, Line: d.Line(), Msg: fmt.Sprintf("token of %d bytes is longer than %d", len(v), maxToken)}
 		}
-		if v == "import" {
-			return nil, &Error{File: filename, Line: d.Line(), Msg: `"import" is not supported`}
+		if v == "import" && depth == 0 {
+			// A top-level import may bring server blocks: the lines of
+			// the keys are not known then (see blockLine).
+			topImport = true
 		}
 		if strings.Contains(v, "__PILLAR__") {
 			return nil, &Error{File: filename, Line: d.Line(), Msg: fmt.Sprintf("template variable in %q was not rendered", v)}
@@ -154,6 +191,9 @@ func scan(text, filename string) ([]int, error) {
 			}
 		}
 	}
+	if topImport {
+		return nil, nil
+	}
 	return lines, nil
 }
 
@@ -175,7 +215,8 @@ type blockParser struct {
 }
 
 func (p *blockParser) errf(d *caddyfile.Dispenser, format string, args ...any) error {
-	return &Error{File: p.opts.Filename, Line: d.Line(), Msg: fmt.Sprintf(format, args...)}
+	// An imported token names its own file.
+	return &Error{File: cmp.Or(d.File(), p.opts.Filename), Line: d.Line(), Msg: fmt.Sprintf(format, args...)}
 }
 
 func parseBlock(b caddyfile.ServerBlock, line int, opts *ParseOptions) (*Server, error) {
@@ -199,7 +240,7 @@ func parseBlock(b caddyfile.ServerBlock, line int, opts *ParseOptions) (*Server,
 		tokens := b.Tokens[name]
 		parse, ok := plugins[name]
 		if !ok {
-			return nil, &Error{File: opts.Filename, Line: firstLine(tokens), Msg: fmt.Sprintf("unknown plugin %q", name)}
+			return nil, &Error{File: cmp.Or(tokens[0].File, opts.Filename), Line: firstLine(tokens), Msg: fmt.Sprintf("unknown plugin %q", name)}
 		}
 		d := caddyfile.NewDispenserTokens(opts.Filename, tokens)
 		for n := 0; d.Next(); n++ {

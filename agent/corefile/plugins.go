@@ -2,7 +2,6 @@ package corefile
 
 import (
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -38,31 +37,6 @@ const (
 	MinReloadJitter       = time.Second
 )
 
-func parseErrors(p *blockParser, d *caddyfile.Dispenser) error {
-	args, err := p.args(d, "errors")
-	if err != nil {
-		return err
-	}
-	// CoreDNS accepts `errors stdout` (the only log target it knows).
-	if len(args) > 1 || len(args) == 1 && args[0] != "stdout" {
-		return p.errf(d, "plugin \"errors\": unsupported arguments %q", args)
-	}
-	p.server.Errors = true
-	return nil
-}
-
-func parseLog(p *blockParser, d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) > 0 {
-		return p.errf(d, "plugin \"log\": arguments (name filters, formats) are not supported: %q", args)
-	}
-	if err := p.noBlock(d, "log"); err != nil {
-		return err
-	}
-	p.server.Log = true
-	return nil
-}
-
 func parseLoop(p *blockParser, d *caddyfile.Dispenser) error {
 	if args := d.RemainingArgs(); len(args) > 0 {
 		return p.wrongArgs(d, "loop", args)
@@ -71,31 +45,6 @@ func parseLoop(p *blockParser, d *caddyfile.Dispenser) error {
 		return err
 	}
 	p.server.Loop = true
-	return nil
-}
-
-func parseBind(p *blockParser, d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return p.errf(d, "plugin \"bind\": needs at least one address")
-	}
-	if err := p.noBlock(d, "bind"); err != nil {
-		return err
-	}
-	for _, a := range args {
-		ip, err := netip.ParseAddr(a)
-		if err != nil || ip.Zone() != "" {
-			return p.errf(d, "plugin \"bind\": %q is not an IP address (interface names are not supported)", a)
-		}
-		s := ip.Unmap().String()
-		if p.bound == nil {
-			p.bound = map[string]bool{}
-		}
-		if !p.bound[s] {
-			p.bound[s] = true
-			p.server.Bind = append(p.server.Bind, s)
-		}
-	}
 	return nil
 }
 
@@ -207,11 +156,11 @@ func parseCache(p *blockParser, d *caddyfile.Dispenser) error {
 		}
 	}
 	for _, z := range args {
-		zone, err := normalizeZone(z)
+		zones, err := expandZone(z)
 		if err != nil {
 			return p.errf(d, "plugin \"cache\": %v", err)
 		}
-		c.Zones = append(c.Zones, zone)
+		c.Zones = append(c.Zones, zones...)
 	}
 	if c.Zones == nil {
 		c.Zones = append([]string(nil), p.server.Zones...)
@@ -234,7 +183,7 @@ func parseCache(p *blockParser, d *caddyfile.Dispenser) error {
 		case "servfail":
 			err = p.servfail(d, args, c)
 		default:
-			return p.errf(d, "unknown option %q of plugin \"cache\"", opt)
+			err = p.cacheMoreOption(d, opt, args, c)
 		}
 		if err != nil {
 			return err
@@ -355,29 +304,40 @@ func parseForward(p *blockParser, d *caddyfile.Dispenser) error {
 	if len(args) < 2 {
 		return p.errf(d, "plugin \"forward\": want FROM and at least one TO, got %q", args)
 	}
-	from, err := normalizeZone(args[0])
+	fromZones, err := expandZone(args[0])
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": FROM: %v", err)
 	}
-	to, err := parseUpstreams(args[1:], p.opts.ReadFile)
+	from := fromZones[0] // as CoreDNS: a CIDR that expands to several zones forwards the first
+
+	to, tlsNames, err := parseUpstreams(args[1:], p.opts.ReadFile)
 	if err != nil {
 		return p.errf(d, "plugin \"forward\": %v", err)
 	}
 	f := &Forward{
-		From: from, To: to,
+		From: from, To: to, TLS: tlsNames,
 		MaxFails: DefaultMaxFails, Expire: DefaultExpire, HealthCheck: DefaultHealthCheck,
 		HealthCheckDomain: ".", Policy: DefaultPolicy,
 	}
+	line := d.Line()
+	var tlsServerName string
 	for d.NextBlock() {
-		if err := p.forwardOption(d, f); err != nil {
+		if err := p.forwardOption(d, f, &tlsServerName); err != nil {
 			return err
 		}
 	}
-	p.server.Forward = f
+	if err := applyTLSServerName(f, tlsServerName); err != nil {
+		return &Error{File: p.opts.Filename, Line: line, Msg: "plugin \"forward\": " + err.Error()}
+	}
+	if p.server.Forward == nil {
+		p.server.Forward = f
+	} else {
+		p.server.NextForwards = append(p.server.NextForwards, f)
+	}
 	return nil
 }
 
-func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward) error {
+func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward, tlsServerName *string) error {
 	opt := d.Val()
 	args, err := p.args(d, "forward "+opt)
 	if err != nil {
@@ -404,11 +364,11 @@ func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward) error {
 			return p.wrongArgs(d, "forward except", args)
 		}
 		for _, z := range args {
-			zone, err := normalizeZone(z)
+			zones, err := expandZone(z)
 			if err != nil {
 				return p.errf(d, "forward except: %v", err)
 			}
-			f.Except = append(f.Except, zone)
+			f.Except = append(f.Except, zones...)
 		}
 	case "max_fails":
 		v, err := one()
@@ -454,7 +414,7 @@ func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward) error {
 			return p.errf(d, "forward policy %q: want random, round_robin or sequential", v)
 		}
 	default:
-		return p.errf(d, "unknown option %q of plugin \"forward\"", opt)
+		return p.forwardMoreOption(d, opt, args, f, tlsServerName)
 	}
 	return nil
 }

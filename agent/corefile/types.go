@@ -8,6 +8,9 @@ import "time"
 // Config is a parsed Corefile: one Server per server block, in file order.
 type Config struct {
 	Servers []Server
+	// Imports are the files the Corefile imported, with a digest of their
+	// contents, so that a change of one can be noticed.
+	Imports map[string]string
 }
 
 // Server is one server block, e.g. `cluster.local:53 { ... }`.
@@ -25,6 +28,10 @@ type Server struct {
 	Cache *Cache
 	// Forward is nil when the block has no forward plugin.
 	Forward *Forward
+	// NextForwards are the block's further forward plugins, in file
+	// order: a query that Forward does not match (FROM, except), or whose
+	// answer has one of Forward's `next` rcodes, goes on to them.
+	NextForwards []*Forward
 	// Health is the address of the health plugin ("" when absent),
 	// HealthLameDuck its lameduck duration.
 	Health         string
@@ -39,6 +46,22 @@ type Server struct {
 	ReloadJitter time.Duration
 	// Loop enables loop detection at start.
 	Loop bool
+	// ErrorRules are the errors plugin's consolidate rules;
+	// ErrorStacktrace its stacktrace option.
+	ErrorRules      []ErrorRule
+	ErrorStacktrace bool
+	// LogRules are the log plugin's rules, in order (Log is set with them).
+	LogRules []LogRule
+	// BufSize is the bufsize plugin's EDNS0 buffer size (0 when absent).
+	BufSize int
+	// Timeouts are the timeouts plugin's (nil when absent).
+	Timeouts *Timeouts
+	// Debug enables the debug plugin.
+	Debug bool
+	// Pprof is the pprof plugin's address ("" when absent),
+	// PprofBlockRate its block profile rate (0: block profiling off).
+	Pprof          string
+	PprofBlockRate int
 	// Line is the line of the block's key in the Corefile, for messages.
 	Line int
 }
@@ -66,6 +89,36 @@ type Cache struct {
 	// Zones limits caching to these zones (lower-case FQDNs); it defaults to
 	// the server block's zones.
 	Zones []string
+	// KeepTTL serves cached answers with the TTL they were stored with
+	// (keepttl) instead of the remaining one.
+	KeepTTL bool
+	// DisableSuccess and DisableDenial are the zones whose positive or
+	// negative (and SERVFAIL) answers are not cached (disable).
+	DisableSuccess, DisableDenial []string
+}
+
+// ErrorRule is one `consolidate DURATION REGEXP [LEVEL]` of the errors
+// plugin: errors matching Pattern are counted for Duration, then reported
+// in one line at Level ("warning", "error", "info" or "debug").
+type ErrorRule struct {
+	Duration time.Duration
+	Pattern  string
+	Level    string
+}
+
+// LogRule is one name scope of the log plugin: queries in Name (a
+// lower-case FQDN) are logged with Format when their answer's class
+// ("success", "denial", "error") is in Classes; Classes nil means all.
+type LogRule struct {
+	Name    string
+	Format  string
+	Classes []string
+}
+
+// Timeouts are the timeouts plugin's TCP read, write and idle timeouts
+// (0: the default).
+type Timeouts struct {
+	Read, Write, Idle time.Duration
 }
 
 // Prefetch configures prefetching of popular entries before they expire.
@@ -94,4 +147,25 @@ type Forward struct {
 	// HealthCheckNoRec clears the RD bit of health check queries (no_rec).
 	HealthCheckNoRec bool
 	Policy           string // "random" (default), "round_robin" or "sequential"
+	// TLS holds the entries of To written as tls:// (DNS over TLS), each
+	// with its TLS server name: the one of tls://IP%NAME, else
+	// tls_servername, else "" (the certificate must then hold the IP).
+	TLS map[string]string
+	// TLSCertPEM and TLSKeyPEM are the client certificate and key of the
+	// tls option (nil without); TLSCAPEM the CA certificates that verify
+	// the upstreams (nil: the system's).
+	TLSCertPEM, TLSKeyPEM, TLSCAPEM []byte
+	// MaxConnectAttempts caps the upstream attempts of one query (0: no
+	// cap besides the timeout).
+	MaxConnectAttempts int
+	// MaxIdleConns caps the idle connections kept per upstream (0: no cap).
+	MaxIdleConns int
+	// Next lists rcodes that pass the query on to the next forward plugin
+	// of the block (the next entry of Server.NextForwards).
+	Next []int
+	// Failover lists rcodes that make the query try the next upstream.
+	Failover []int
+	// FailFast answers SERVFAIL at once when every upstream is down
+	// (failfast_all_unhealthy_upstreams) instead of trying one anyway.
+	FailFast bool
 }

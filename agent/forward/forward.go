@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,16 @@ type forwardConfig struct {
 	expire        time.Duration
 	healthCheck   time.Duration
 	policy        string
+	// hcDomain and hcNoRec are the health check's name and RD bit
+	// (health_check domain, no_rec).
+	hcDomain string
+	hcNoRec  bool
+	// The options of failures: see corefile.Forward.
+	maxConnectAttempts int
+	maxIdleConns       int
+	failover           []int
+	failFast           bool
+	next               []int
 }
 
 // Forwarder forwards queries for one zone to its upstreams.
@@ -123,6 +134,14 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		expire:        cmpOr(cfg.Expire, defaultExpire),
 		healthCheck:   cmpOr(cfg.HealthCheck, defaultHealthCheck),
 		policy:        cmpOr(cfg.Policy, "random"),
+
+		hcDomain:           dns.Fqdn(cmpOr(cfg.HealthCheckDomain, ".")),
+		hcNoRec:            cfg.HealthCheckNoRec,
+		maxConnectAttempts: cfg.MaxConnectAttempts,
+		maxIdleConns:       cfg.MaxIdleConns,
+		failover:           cfg.Failover,
+		failFast:           cfg.FailFast,
+		next:               cfg.Next,
 	}
 	for _, e := range cfg.Except {
 		fc.except = append(fc.except, dns.CanonicalName(e))
@@ -132,8 +151,9 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 	default:
 		return nil, fmt.Errorf("forward: unknown policy %q (want random, round_robin or sequential)", fc.policy)
 	}
-	if fc.maxConcurrent < 0 || fc.maxFails < 0 {
-		return nil, fmt.Errorf("forward: negative max_concurrent (%d) or max_fails (%d)", fc.maxConcurrent, fc.maxFails)
+	if fc.maxConcurrent < 0 || fc.maxFails < 0 || fc.maxConnectAttempts < 0 || fc.maxIdleConns < 0 {
+		return nil, fmt.Errorf("forward: negative max_concurrent (%d), max_fails (%d), max_connect_attempts (%d) or max_idle_conns (%d)",
+			fc.maxConcurrent, fc.maxFails, fc.maxConnectAttempts, fc.maxIdleConns)
 	}
 	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
 	opts.AttemptTimeout = min(cmpOr(opts.AttemptTimeout, DefaultAttemptTimeout), opts.Timeout)
@@ -143,10 +163,14 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsConfigs, err := tlsConfigs(cfg)
+	if err != nil {
+		return nil, err
+	}
 	f := &Forwarder{cfg: fc, opts: opts, m: m, calls: map[callKey]*call{}, stop: make(chan struct{})}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	for _, addr := range cfg.To {
-		u, err := newUpstream(addr, &fc, m)
+		u, err := newUpstream(addr, &fc, m, tlsConfigs[addr])
 		if err != nil {
 			return nil, err
 		}
@@ -368,11 +392,18 @@ func (f *Forwarder) resolve(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 	}
 	if allDown && len(list) > 0 && f.cfg.maxFails > 0 {
-		// Health checking itself seems broken: try them anyway (as CoreDNS).
+		// Health checking itself seems broken: try them anyway (as CoreDNS),
+		// unless failfast_all_unhealthy_upstreams says to fail at once.
 		f.m.healthcheckBroken.Inc()
+		if f.cfg.failFast {
+			return nil, fmt.Errorf("%w for %s %s: every upstream is down (failfast_all_unhealthy_upstreams)",
+				ErrNoUpstream, q.Question[0].Name, dns.TypeToString[q.Question[0].Qtype])
+		}
 	}
 	var errs []error
-	for _, u := range list {
+	var failedOver *dns.Msg // the last answer with a failover rcode
+	attempts := 0
+	for i, u := range list {
 		if !allDown && u.down() {
 			continue
 		}
@@ -401,10 +432,22 @@ func (f *Forwarder) resolve(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 			rcode := rcodeName(r.Rcode)
 			f.m.responses.WithLabelValues(rcode, u.addr).Inc()
 			f.m.duration.WithLabelValues(u.addr, rcode).Observe(time.Since(start).Seconds())
+			if i < len(list)-1 && slices.Contains(f.cfg.failover, r.Rcode) {
+				failedOver = r // failover: ask the next upstream
+				continue
+			}
 			return r, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", u.addr, err))
 		u.startHealthCheck(f.cfg.healthCheck, f.opts.HealthTimeout, f.stop, f.spawn)
+		if attempts++; f.cfg.maxConnectAttempts > 0 && attempts >= f.cfg.maxConnectAttempts {
+			errs = append(errs, fmt.Errorf("max_connect_attempts (%d) reached", f.cfg.maxConnectAttempts))
+			break
+		}
+	}
+	if failedOver != nil {
+		// Every upstream was tried: the last answer stands (as CoreDNS).
+		return failedOver, nil
 	}
 	if len(errs) == 0 {
 		errs = append(errs, errTimeout)

@@ -3,6 +3,7 @@ package forward
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,6 +33,11 @@ const (
 type tcpPool struct {
 	addr   string
 	expire time.Duration
+	// tls, when set, makes the connections DNS over TLS (RFC 7858).
+	tls *tls.Config
+	// maxIdle, when > 0, bounds the connections without a query in
+	// flight (max_idle_conns).
+	maxIdle int
 
 	mu     sync.Mutex
 	conns  []*tcpConn
@@ -39,8 +45,8 @@ type tcpPool struct {
 	dialMu sync.Mutex // one dial at a time
 }
 
-func newTCPPool(addr string, expire time.Duration) *tcpPool {
-	return &tcpPool{addr: addr, expire: expire}
+func newTCPPool(addr string, expire time.Duration, tlsConfig *tls.Config, maxIdle int) *tcpPool {
+	return &tcpPool{addr: addr, expire: expire, tls: tlsConfig, maxIdle: maxIdle}
 }
 
 // exchange sends q over a pooled connection and waits for the matching
@@ -71,10 +77,9 @@ func (p *tcpPool) get(ctx context.Context, deadline time.Time) (*tcpConn, bool, 
 	if c := p.pick(); c != nil { // another caller dialed meanwhile
 		return c, true, nil
 	}
-	d := net.Dialer{Deadline: deadline}
-	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	nc, err := p.dial(ctx, deadline)
 	if err != nil {
-		return nil, false, fmt.Errorf("dial tcp %s: %w", p.addr, err)
+		return nil, false, err
 	}
 	c := newTCPConn(nc)
 	p.mu.Lock()
@@ -86,6 +91,25 @@ func (p *tcpPool) get(ctx context.Context, deadline time.Time) (*tcpConn, bool, 
 	p.conns = append(p.conns, c)
 	p.mu.Unlock()
 	return c, false, nil
+}
+
+// dial opens a connection to the upstream, with the TLS handshake done
+// (within deadline) when the pool is DNS over TLS.
+func (p *tcpPool) dial(ctx context.Context, deadline time.Time) (net.Conn, error) {
+	d := net.Dialer{Deadline: deadline}
+	if p.tls == nil {
+		nc, err := d.DialContext(ctx, "tcp", p.addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial tcp %s: %w", p.addr, err)
+		}
+		return nc, nil
+	}
+	td := tls.Dialer{NetDialer: &d, Config: p.tls}
+	nc, err := td.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial tls %s: %w", p.addr, err)
+	}
+	return nc, nil
 }
 
 // pick returns a usable connection or nil when a new one should be dialed.
@@ -110,13 +134,17 @@ func (p *tcpPool) pick() *tcpConn {
 // reapLocked drops dead connections and closes idle ones older than expire.
 func (p *tcpPool) reapLocked(now time.Time) {
 	live := p.conns[:0]
+	idle := 0
 	for _, c := range p.conns {
 		if c.dead() {
 			continue
 		}
-		if p.expire > 0 && c.inflight() == 0 && now.Sub(c.lastUsed()) > p.expire {
-			c.close(errConnClosed)
-			continue
+		if c.inflight() == 0 {
+			if p.expire > 0 && now.Sub(c.lastUsed()) > p.expire || p.maxIdle > 0 && idle >= p.maxIdle {
+				c.close(errConnClosed)
+				continue
+			}
+			idle++
 		}
 		live = append(live, c)
 	}

@@ -18,6 +18,9 @@ const maxIdleUDP = 256
 type udpPool struct {
 	addr   *net.UDPAddr
 	expire time.Duration
+	// maxIdle bounds the idle sockets: maxIdleUDP, or max_idle_conns when
+	// that is smaller.
+	maxIdle int
 
 	mu     sync.Mutex
 	idle   []udpSock // most recently used last
@@ -29,8 +32,12 @@ type udpSock struct {
 	used time.Time
 }
 
-func newUDPPool(addr *net.UDPAddr, expire time.Duration) *udpPool {
-	return &udpPool{addr: addr, expire: expire}
+func newUDPPool(addr *net.UDPAddr, expire time.Duration, maxIdleConns int) *udpPool {
+	maxIdle := maxIdleUDP
+	if maxIdleConns > 0 {
+		maxIdle = min(maxIdle, maxIdleConns)
+	}
+	return &udpPool{addr: addr, expire: expire, maxIdle: maxIdle}
 }
 
 // get returns an idle socket or opens a new one.
@@ -58,7 +65,7 @@ func (p *udpPool) get() (*net.UDPConn, error) {
 func (p *udpPool) put(c *net.UDPConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) >= maxIdleUDP {
+	if p.closed || len(p.idle) >= p.maxIdle {
 		c.Close()
 		return
 	}

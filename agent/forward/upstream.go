@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,8 +25,11 @@ type upstream struct {
 	addr     string
 	udp      *udpPool
 	tcp      *tcpPool
-	forceTCP bool
+	forceTCP bool // also set for DNS over TLS: every query goes to tcp
 	maxFails uint32
+	// hcDomain and hcRD are the health probe's name and RD bit.
+	hcDomain string
+	hcRD     bool
 
 	fails    atomic.Uint32
 	checking atomic.Bool
@@ -34,7 +38,7 @@ type upstream struct {
 	hcFailures prometheus.Counter
 }
 
-func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error) {
+func newUpstream(addr string, cfg *forwardConfig, m *metrics, tlsConfig *tls.Config) (*upstream, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("forward: upstream %q: %w", addr, err)
@@ -49,10 +53,12 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics) (*upstream, error)
 	}
 	return &upstream{
 		addr:       addr,
-		udp:        newUDPPool(udpAddr, cfg.expire),
-		tcp:        newTCPPool(addr, cfg.expire),
-		forceTCP:   cfg.forceTCP,
+		udp:        newUDPPool(udpAddr, cfg.expire, cfg.maxIdleConns),
+		tcp:        newTCPPool(addr, cfg.expire, tlsConfig, cfg.maxIdleConns),
+		forceTCP:   cfg.forceTCP || tlsConfig != nil,
 		maxFails:   uint32(max(cfg.maxFails, 0)),
+		hcDomain:   cfg.hcDomain,
+		hcRD:       !cfg.hcNoRec,
 		requests:   m.requests.WithLabelValues(addr),
 		hcFailures: m.healthcheckFailures.WithLabelValues(addr),
 	}, nil
@@ -187,11 +193,12 @@ func matches(q dns.Question, id uint16, r *dns.Msg) bool {
 	return rq.Qtype == q.Qtype && rq.Qclass == q.Qclass && strings.EqualFold(rq.Name, q.Name)
 }
 
-// check sends the `. IN NS` health probe; any answer means healthy.
+// check sends the health probe (`. IN NS`, or health_check's domain and
+// no_rec); any answer means healthy.
 func (u *upstream) check(timeout time.Duration) error {
 	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
-	q.RecursionDesired = true
+	q.SetQuestion(cmpOr(u.hcDomain, "."), dns.TypeNS)
+	q.RecursionDesired = u.hcRD
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()

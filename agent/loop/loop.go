@@ -52,6 +52,9 @@ type Probe struct {
 	name  string // lower-case FQDN of the probe
 	query string // "name HINFO", for messages
 	fwd   *forward.Forwarder
+	// Chain, when set, forwards the block's queries instead of fwd (a
+	// block with several forward plugins); the probe still goes to fwd.
+	Chain *forward.Chain
 	seen  atomic.Int64
 }
 
@@ -89,6 +92,9 @@ var errLooped = errors.New("loop: probe query came back; not forwarding it again
 func (p *Probe) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	if len(m.Question) == 1 && m.Question[0].Qtype == dns.TypeHINFO && p.Observe(m.Question[0].Name) {
 		return nil, errLooped
+	}
+	if p.Chain != nil {
+		return p.Chain.Exchange(ctx, m)
 	}
 	return p.fwd.Exchange(ctx, m)
 }

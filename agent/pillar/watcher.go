@@ -121,7 +121,13 @@ func (w *Watcher) Check() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if text == w.text || text == w.seen {
+	if strings.Contains(text, "import") {
+		// Imported files may have changed under the same text: parse
+		// again unless the text in force and its imports are unchanged.
+		if text == w.text && !corefile.ImportsChanged(w.cfg) {
+			return false, nil
+		}
+	} else if text == w.text || text == w.seen {
 		return false, nil
 	}
 	w.seen = text

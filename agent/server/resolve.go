@@ -40,6 +40,7 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if rt == nil {
 		return pack(errReply(req, dns.RcodeRefused), req, tcp)
 	}
+	capBufSize(req, rt.block.BufSize)
 	ti := typeIndex(req.Question[0].Qtype)
 	(*rt.m.request(tcp, v6, ti)).Inc()
 	resp, plugin, stored := s.resolve(ctx, rt, req, key)
@@ -47,13 +48,13 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	var out []byte
 	if stored != nil {
-		out = entryReply(stored, pkt, tcp)
+		out = entryReply(stored, pkt, tcp, rt.block.BufSize)
 	}
 	if out == nil {
 		out = pack(resp, req, tcp)
 	}
 	if rt.block.Log {
-		s.logQuery(client, req, resp.Rcode, out, tcp, len(pkt), time.Since(start))
+		s.logQuery(rt.block, client, req, resp, out, tcp, len(pkt), time.Since(start))
 	}
 	return out
 }
@@ -61,14 +62,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 // entryReply is the reply to pkt from the cache entry just stored for it,
 // built in wire format as a cache hit's (the answer is packed once, for
 // the cache), or nil when pkt does not parse as the hit path wants it.
-func entryReply(e *cache.Entry, pkt []byte, tcp bool) []byte {
+func entryReply(e *cache.Entry, pkt []byte, tcp bool, bufSize int) []byte {
 	var q dnswire.Query
 	if err := dnswire.ParseQuery(pkt, &q); err != nil {
 		return nil
 	}
 	limit := dns65535
 	if !tcp {
-		limit = q.MaxUDPSize()
+		limit = udpLimit(q.MaxUDPSize(), bufSize)
 	}
 	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize)
 }
@@ -82,11 +83,20 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 	if b.Cache != nil {
 		e, ttl, fresh := b.Cache.Get(key, b.Cache.Now())
 		if e != nil {
-			if m, err := e.Msg(ttl); err == nil {
+			if m, err := e.Msg(b.Cache.ReplyTTL(e, ttl)); err == nil {
 				if fresh {
 					return m, pluginCache, nil
 				}
 				stale = e
+				if !b.Cache.VerifyStale() {
+					// serve_stale immediate: the expired answer now, with
+					// TTL 0, and a refresh behind it.
+					if m, err := e.Msg(0); err == nil {
+						b.Cache.ServedStale()
+						s.refreshStale(rt, req)
+						return m, pluginCache, nil
+					}
+				}
 			}
 		}
 	}
@@ -106,7 +116,10 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		return resp, pluginForward, nil
 	}
 	if err != nil && b.Errors {
-		s.opts.Logger.Printf("[ERROR] plugin/forward: %s %s: %v", req.Question[0].Name, dns.TypeToString[req.Question[0].Qtype], err)
+		s.reportError(b, req, err)
+	}
+	if err != nil && b.Debug {
+		s.debugDump(req, err)
 	}
 	if stale != nil {
 		if m, serr := stale.Msg(0); serr == nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 )
 
 // Exchanger sends a query upstream and returns the answer; the forwarder
@@ -50,6 +51,15 @@ type Block struct {
 	// Errors logs upstream failures; Log logs every query (and keeps the
 	// block off the wire-format hit path).
 	Errors, Log bool
+	// LogRules are the log plugin's rules (NewLogRules); nil with Log
+	// means every query in the common format.
+	LogRules []LogRule
+	// ErrorLog, when set, takes the errors plugin's messages (consolidate).
+	ErrorLog *ErrorLog
+	// BufSize caps the EDNS0 UDP size of queries (bufsize plugin; 0: no cap).
+	BufSize int
+	// Debug dumps the queries whose forwarding failed (debug plugin).
+	Debug bool
 }
 
 // route is one zone of a block as the server sees it.
@@ -156,6 +166,8 @@ type Server struct {
 	inflight sync.WaitGroup
 	// probeAddr is a UDP address the health check queries.
 	probeAddr netip.AddrPort
+	// timeouts are the timeouts plugin's TCP timeouts (nil: defaults).
+	timeouts atomic.Pointer[corefile.Timeouts]
 }
 
 // New returns a server without blocks and listeners.

@@ -29,7 +29,7 @@ import (
 
 func cacheCfg() corefile.Cache {
 	return corefile.Cache{SuccessCap: 9984, SuccessTTL: 3600 * time.Second, SuccessMinTTL: 5 * time.Second,
-		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second}
+		DenialCap: 9984, DenialTTL: 1800 * time.Second, DenialMinTTL: 5 * time.Second, ServfailTTL: cache.ServfailTTL}
 }
 
 // upstream starts a fake authoritative server and a forwarder to it.

@@ -114,14 +114,14 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 		t.wg.Done()
 	}()
 	var lenBuf [2]byte
-	for {
+	for first := true; ; first = false {
 		t.mu.Lock()
 		closed := t.closed
 		t.mu.Unlock()
 		if closed {
 			return
 		}
-		_ = c.SetReadDeadline(time.Now().Add(t.s.opts.TCPIdleTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(t.s.readTimeout(first)))
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
 		}
@@ -146,7 +146,7 @@ func (t *tcpListener) serve(c *net.TCPConn) {
 			binary.BigEndian.PutUint16(out, uint16(len(resp)))
 			copy(out[2:], resp)
 			wmu.Lock()
-			_ = c.SetWriteDeadline(time.Now().Add(TCPWriteTimeout))
+			_ = c.SetWriteDeadline(time.Now().Add(t.s.writeTimeout()))
 			_, err := c.Write(out)
 			wmu.Unlock()
 			if err != nil {

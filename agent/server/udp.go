@@ -242,9 +242,9 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 	if h.tcp {
 		limit = dns65535
 	} else {
-		limit = min(limit, q.MaxUDPSize())
+		limit = min(limit, udpLimit(q.MaxUDPSize(), rt.block.BufSize))
 	}
-	dst = e.Reply(dst, pkt, q, ttl, limit, EDNSSize)
+	dst = e.Reply(dst, pkt, q, c.ReplyTTL(e, ttl), limit, EDNSSize)
 	ti := typeIndex(q.QType)
 	t := &h.tally
 	t.inc(rt.m.request(h.tcp, h.v6, ti))

@@ -13,8 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 	"github.com/nodelocaldns/nodelocaldns/webhook/kubedns"
+	"github.com/nodelocaldns/nodelocaldns/webhook/server"
 )
 
 // Options are the webhook's settings, filled from flags.
@@ -44,9 +46,21 @@ type Options struct {
 	Ndots, Timeout, Attempts int
 	// InjectHostNetwork injects hostNetwork pods with ClusterFirstWithHostNet.
 	InjectHostNetwork bool
+	// NoAgentNodeLabels (key=value or key, comma list) and
+	// NoAgentTolerations (taint keys) mark nodes where no agent runs; pods
+	// that may run there are not injected.
+	NoAgentNodeLabels, NoAgentTolerations string
 	// EnableHTTP2 serves HTTP/2 (off by default: HTTP/2 rapid reset and
 	// stream cancellation attacks).
 	EnableHTTP2 bool
+	// ReadTimeout, WriteTimeout and IdleTimeout bound the webhook server's
+	// connections (see package server).
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxRequestBytes bounds one admission request body; RequestBodyBudget
+	// bounds all bodies held at once.
+	MaxRequestBytes, RequestBodyBudget int64
+	// TLSMinVersion is "1.2" (AEAD suites only) or "1.3".
+	TLSMinVersion string
 	// GracefulShutdownTimeout bounds how long in-flight requests may finish
 	// after the context ends.
 	GracefulShutdownTimeout time.Duration
@@ -79,7 +93,15 @@ func NewOptions() *Options {
 		Timeout:                 inject.DefaultTimeout,
 		Attempts:                inject.DefaultAttempts,
 		InjectHostNetwork:       true,
+		NoAgentNodeLabels:       joinLabels(inject.DefaultNoAgentNodeLabels),
+		NoAgentTolerations:      strings.Join(inject.DefaultNoAgentTolerations, ","),
 		GracefulShutdownTimeout: 30 * time.Second,
+		ReadTimeout:             server.DefaultReadTimeout,
+		WriteTimeout:            server.DefaultWriteTimeout,
+		IdleTimeout:             server.DefaultIdleTimeout,
+		MaxRequestBytes:         handler.DefaultMaxRequestBytes,
+		RequestBodyBudget:       handler.DefaultBodyBudgetBytes,
+		TLSMinVersion:           "1.2",
 		ReadyChecks:             map[string]healthz.Checker{},
 	}
 	for _, newExt := range extensions {
@@ -104,7 +126,15 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Timeout, "timeout", o.Timeout, "Resolver option timeout in seconds given to pods (1-30).")
 	fs.IntVar(&o.Attempts, "attempts", o.Attempts, "Resolver option attempts given to pods (1-5).")
 	fs.BoolVar(&o.InjectHostNetwork, "inject-host-network", o.InjectHostNetwork, "Inject hostNetwork pods that use dnsPolicy ClusterFirstWithHostNet.")
+	fs.StringVar(&o.NoAgentNodeLabels, "no-agent-node-labels", o.NoAgentNodeLabels, "Node labels (key=value, or key for any value; comma list) of nodes where no agent runs: pods whose nodeSelector or node affinity (In) asks for one are not injected. Empty: none.")
+	fs.StringVar(&o.NoAgentTolerations, "no-agent-tolerations", o.NoAgentTolerations, "Taint keys (comma list) of nodes where no agent runs: pods tolerating one are not injected. Empty: none.")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2, "Serve HTTP/2 on the webhook server (off by default).")
+	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout, "Longest time to read a request (TLS handshake, headers and body) on the webhook server.")
+	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout, "Longest time from the end of a request's headers to the end of its response.")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout, "Idle keep-alive connections of the webhook server are closed after this long.")
+	fs.Int64Var(&o.MaxRequestBytes, "max-request-bytes", o.MaxRequestBytes, "Largest admission request body accepted, in bytes (larger: HTTP 413, the API server applies failurePolicy).")
+	fs.Int64Var(&o.RequestBodyBudget, "request-body-budget", o.RequestBodyBudget, "Bytes of request bodies held at once by all requests together (beyond: HTTP 503); at least --max-request-bytes.")
+	fs.StringVar(&o.TLSMinVersion, "tls-min-version", o.TLSMinVersion, "Minimum TLS version of the webhook server: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3.")
 	fs.DurationVar(&o.GracefulShutdownTimeout, "graceful-shutdown-timeout", o.GracefulShutdownTimeout, "How long in-flight requests may take to finish on shutdown.")
 	o.Zap.BindFlags(fs)
 	for _, e := range o.extensions {
@@ -137,6 +167,20 @@ func (o *Options) Validate() error {
 	if o.Port < 1 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: must be 1-65535", o.Port))
 	}
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{{"--read-timeout", o.ReadTimeout}, {"--write-timeout", o.WriteTimeout}, {"--idle-timeout", o.IdleTimeout}} {
+		if d.value <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.value))
+		}
+	}
+	if o.MaxRequestBytes < 64<<10 || o.RequestBodyBudget < o.MaxRequestBytes {
+		errs = append(errs, fmt.Errorf("--max-request-bytes %d / --request-body-budget %d: need 64 KiB <= max-request-bytes <= request-body-budget", o.MaxRequestBytes, o.RequestBodyBudget))
+	}
+	if _, err := server.ParseTLSVersion(o.TLSMinVersion); err != nil {
+		errs = append(errs, fmt.Errorf("--tls-min-version: %w", err))
+	}
 	if o.GracefulShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--graceful-shutdown-timeout %s: must not be negative", o.GracefulShutdownTimeout))
 	}
@@ -168,16 +212,33 @@ func (o *Options) InjectConfig() (inject.Config, error) {
 	if err != nil {
 		return inject.Config{}, fmt.Errorf("--ndots/--timeout/--attempts: %w", err)
 	}
+	labels, err := inject.ParseNodeLabels(o.NoAgentNodeLabels)
+	if err != nil {
+		return inject.Config{}, fmt.Errorf("--no-agent-node-labels: %w", err)
+	}
+	tolerations, err := inject.ParseTolerationKeys(o.NoAgentTolerations)
+	if err != nil {
+		return inject.Config{}, fmt.Errorf("--no-agent-tolerations: %w", err)
+	}
 	cfg := inject.Config{
 		LocalIPs:          splitList(o.LocalDNSIP),
 		ClusterDomain:     o.ClusterDomain,
 		Options:           base,
 		InjectHostNetwork: o.InjectHostNetwork,
+		NoAgent:           inject.NoAgentNodes{Labels: labels, TolerationKeys: tolerations},
 	}
 	if err := cfg.Validate(); err != nil {
 		return inject.Config{}, fmt.Errorf("--local-dns-ip %q / --cluster-domain %q: %w", o.LocalDNSIP, o.ClusterDomain, err)
 	}
 	return cfg, nil
+}
+
+func joinLabels(labels []inject.NodeLabel) string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = l.String()
+	}
+	return strings.Join(out, ",")
 }
 
 func splitList(s string) []string {

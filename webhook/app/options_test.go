@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -23,8 +25,16 @@ func TestParseFlags(t *testing.T) {
 			check: func(t *testing.T, o *Options) {
 				if o.Port != 9443 || o.LocalDNSIP != "169.254.20.10" || o.KubeDNSService != "kube-system/kube-dns" ||
 					o.ClusterDomain != "cluster.local" || o.Ndots != 3 || o.Timeout != 1 || o.Attempts != 2 ||
-					!o.InjectHostNetwork || o.EnableHTTP2 || o.BindAddress != "" {
+					!o.InjectHostNetwork || o.EnableHTTP2 || o.BindAddress != "" || o.ReadTimeout != 10*time.Second ||
+					o.MaxRequestBytes != 4<<20 || o.TLSMinVersion != "1.2" {
 					t.Errorf("unexpected defaults: %+v", o)
+				}
+				cfg, err := o.InjectConfig()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(cfg.NoAgent.Labels, inject.DefaultNoAgentNodeLabels) || !slices.Equal(cfg.NoAgent.TolerationKeys, inject.DefaultNoAgentTolerations) {
+					t.Errorf("default no-agent nodes %+v", cfg.NoAgent)
 				}
 			},
 		},
@@ -68,6 +78,31 @@ func TestParseFlags(t *testing.T) {
 		{name: "timeout zero", args: []string{"--timeout", "0"}, wantErr: "timeout"},
 		{name: "attempts too big", args: []string{"--attempts", "6"}, wantErr: "attempts"},
 		{name: "negative shutdown", args: []string{"--graceful-shutdown-timeout", "-1s"}, wantErr: "graceful"},
+		{name: "zero read timeout", args: []string{"--read-timeout", "0"}, wantErr: "--read-timeout"},
+		{name: "negative idle timeout", args: []string{"--idle-timeout", "-1s"}, wantErr: "--idle-timeout"},
+		{name: "request limit over budget", args: []string{"--max-request-bytes", "8388608", "--request-body-budget", "4194304"}, wantErr: "--max-request-bytes"},
+		{name: "tiny request limit", args: []string{"--max-request-bytes", "100"}, wantErr: "--max-request-bytes"},
+		{name: "TLS 1.1", args: []string{"--tls-min-version", "1.1"}, wantErr: "--tls-min-version"},
+		{name: "bad node label", args: []string{"--no-agent-node-labels", "type=virtual kubelet"}, wantErr: "--no-agent-node-labels"},
+		{name: "bad toleration key", args: []string{"--no-agent-tolerations", "a b"}, wantErr: "--no-agent-tolerations"},
+		{
+			name: "node policy and server limits",
+			args: []string{"--no-agent-node-labels", "pool=edge,example.com/serverless", "--no-agent-tolerations", "", "--read-timeout", "3s",
+				"--write-timeout", "4s", "--idle-timeout", "5s", "--max-request-bytes", "1048576", "--request-body-budget", "2097152", "--tls-min-version", "1.3"},
+			check: func(t *testing.T, o *Options) {
+				cfg, err := o.InjectConfig()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := []inject.NodeLabel{{Key: "pool", Value: "edge"}, {Key: "example.com/serverless"}}; !slices.Equal(cfg.NoAgent.Labels, want) || len(cfg.NoAgent.TolerationKeys) != 0 {
+					t.Errorf("no-agent nodes %+v", cfg.NoAgent)
+				}
+				if o.ReadTimeout != 3*time.Second || o.WriteTimeout != 4*time.Second || o.IdleTimeout != 5*time.Second ||
+					o.MaxRequestBytes != 1<<20 || o.RequestBodyBudget != 2<<20 || o.TLSMinVersion != "1.3" {
+					t.Errorf("server options %+v", o)
+				}
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := ParseFlags(tc.args, io.Discard)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,11 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 	"github.com/nodelocaldns/nodelocaldns/webhook/kubedns"
+	"github.com/nodelocaldns/nodelocaldns/webhook/server"
 )
 
 // namespaceLookupTimeout bounds a namespace read from the cache during an
@@ -77,7 +77,7 @@ func RunOptions(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := newManager(o, restCfg)
+	mgr, err := newManager(o, restCfg, logger)
 	if err != nil {
 		return err
 	}
@@ -86,15 +86,18 @@ func RunOptions(ctx context.Context, o *Options) error {
 		return fmt.Errorf("namespace informer: %w", err)
 	}
 	h, err := handler.New(handler.Options{
-		Config:     injectCfg,
-		KubeDNSIPs: watcher.IPs,
-		Namespaces: namespaceLookup(mgr.GetClient()),
-		Registerer: ctrlmetrics.Registry,
+		Config:          injectCfg,
+		KubeDNSIPs:      watcher.IPs,
+		Namespaces:      namespaceLookup(mgr.GetClient()),
+		Registerer:      ctrlmetrics.Registry,
+		MaxRequestBytes: o.MaxRequestBytes,
+		BodyBudgetBytes: o.RequestBodyBudget,
+		Log:             logger.WithName("admission"),
 	})
 	if err != nil {
 		return err
 	}
-	mgr.GetWebhookServer().Register(handler.Path, &admission.Webhook{Handler: h, LogConstructor: handler.LogConstructor})
+	mgr.GetWebhookServer().Register(handler.Path, h)
 
 	if err := mgr.Add(watcher); err != nil {
 		return fmt.Errorf("adding kube-dns watcher: %w", err)
@@ -131,34 +134,45 @@ func RunOptions(ctx context.Context, o *Options) error {
 	return nil
 }
 
-func newManager(o *Options, restCfg *rest.Config) (manager.Manager, error) {
+func newManager(o *Options, restCfg *rest.Config, logger logr.Logger) (manager.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("scheme: %w", err)
 	}
-	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
-		if !o.EnableHTTP2 {
-			c.NextProtos = []string{"http/1.1"}
-		}
-		c.MinVersion = tls.VersionTLS12
-		// Read at start, so extensions may add options in Setup.
-		for _, opt := range o.TLSOpts {
-			opt(c)
-		}
-	}}
+	tlsMin, err := server.ParseTLSVersion(o.TLSMinVersion)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-min-version: %w", err)
+	}
 	shutdown := o.GracefulShutdownTimeout
+	srv, err := server.New(server.Options{
+		Host:          o.BindAddress,
+		Port:          o.Port,
+		CertDir:       o.CertDir,
+		TLSMinVersion: tlsMin,
+		EnableHTTP2:   o.EnableHTTP2,
+		// Read at start, so extensions may add options in Setup.
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			for _, opt := range o.TLSOpts {
+				opt(c)
+			}
+		}},
+		ReadTimeout:     o.ReadTimeout,
+		WriteTimeout:    o.WriteTimeout,
+		IdleTimeout:     o.IdleTimeout,
+		ShutdownTimeout: shutdown,
+		Registerer:      ctrlmetrics.Registry,
+		Log:             logger.WithName("server"),
+	})
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := manager.New(restCfg, manager.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		GracefulShutdownTimeout: &shutdown,
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host:    o.BindAddress,
-			Port:    o.Port,
-			CertDir: o.CertDir,
-			TLSOpts: tlsOpts,
-		}),
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		WebhookServer:           srv,
+		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

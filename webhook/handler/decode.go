@@ -23,6 +23,8 @@ type podFields struct {
 		HostNetwork  bool                 `json:"hostNetwork"`
 		OS           *corev1.PodOS        `json:"os"`
 		NodeSelector map[string]string    `json:"nodeSelector"`
+		Affinity     *corev1.Affinity     `json:"affinity"`
+		Tolerations  []corev1.Toleration  `json:"tolerations"`
 		DNSConfig    *corev1.PodDNSConfig `json:"dnsConfig"`
 	} `json:"spec"`
 }
@@ -49,6 +51,8 @@ func decodePod(raw []byte) (*corev1.Pod, error) {
 	pod.Spec.HostNetwork = f.Spec.HostNetwork
 	pod.Spec.OS = f.Spec.OS
 	pod.Spec.NodeSelector = f.Spec.NodeSelector
+	pod.Spec.Affinity = f.Spec.Affinity
+	pod.Spec.Tolerations = f.Spec.Tolerations
 	pod.Spec.DNSConfig = f.Spec.DNSConfig
 	return pod, nil
 }

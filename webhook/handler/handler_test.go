@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	jsonpatchv5 "github.com/evanphx/json-patch/v5"
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -34,6 +33,7 @@ func testConfig(t testing.TB) inject.Config {
 		ClusterDomain:     "cluster.local",
 		Options:           base,
 		InjectHostNetwork: true,
+		NoAgent:           inject.NoAgentNodes{Labels: inject.DefaultNoAgentNodeLabels, TolerationKeys: inject.DefaultNoAgentTolerations},
 	}
 }
 
@@ -113,6 +113,8 @@ func TestHandle(t *testing.T) {
 			return map[string]string{inject.OptionsAnnotation: "ndots:2"}, nil
 		case "broken":
 			return nil, errors.New("cache not synced")
+		case "panics":
+			panic("lookup exploded")
 		}
 		return nil, nil
 	}
@@ -121,7 +123,6 @@ func TestHandle(t *testing.T) {
 		req          func(t *testing.T) admission.Request
 		kubeDNS      []string
 		wantAllowed  bool
-		wantCode     int32
 		wantDecision string
 		wantReason   string
 		wantPatched  bool
@@ -213,7 +214,7 @@ func TestHandle(t *testing.T) {
 				r.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "Service"}
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonWrongKind, wantMessage: "expected a core/v1 Pod",
 		},
 		{
@@ -223,7 +224,7 @@ func TestHandle(t *testing.T) {
 				r.Kind.Group = "example.com"
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonWrongKind, wantMessage: "example.com",
 		},
 		{
@@ -233,7 +234,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`{"spec": {"hostNetwork": "yes"}}`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
 		},
 		{
@@ -243,7 +244,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`["pod"]`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "decoding pod",
 		},
 		{
@@ -253,7 +254,7 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = []byte(`{"metadata":{"name":"x"}}`)
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no metadata or no spec",
 		},
 		{
@@ -263,8 +264,40 @@ func TestHandle(t *testing.T) {
 				r.Object.Raw = nil
 				return r
 			},
-			wantCode:     http.StatusBadRequest,
+			wantAllowed:  true,
 			wantDecision: DecisionError, wantReason: ReasonUndecodable, wantMessage: "no pod object",
+		},
+		{
+			name: "pod tolerating virtual nodes is skipped",
+			req: func(t *testing.T) admission.Request {
+				return podRequest(t, admissionv1.Create, testPod(func(p *corev1.Pod) {
+					p.Spec.Tolerations = []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+				}))
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionSkipped, wantReason: inject.ReasonNoAgentToleration,
+		},
+		{
+			name: "pod with virtual-node affinity is skipped",
+			req: func(t *testing.T) admission.Request {
+				return podRequest(t, admissionv1.Create, testPod(func(p *corev1.Pod) {
+					p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+						NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "type", Operator: corev1.NodeSelectorOpIn, Values: []string{"virtual-kubelet"}}}}},
+					}}}
+				}))
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionSkipped, wantReason: inject.ReasonNoAgentNodeAffinity,
+		},
+		{
+			name: "a panic is recovered and the pod admitted",
+			req: func(t *testing.T) admission.Request {
+				r := podRequest(t, admissionv1.Create, testPod())
+				r.Namespace = "panics"
+				return r
+			},
+			wantAllowed:  true,
+			wantDecision: DecisionError, wantReason: ReasonPanic, wantMessage: "lookup exploded",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,8 +313,13 @@ func TestHandle(t *testing.T) {
 			if resp.Allowed != tc.wantAllowed {
 				t.Errorf("allowed = %v, want %v (result %+v)", resp.Allowed, tc.wantAllowed, resp.Result)
 			}
-			if tc.wantCode != 0 && (resp.Result == nil || resp.Result.Code != tc.wantCode) {
-				t.Errorf("result = %+v, want code %d", resp.Result, tc.wantCode)
+			if resp.Result != nil && resp.Result.Code >= 400 {
+				t.Errorf("result = %+v: an error code rejects the pod whatever the failurePolicy", resp.Result)
+			}
+			if tc.wantDecision == DecisionError && !slices.ContainsFunc(resp.Warnings, func(w string) bool {
+				return strings.HasPrefix(w, "node-local DNS not injected: ")
+			}) {
+				t.Errorf("error without a warning: %q", resp.Warnings)
 			}
 			if got := resp.AuditAnnotations[AuditDecision]; got != tc.wantDecision {
 				t.Errorf("audit decision = %q, want %q", got, tc.wantDecision)
@@ -311,8 +349,11 @@ func TestHandle(t *testing.T) {
 				return
 			}
 			pod, patched := applyPatch(t, req.Object.Raw, resp)
-			if pod.Spec.DNSPolicy != corev1.DNSNone || pod.Annotations[inject.InjectedAnnotation] != "true" {
-				t.Fatalf("patched pod: policy %q annotations %v", pod.Spec.DNSPolicy, pod.Annotations)
+			if pod.Spec.DNSPolicy != corev1.DNSNone || pod.Annotations[inject.InjectedAnnotation] != "true" || pod.Labels[inject.InjectedLabel] != "true" {
+				t.Fatalf("patched pod: policy %q annotations %v labels %v", pod.Spec.DNSPolicy, pod.Annotations, pod.Labels)
+			}
+			if orig, _ := decodePod(req.Object.Raw); orig.Labels["app"] != "" && pod.Labels["app"] != orig.Labels["app"] {
+				t.Errorf("labels %v lost the pod's own", pod.Labels)
 			}
 			if err := inject.ValidateDNS(pod.Spec.DNSPolicy, pod.Spec.DNSConfig); err != nil {
 				t.Fatalf("patched pod fails validation: %v", err)
@@ -415,32 +456,4 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if _, err := New(Options{Config: testConfig(t)}); err == nil {
 		t.Error("missing kube-dns source accepted")
 	}
-}
-
-func TestLogConstructor(t *testing.T) {
-	var sink recordingSink
-	base := logr.New(&sink)
-	if got := LogConstructor(base, nil); got != base {
-		t.Error("nil request changed the logger")
-	}
-	req := podRequest(t, admissionv1.Create, testPod())
-	req.Name = "web-1"
-	LogConstructor(base, &req).Info("x")
-	want := []any{"requestID", "uid-1", "namespace", "team-a", "name", "web-1"}
-	if !reflect.DeepEqual(sink.values, want) {
-		t.Errorf("values = %v, want %v", sink.values, want)
-	}
-}
-
-// recordingSink records the key/values given to WithValues.
-type recordingSink struct{ values []any }
-
-func (s *recordingSink) Init(logr.RuntimeInfo)        {}
-func (s *recordingSink) Enabled(int) bool             { return true }
-func (s *recordingSink) Info(int, string, ...any)     {}
-func (s *recordingSink) Error(error, string, ...any)  {}
-func (s *recordingSink) WithName(string) logr.LogSink { return s }
-func (s *recordingSink) WithValues(kv ...any) logr.LogSink {
-	s.values = append(s.values, kv...)
-	return s
 }

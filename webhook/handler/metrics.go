@@ -17,6 +17,7 @@ const (
 type metrics struct {
 	admissions *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
+	bodyBytes  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,6 +35,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:      "Time spent deciding and building the patch for a pod admission request, by decision.",
 			Buckets:   []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1},
 		}, []string{"decision"}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "nodelocaldns",
+			Subsystem: "webhook",
+			Name:      "request_body_bytes",
+			Help:      "Bytes of admission request bodies held at this moment (bounded by the body budget).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -44,6 +51,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.bodyBytes, err = promreg.Register(reg, m.bodyBytes); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -58,9 +68,13 @@ var knownReasons = map[string][]string{
 		inject.ReasonAlreadyInjected, inject.ReasonOptOutLabel, inject.ReasonOptOutAnnotation, inject.ReasonWindows,
 		inject.ReasonDNSPolicyDefault, inject.ReasonDNSPolicyNone, inject.ReasonDNSPolicyUnknown,
 		inject.ReasonHostNetClusterFirst, inject.ReasonHostNetDisabled, inject.ReasonKubeDNSUnknown,
+		inject.ReasonNoAgentNodeSelector, inject.ReasonNoAgentNodeAffinity, inject.ReasonNoAgentToleration,
 		inject.ReasonNamespaceUnknown, inject.ReasonInvalidAnnotation, inject.ReasonInvalidPodDNSConfig, inject.ReasonInvalidResult,
 	},
-	DecisionError: {ReasonWrongKind, ReasonUndecodable},
+	DecisionError: {
+		ReasonWrongKind, ReasonUndecodable, ReasonPanic, ReasonUndecodableReview,
+		ReasonRequestTooLarge, ReasonBusy, ReasonReadError,
+	},
 }
 
 func (m *metrics) initSeries() {

@@ -24,6 +24,9 @@ const (
 	DisabledValue = "disabled"
 	// InjectedAnnotation marks a pod the webhook has injected (value "true").
 	InjectedAnnotation = "nodelocaldns.io/injected"
+	// InjectedLabel marks an injected pod too (value "true"), so that
+	// `kubectl get pods -l nodelocaldns.io/injected=true` lists them.
+	InjectedLabel = "nodelocaldns.io/injected"
 	// OptionsAnnotation on a namespace or a pod overrides resolver options,
 	// e.g. "ndots:2,timeout:2,edns0" (see ParseOptions).
 	OptionsAnnotation = "nodelocaldns.io/dns-options"
@@ -64,6 +67,9 @@ type Config struct {
 	// InjectHostNetwork allows injecting hostNetwork pods with dnsPolicy
 	// ClusterFirstWithHostNet.
 	InjectHostNetwork bool
+	// NoAgent marks the nodes without the agent; pods that may run there
+	// are skipped.
+	NoAgent NoAgentNodes
 }
 
 // Result is the outcome of Inject.
@@ -128,8 +134,8 @@ func isWindows(pod *corev1.Pod) bool {
 }
 
 // Inject decides whether pod gets the node-local DNS configuration and, if
-// so, returns a mutated copy with dnsPolicy None, the new dnsConfig and the
-// InjectedAnnotation. namespace is the pod's namespace (the admission
+// so, returns a mutated copy with dnsPolicy None, the new dnsConfig, the
+// InjectedAnnotation and the InjectedLabel. namespace is the pod's namespace (the admission
 // request's, as pod.Namespace may be empty on create); nsAnnotations are that
 // namespace's annotations. The input pod is never modified.
 func Inject(pod *corev1.Pod, namespace string, nsAnnotations map[string]string, cfg Config) Result {
@@ -137,6 +143,9 @@ func Inject(pod *corev1.Pod, namespace string, nsAnnotations map[string]string, 
 		return skip(ReasonInvalidResult, "no pod")
 	}
 	if r := SkipReason(pod, cfg.InjectHostNetwork); r != "" {
+		return skip(r)
+	}
+	if r := cfg.NoAgent.SkipReason(pod); r != "" {
 		return skip(r)
 	}
 	if len(cfg.KubeDNSIPs) == 0 {
@@ -189,6 +198,10 @@ func Inject(pod *corev1.Pod, namespace string, nsAnnotations map[string]string, 
 		out.Annotations = make(map[string]string, 1)
 	}
 	out.Annotations[InjectedAnnotation] = "true"
+	if out.Labels == nil {
+		out.Labels = make(map[string]string, 1)
+	}
+	out.Labels[InjectedLabel] = "true"
 	return Result{Injected: true, Reason: ReasonInjected, Pod: out, DNSConfig: dnsConfig, Warnings: warnings}
 }
 
