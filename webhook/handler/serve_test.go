@@ -149,12 +149,10 @@ func TestServeHTTPBudget(t *testing.T) {
 	for range 8 { // each holds 256 KiB (250 KiB read in 32 KiB chunks): 4 fill the budget
 		b := &stallingBody{n: 250 << 10, release: release, sent: make(chan struct{})}
 		done := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer close(done)
 			codes <- serve(h, http.MethodPost, b, -1).Code
-		}()
+		})
 		select {
 		case <-b.sent:
 		case <-done: // refused before stalling: over budget

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +46,7 @@ func (s loopStats) String() string {
 func parseLoop(out string, dur time.Duration) (loopStats, error) {
 	var s loopStats
 	var lat []time.Duration
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
 		if len(f) != 3 {
 			continue
@@ -69,7 +69,7 @@ func parseLoop(out string, dur time.Duration) (loopStats, error) {
 	if s.total == 0 {
 		return s, fmt.Errorf("no lookups in the loop's output %q", out)
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	slices.Sort(lat)
 	s.p99 = lat[(len(lat)*99)/100]
 	if dur > 0 {
 		s.rate = float64(s.total) / dur.Seconds()
