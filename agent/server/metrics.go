@@ -49,14 +49,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // monitoredTypes are the query types CoreDNS labels by name; others are
-// "other".
-var monitoredTypes = []uint16{
+// "other". An array, so that numTypes follows it.
+var monitoredTypes = [...]uint16{
 	dns.TypeA, dns.TypeAAAA, dns.TypeMX, dns.TypeSOA, dns.TypeCNAME, dns.TypePTR,
 	dns.TypeTXT, dns.TypeNS, dns.TypeSRV, dns.TypeDS, dns.TypeDNSKEY, dns.TypeRRSIG,
 	dns.TypeNSEC, dns.TypeNSEC3, dns.TypeHTTPS, dns.TypeIXFR, dns.TypeAXFR, dns.TypeANY,
 }
 
-const numTypes = 19 // len(monitoredTypes) + "other"
+const numTypes = len(monitoredTypes) + 1 // + "other"
 
 // typeIndex maps a query type to its slot in the metric tables.
 func typeIndex(t uint16) int {
@@ -164,7 +164,7 @@ func newDurationVec() *durationVec {
 		desc: prometheus.NewDesc("coredns_dns_request_duration_seconds",
 			"Histogram of the time (in seconds) each request took per zone.",
 			[]string{"server", "zone", "view", "type"}, nil),
-		buckets:  prometheus.ExponentialBuckets(0.00025, 2, 16),
+		buckets:  promreg.TimeBuckets(),
 		children: map[[4]string]*durationHist{},
 	}
 }
