@@ -56,12 +56,12 @@ func (b *builtinCerts) Validate(o *Options) error {
 	if !b.enabled {
 		return nil
 	}
-	if _, _, err := splitNamespaced(b.secret); err != nil {
+	if _, _, err := parseNamespacedName(b.secret, ""); err != nil {
 		return fmt.Errorf("--certs-secret: %w", err)
 	}
 	var names []string
 	if b.service != "" {
-		ns, name, err := splitNamespaced(b.service)
+		ns, name, err := parseNamespacedName(b.service, "")
 		if err != nil {
 			return fmt.Errorf("--webhook-service: %w", err)
 		}
@@ -96,7 +96,7 @@ func (b *builtinCerts) Setup(ctx context.Context, o *Options, mgr manager.Manage
 	if err != nil {
 		return fmt.Errorf("--builtin-certs: client: %w", err)
 	}
-	ns, name, _ := splitNamespaced(b.secret)
+	ns, name, _ := parseNamespacedName(b.secret, "")
 	log := logf.FromContext(ctx).WithName("certs")
 	m, err := certs.New(certs.Options{
 		Client:            client,
@@ -137,13 +137,4 @@ func (b *builtinCerts) Setup(ctx context.Context, o *Options, mgr manager.Manage
 		}
 	})
 	return nil
-}
-
-// splitNamespaced parses namespace/name.
-func splitNamespaced(s string) (string, string, error) {
-	ns, name, ok := strings.Cut(s, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("%q is not namespace/name", s)
-	}
-	return ns, name, nil
 }

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
-	"github.com/nodelocaldns/nodelocaldns/webhook/kubedns"
 	"github.com/nodelocaldns/nodelocaldns/webhook/server"
 )
 
@@ -190,7 +190,7 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.KubeDNSIP == "" {
-		if _, _, err := kubedns.ParseService(o.KubeDNSService); err != nil {
+		if _, _, err := parseNamespacedName(o.KubeDNSService, metav1.NamespaceSystem); err != nil {
 			errs = append(errs, fmt.Errorf("--kube-dns-service: %w", err))
 		}
 	}
@@ -249,4 +249,18 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseNamespacedName parses "namespace/name" (the --kube-dns-service,
+// --certs-secret and --webhook-service flags). A bare name is in
+// defaultNamespace; with defaultNamespace empty the namespace is required.
+func parseNamespacedName(s, defaultNamespace string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(s, "/")
+	if !ok {
+		namespace, name = defaultNamespace, s
+	}
+	if namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%q: want namespace/name", s)
+	}
+	return namespace, name, nil
 }

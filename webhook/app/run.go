@@ -197,7 +197,7 @@ func kubeDNSWatcher(o *Options, restCfg *rest.Config) (*kubedns.Watcher, error) 
 	if ips := splitList(o.KubeDNSIP); len(ips) > 0 {
 		return kubedns.Static(ips), nil
 	}
-	ns, name, err := kubedns.ParseService(o.KubeDNSService)
+	ns, name, err := parseNamespacedName(o.KubeDNSService, metav1.NamespaceSystem)
 	if err != nil {
 		return nil, fmt.Errorf("--kube-dns-service: %w", err)
 	}

@@ -131,27 +131,6 @@ func TestServiceIPs(t *testing.T) {
 	}
 }
 
-func TestParseService(t *testing.T) {
-	for _, tc := range []struct {
-		in, ns, name string
-		wantErr      bool
-	}{
-		{in: "kube-system/kube-dns", ns: "kube-system", name: "kube-dns"},
-		{in: "coredns", ns: "kube-system", name: "coredns"},
-		{in: "/x", wantErr: true},
-		{in: "x/", wantErr: true},
-		{in: "a/b/c", wantErr: true},
-		{in: "", wantErr: true},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			ns, name, err := ParseService(tc.in)
-			if (err != nil) != tc.wantErr || ns != tc.ns || name != tc.name {
-				t.Errorf("ParseService(%q) = %q, %q, %v", tc.in, ns, name, err)
-			}
-		})
-	}
-}
-
 // TestWatcherListsOnlyItsService checks the informer lists and watches with
 // fieldSelector metadata.name=<name> in the Service's namespace: RBAC with
 // resourceNames (the manifests' least-privilege Role) only allows that.
