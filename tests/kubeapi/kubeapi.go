@@ -257,7 +257,7 @@ func (e *Env) writePKI() (*pki, error) {
 
 // startEtcd starts etcd on two free loopback ports and waits for /health.
 func (e *Env) startEtcd(ctx context.Context, bin string) error {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -285,7 +285,7 @@ func (e *Env) startEtcd(ctx context.Context, bin string) error {
 
 // startAPIServer starts kube-apiserver against etcd and waits for /readyz.
 func (e *Env) startAPIServer(ctx context.Context, opts Options, p *pki) error {
-	ports, err := freePorts(1)
+	ports, err := testenv.FreePorts(1)
 	if err != nil {
 		return err
 	}
