@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+	"github.com/nodelocaldns/nodelocaldns/tests/yamldocs"
 )
 
 // OfficialManifest is where the official node-local-dns manifest is kept.
@@ -45,13 +46,17 @@ func BuildAgent(dir string) (string, error) {
 // ManifestCorefile returns the Corefile of the node-local-dns ConfigMap in
 // a multi-document manifest.
 func ManifestCorefile(manifest []byte) (string, error) {
-	for doc := range strings.SplitSeq(string(manifest), "\n---") {
+	docs, err := yamldocs.Split(manifest)
+	if err != nil {
+		return "", fmt.Errorf("manifest: %w", err)
+	}
+	for _, doc := range docs {
 		var obj struct {
 			Kind     string `json:"kind"`
 			Metadata struct{ Name string }
 			Data     map[string]string `json:"data"`
 		}
-		if err := yaml.Unmarshal([]byte(doc+"\n"), &obj); err != nil {
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
 			return "", fmt.Errorf("manifest: %w", err)
 		}
 		if obj.Kind == "ConfigMap" && obj.Data["Corefile"] != "" {
