@@ -12,6 +12,10 @@ export GOFLAGS
 export KUBE_APISERVER_BIN ?= $(BIN)/kube-apiserver
 export ETCD_BIN           ?= $(BIN)/etcd
 export KUBECTL_BIN        ?= $(BIN)/kubectl
+export HELM_BIN           ?= $(BIN)/helm
+# etcd for the control plane: debian (Debian's etcd-server package, unpacked:
+# seconds) or source (built from the Go module proxy: minutes).
+export ETCD_FROM          ?= debian
 # How much each fuzz target runs inside `make test`: a count of executions, not a
 # duration (a duration races the fuzz coordinator on Go 1.26, golang/go#75804).
 # -timeout still bounds each target in time.
@@ -30,10 +34,13 @@ help: ## Show this help.
 
 ##@ Development
 
+# One `go build` for several commands compiles their shared packages once;
+# -s -w (no symbol table, no DWARF) shortens the link, stack traces still work.
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+
 .PHONY: build
 build: ## Build bin/webhook and bin/agent.
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/webhook ./webhook
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agent ./agent
+	$(GOBUILD) -o $(BIN)/ ./webhook ./agent
 
 .PHONY: fmt
 fmt: ## Format the Go sources.
@@ -61,6 +68,10 @@ fuzz: ## Run every Go fuzz target briefly (FUZZTIME each).
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -timeout 4m $$pkg || exit 1; \
 	done
 
+.PHONY: soak
+soak: ## 10 minutes of valid and hostile traffic against the agent (tests/hostile TestSoak; root; not in CI): RSS and goroutines must stay flat.
+	HOSTILE_SOAK=$${SOAK:-10m} $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./tests/hostile
+
 .PHONY: bench
 bench: tools build ## Run the benchmarks and print figures (Go benchmarks, webhook HTTPS load, agent vs unbound with dnsperf).
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -75,16 +86,23 @@ deps: ## Install the Debian packages the tests use (nsd, unbound, dig, dnsperf, 
 	else echo "deps: not root; the tests that need Debian packages or root will skip (CI=1 makes them fail)"; fi
 
 .PHONY: tools
-tools: $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/etcd ## Build the real kube-apiserver, kubectl and etcd from the Go module proxy (cached in bin/).
+tools: $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/etcd $(BIN)/helm ## Build the real kube-apiserver, kubectl, helm (Go module proxy) and etcd (Debian's, or ETCD_FROM=source) into bin/.
 
+# tests/tools/build.sh says what it builds, why and about how long it takes.
 $(BIN)/kube-apiserver: tests/tools/kube-apiserver/go.mod
-	cd tests/tools/kube-apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+	@bash tests/tools/build.sh kube-apiserver $@
 
 $(BIN)/kubectl: tests/tools/kube-apiserver/go.mod
-	cd tests/tools/kube-apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kubectl
+	@bash tests/tools/build.sh kubectl $@
 
 $(BIN)/etcd: tests/tools/etcd/go.mod
-	cd tests/tools/etcd && $(GO) build -o $@ .
+	@bash tests/tools/build.sh etcd $@
+
+$(BIN)/helm: tests/tools/helm/go.mod
+	@bash tests/tools/build.sh helm $@
+
+.PHONY: helm
+helm: $(BIN)/helm ## Build bin/helm (helm v4 from the Go module proxy) for the chart tests.
 
 $(BIN)/golangci-lint: tests/tools/golangci-lint/go.mod
 	cd tests/tools/golangci-lint && $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
@@ -151,9 +169,37 @@ manifests: ## Render every kustomization and validate it (strict decode).
 	$(GO) test -count=1 -run 'Render|Decode' ./tests/manifests
 
 .PHONY: images
-images: ## Build OCI image tarballs for webhook and agent without a Docker engine (bin/images/).
+images: ## Build OCI image tarballs (linux/amd64 + linux/arm64 indexes) for webhook and agent without a Docker engine (bin/images/).
 	$(GO) run ./tests/images/build -out $(BIN)/images
 
+.PHONY: chart
+chart: $(BIN)/helm ## Lint the Helm chart and compare it with the kustomize install (tests/helm).
+	$(GO) test -count=1 -run 'Lint|Matches|Drift|Invalid|Corefile|README' ./tests/helm
+
+# The demo needs kube-apiserver, etcd, the webhook, the agent and the demo
+# program, nothing else (no kubectl, no helm). They are built in parallel:
+# kube-apiserver (the longest part) beside the Debian packages and the one
+# `go build` of webhook, agent and demo.
+DEMO_JOBS ?= 4
+
 .PHONY: demo
-demo: tools build ## Local end-to-end demo: real kube-apiserver, webhook, pods, and (as root) the agent in network namespaces.
-	bash tests/demo/demo.sh
+demo: ## Local end-to-end demo: real kube-apiserver, webhook, pods, and (as root) the agent in network namespaces.
+	@bash tests/demo/plan.sh
+	@$(MAKE) --no-print-directory -j$(DEMO_JOBS) demo-prereqs ETCD_AFTER=demo-deps
+	@DEMO_BIN=$(BIN)/demo bash tests/demo/demo.sh
+
+.PHONY: demo-prereqs demo-bins demo-deps
+demo-prereqs: demo-deps $(KUBE_APISERVER_BIN) $(ETCD_BIN) demo-bins
+
+demo-deps: ## Install only the Debian packages the demo uses (nsd, dig, iptables, iproute2); needs root.
+	@if [ "$$(id -u)" -eq 0 ]; then bash tests/install-deps.sh demo; \
+	else echo "demo: not root; the agent part runs on a loopback port"; fi
+
+demo-bins:
+	@echo "==> webhook, agent, demo program -> $(BIN)/: one go build (about 3 min on 2 cores with a cold Go cache, seconds when cached)"
+	@TIMEFORMAT="<== webhook, agent, demo: done in %0R s (CPU: user %0U s, sys %0S s)"; time $(GOBUILD) -o $(BIN)/ ./webhook ./agent ./tests/demo
+
+# Debian's etcd comes from apt-get download: after the package installation
+# (its apt-get update); the demo's smaller one when the demo builds it.
+ETCD_AFTER ?= deps
+$(BIN)/etcd: | $(ETCD_AFTER)

@@ -17,7 +17,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.Run(ctx, os.Args[1:]); err != nil {
+	run := func() error { return app.Run(ctx, os.Args[1:]) }
+	if len(os.Args) > 1 && os.Args[1] == app.StatusCommand {
+		run = func() error { return app.RunStatus(ctx, os.Args[2:], os.Stdout, os.Stderr) }
+	}
+	if err := run(); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}

@@ -97,6 +97,9 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 			return nil, err
 		}
 		n.logf("iptables backend %s (-iptables-backend=%s)", chosen, opts.IPTablesBackend)
+		if err := checkNetRaw(chosen, opts.IPTablesBackend, hasCapability, n.logf); err != nil {
+			return nil, err
+		}
 		n.rules, err = iptables.New(iptables.Config{
 			IPs: n.ips, DNSPort: opts.DNSPort, HealthPort: opts.HealthPort, V4: v4, V6: v6, Errors: errs,
 		})

@@ -38,18 +38,20 @@ const (
 
 // Defaults of the flags, node-cache's where node-cache has the flag.
 const (
-	DefaultBaseCorefile         = "/etc/coredns/Corefile.base"
-	DefaultCorefile             = "/etc/Corefile"
-	DefaultKubeDNSConfigDir     = "/etc/kube-dns"
-	DefaultUpstreamSvc          = "kube-dns"
-	DefaultInterfaceName        = "nodelocaldns"
-	DefaultHealthPort           = 8080
-	DefaultSyncInterval         = 60 * time.Second
-	DefaultMetricsListenAddress = "0.0.0.0:9353"
-	DefaultDNSPort              = 53
-	DefaultRunDir               = "/run/nodelocaldns"
-	DefaultLameDuck             = 2 * time.Second
-	DefaultClusterDomain        = "cluster.local"
+	DefaultBaseCorefile     = "/etc/coredns/Corefile.base"
+	DefaultCorefile         = "/etc/Corefile"
+	DefaultKubeDNSConfigDir = "/etc/kube-dns"
+	DefaultUpstreamSvc      = "kube-dns"
+	DefaultInterfaceName    = "nodelocaldns"
+	DefaultHealthPort       = 8080
+	DefaultSyncInterval     = 60 * time.Second
+	// DefaultMetricsPort is the port of the node setup metrics; the
+	// default address is the first -localip on it.
+	DefaultMetricsPort   = 9353
+	DefaultDNSPort       = 53
+	DefaultRunDir        = "/run/nodelocaldns"
+	DefaultLameDuck      = 2 * time.Second
+	DefaultClusterDomain = "cluster.local"
 
 	// MaxLameDuck bounds -lameduck so that a shutdown can never hang.
 	MaxLameDuck = 5 * time.Minute
@@ -127,6 +129,10 @@ type Options struct {
 	// SysctlsOnly applies the sysctls and exits, for a privileged init
 	// container (-sysctls-only); -localip is not needed then.
 	SysctlsOnly bool
+	// MemoryLimit is the memory the agent plans for (-memory-limit): the
+	// container's cgroup limit when MemoryLimitFromCgroup, 0 for none.
+	MemoryLimit           int64
+	MemoryLimitFromCgroup bool
 }
 
 // InterceptedIPs returns the local IPs that are not link-local: in
@@ -220,6 +226,7 @@ type rawFlags struct {
 	setupEbtables    bool
 	initialDelay     syncInterval
 	metricsListen    string
+	memoryLimit      string
 	healthPort, port int
 }
 
@@ -241,7 +248,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, *rawFlags) {
 	o.SyncInterval = DefaultSyncInterval
 	fs.Var((*syncInterval)(&o.SyncInterval), "syncinterval", "how often to re-ensure interface and rules: a Go duration (30s); a bare number or a value in ns means seconds, as node-cache reads it")
 	fs.StringVar(&o.PIDFile, "pidfile", "", "write the process id to this file once serving")
-	fs.StringVar(&r.metricsListen, "metrics-listen-address", DefaultMetricsListenAddress, "address of the node setup metrics endpoint; empty disables")
+	fs.StringVar(&r.metricsListen, "metrics-listen-address", "", "address of the node setup metrics endpoint (default: the first -localip, port 9353); empty disables")
 	fs.IntVar(&r.port, "dns.port", DefaultDNSPort, "DNS port (rules, and server blocks without a port)")
 	fs.BoolVar(&r.setupEbtables, "setupebtables", false, "node-cache compatibility: ebtables are not supported, only false is accepted")
 	fs.Var(&r.initialDelay, "initialdelay", "node-cache compatibility: accepted and ignored (setup happens before serving)")
@@ -253,6 +260,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, *rawFlags) {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster domain, replaces __PILLAR__DNS__DOMAIN__ if the template still has it")
 	fs.IntVar(&o.ICMPRateLimit, "icmp-ratelimit", ICMPRateLimitKeep, "set net.ipv4.icmp_ratelimit and net.ipv6.icmp.ratelimit to this many ms before serving and every sync (0: fast fallback to kube-dns when the agent dies); -1 leaves the node's settings")
 	fs.BoolVar(&o.SysctlsOnly, "sysctls-only", false, "apply the sysctls (-icmp-ratelimit) and exit: for a privileged init container")
+	fs.StringVar(&r.memoryLimit, "memory-limit", MemoryLimitAuto, "memory the agent stays within: auto (the container's cgroup limit), 0 (none) or a quantity such as 128Mi; sizes the Go runtime's limit, the in-flight budget and the caches")
 	return fs, r
 }
 
@@ -303,12 +311,22 @@ func (o *Options) complete(r *rawFlags, set map[string]bool) error {
 	if o.SyncInterval < MinSyncInterval {
 		return fmt.Errorf("-syncinterval %s is too short (minimum %s)", o.SyncInterval, MinSyncInterval)
 	}
+	if !set["metrics-listen-address"] {
+		// Not every node address: only the agent's own (the pod runs in the
+		// host's network namespace).
+		r.metricsListen = net.JoinHostPort(o.LocalIPs[0].String(), strconv.Itoa(DefaultMetricsPort))
+	}
 	if r.metricsListen != "" {
 		if err := checkListenAddress(r.metricsListen); err != nil {
 			return fmt.Errorf("-metrics-listen-address: %w", err)
 		}
 	}
 	o.MetricsListenAddress = r.metricsListen
+	auto, limit, err := parseMemoryLimit(r.memoryLimit)
+	if err != nil {
+		return err
+	}
+	o.MemoryLimitFromCgroup, o.MemoryLimit = auto, limit
 	if r.setupEbtables {
 		return errors.New("-setupebtables=true is not supported (ebtables rules are a node-cache option this agent does not implement)")
 	}

@@ -35,7 +35,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		InterfaceName:        "nodelocaldns",
 		HealthPort:           8080,
 		SyncInterval:         60 * time.Second,
-		MetricsListenAddress: "0.0.0.0:9353",
+		MetricsListenAddress: "169.254.20.10:9353",
 		DNSPort:              53,
 		Mode:                 ModeInjection,
 		ModeDerived:          true,
@@ -44,6 +44,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 		LameDuck:             2 * time.Second,
 		ClusterDomain:        "cluster.local",
 		ICMPRateLimit:        -1,
+
+		MemoryLimitFromCgroup: true,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", o, want)

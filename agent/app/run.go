@@ -58,6 +58,7 @@ type agent struct {
 	reg    *prometheus.Registry
 
 	srv          *server.Server
+	mem          memoryPlan
 	cacheMetrics *cache.Metrics
 	loopMetrics  *loop.Metrics
 	ready        atomic.Bool
@@ -84,6 +85,7 @@ type generation struct {
 }
 
 func (a *agent) run(ctx context.Context) error {
+	a.planMemory()
 	popts := a.opts.PillarOptions()
 	popts.OnChange = a.apply
 	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
@@ -111,7 +113,7 @@ func (a *agent) run(ctx context.Context) error {
 		return fmt.Errorf("node setup: %w", err)
 	}
 	defer n.Close()
-	if a.srv, err = server.New(server.Options{Registerer: a.reg, Logger: a.logger}); err != nil {
+	if a.srv, err = server.New(server.Options{Registerer: a.reg, Logger: a.logger, Budget: a.mem.Budget}); err != nil {
 		gen.close()
 		return err
 	}
@@ -149,11 +151,17 @@ func (a *agent) run(ctx context.Context) error {
 	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
-	wg.Go(func() {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		newReleaser(a.srv.BudgetUse).run(wctx)
+	}()
+	go func() {
+		defer wg.Done()
 		if err := w.Run(wctx); err != nil {
 			a.logger.Printf("[ERROR] config watcher: %v", err)
 		}
-	})
+	}()
 
 	<-ctx.Done()
 	stopWatch()
@@ -212,9 +220,31 @@ func (a *agent) lameDuck(cfg *corefile.Config) time.Duration {
 	return min(d, MaxLameDuck)
 }
 
-// build creates the caches, forwarders and blocks of cfg.
+// planMemory sizes the agent from -memory-limit (or the cgroup's limit)
+// and sets the Go runtime's memory limit.
+func (a *agent) planMemory() {
+	limit := a.opts.MemoryLimit
+	if a.opts.MemoryLimitFromCgroup {
+		var err error
+		if limit, err = cgroupMemoryLimit("/sys/fs/cgroup", "/proc/self/cgroup"); err != nil {
+			a.logger.Printf("[WARNING] %v; sizing without a memory limit", err)
+		}
+	}
+	a.mem = planMemory(limit)
+	applyGoLimit(a.mem)
+	if a.mem.Limit > 0 {
+		a.logger.Printf("[INFO] memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
+	}
+}
+
+// build creates the caches, forwarders and blocks of cfg. The caches share
+// the memory plan's cache bytes equally.
 func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 	g := &generation{cfg: cfg, text: text}
+	var cacheBytes int64
+	if n := countCaches(cfg); n > 0 && a.mem.CacheBytes > 0 {
+		cacheBytes = a.mem.CacheBytes / int64(n)
+	}
 	for _, s := range cfg.Servers {
 		b := &server.Block{Zones: s.Zones, Port: s.Port, Bind: s.Bind, Errors: s.Errors, Log: s.Log}
 		if err := a.pluginOptions(b, s); err != nil {
@@ -222,7 +252,7 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			return nil, err
 		}
 		if s.Cache != nil {
-			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics})
+			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
@@ -251,6 +281,17 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// countCaches counts the server blocks with a cache.
+func countCaches(cfg *corefile.Config) int {
+	n := 0
+	for _, s := range cfg.Servers {
+		if s.Cache != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // chain builds the further forward plugins of s after first into a chain

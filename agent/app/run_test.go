@@ -85,8 +85,12 @@ func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixt
 			t.Fatalf("agent exited: %v", err)
 		default:
 		}
+		// The pid file is written once health and metrics listen too (DNS
+		// answers a little earlier).
 		if _, err := f.query("kube-dns.kube-system.svc.cluster.local.", "udp"); err == nil {
-			return f
+			if _, err := os.Stat(filepath.Join(f.dir, "agent.pid")); err == nil {
+				return f
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("agent did not answer within 10s")

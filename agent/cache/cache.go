@@ -1,5 +1,5 @@
 // Package cache is the agent's DNS cache: packed answers keyed by the
-// lower-cased question name, type, class and the DO and CD bits, in a
+// lower-cased question name, type, class and the DO, CD and RD bits, in a
 // success and a denial table with CoreDNS's capacities, TTL caps, minimum
 // TTLs, negative TTLs from the SOA (RFC 2308), short SERVFAIL caching,
 // prefetching of popular entries and serve-stale. Tables are sharded so
@@ -40,6 +40,23 @@ const (
 // ErrNotCacheable is returned by Set for answers the cache does not keep.
 var ErrNotCacheable = errors.New("cache: answer not cacheable")
 
+// ErrTooLarge is returned by Set for an answer longer than MaxEntrySize.
+var ErrTooLarge = errors.New("cache: answer larger than the maximum entry size")
+
+// Byte bounds of a cache (see Options).
+const (
+	// DefaultMaxBytes bounds the bytes of one cache's entries when
+	// Options.MaxBytes is 0.
+	DefaultMaxBytes = 8 << 20
+	// DefaultMaxEntrySize is the longest answer cached when
+	// Options.MaxEntrySize is 0 (about 1,000 A records of a headless
+	// Service with compression); longer ones are answered, not cached.
+	DefaultMaxEntrySize = 16 << 10
+	// entryOverhead is what an entry costs besides its data: the Entry
+	// struct and its map slot.
+	entryOverhead = 160
+)
+
 // Options configure a Cache.
 type Options struct {
 	// Server and Zones label the metrics (CoreDNS's server and zones).
@@ -49,6 +66,12 @@ type Options struct {
 	Metrics *Metrics
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// MaxBytes bounds the memory of the entries (both tables): a store
+	// that goes over it evicts entries until it fits (DefaultMaxBytes).
+	MaxBytes int64
+	// MaxEntrySize is the longest packed answer stored
+	// (DefaultMaxEntrySize).
+	MaxEntrySize int
 }
 
 // Cache holds packed answers. It is safe for concurrent use.
@@ -58,6 +81,11 @@ type Cache struct {
 	m      *handles
 	now    func() time.Time
 	fake   bool // now is not time.Now
+
+	maxBytes int64
+	maxEntry int
+	// bytes is the memory of the entries of both tables.
+	bytes atomic.Int64
 }
 
 // New returns an empty cache configured by cfg.
@@ -68,7 +96,13 @@ func New(cfg corefile.Cache, opts Options) *Cache {
 	if cfg.DenialCap <= 0 {
 		cfg.DenialCap = 9984
 	}
-	c := &Cache{cfg: cfg, now: opts.Now, fake: opts.Now != nil}
+	c := &Cache{cfg: cfg, now: opts.Now, fake: opts.Now != nil, maxBytes: opts.MaxBytes, maxEntry: opts.MaxEntrySize}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultMaxBytes
+	}
+	if c.maxEntry <= 0 {
+		c.maxEntry = DefaultMaxEntrySize
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -96,6 +130,9 @@ func (c *Cache) NowOr(wall int64) int64 {
 
 // Config returns the cache's configuration.
 func (c *Cache) Config() corefile.Cache { return c.cfg }
+
+// Bytes returns the memory the entries hold, as the byte bound counts it.
+func (c *Cache) Bytes() int64 { return c.bytes.Load() }
 
 // Len returns the number of success and denial entries.
 func (c *Cache) Len() (succ, den int) {
@@ -223,15 +260,43 @@ func (c *Cache) Store(key []byte, m *dns.Msg) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	if int(e.msgLen) > c.maxEntry {
+		return nil, ErrTooLarge
+	}
 	now := c.Now()
 	e.ttl = uint32(ttl / time.Second)
 	e.kind = uint8(kind)
 	e.expires = now + int64(ttl)
 	e.staleUntil = e.expires + int64(c.cfg.ServeStale)
 	e.lastSeen.Store(now)
-	c.tables[1-kind].del(k)
-	c.tables[kind].set(k, e, now)
+	delta := c.tables[1-kind].del(k)
+	delta += c.tables[kind].set(k, e, now)
+	if c.bytes.Add(delta) > c.maxBytes {
+		c.shrink(k, now)
+	}
 	return e, nil
+}
+
+// shrink evicts entries, starting in key's shards, until the entries fit
+// in maxBytes again (or both tables are empty).
+func (c *Cache) shrink(key string, now int64) {
+	for i := range c.tables {
+		t := &c.tables[(denial+i)%2] // denials first: cheaper to lose
+		first := maphash.String(t.seed, key) % shardCount
+		for j := range uint64(shardCount) {
+			s := &t.shards[(first+j)%shardCount]
+			for c.bytes.Load() > c.maxBytes {
+				freed, ok := t.evictOne(s, now)
+				if !ok {
+					break
+				}
+				c.bytes.Add(-freed)
+			}
+			if c.bytes.Load() <= c.maxBytes {
+				return
+			}
+		}
+	}
 }
 
 // CapTTLs sets the TTL of every record of m but OPT to ttl.
@@ -391,6 +456,9 @@ func newEntry(m *dns.Msg, key []byte) (*Entry, string, error) {
 	return e, unsafe.String(&data[n], len(key)), nil
 }
 
+// cost is the memory the entry holds, as the byte bound counts it.
+func (e *Entry) cost() int64 { return int64(len(e.data)) + entryOverhead }
+
 // msg is the packed answer.
 func (e *Entry) msg() []byte { return e.data[:e.msgLen:e.msgLen] }
 
@@ -503,34 +571,55 @@ func (t *table) shardOf(key string) *shard {
 	return &t.shards[maphash.String(t.seed, key)%shardCount]
 }
 
-func (t *table) del(key string) {
-	s := t.shardOf(key)
-	s.mu.Lock()
-	if _, ok := s.m[key]; ok {
-		delete(s.m, key)
-		t.entries.Dec()
-	}
-	s.mu.Unlock()
-}
-
-func (t *table) set(key string, e *Entry, now int64) {
+// del removes key and returns the change of the entries' bytes.
+func (t *table) del(key string) int64 {
 	s := t.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[key]; !ok {
-		if len(s.m) >= s.cap {
-			s.evict(now)
-			t.evictions.Inc()
-		} else {
-			t.entries.Inc()
-		}
+	if old, ok := s.m[key]; ok {
+		delete(s.m, key)
+		t.entries.Dec()
+		return -old.cost()
 	}
-	s.m[key] = e
+	return 0
 }
 
-// evict removes one entry: an expired one among a few sampled, else a
-// random one (map iteration starts at a random place).
-func (s *shard) evict(now int64) {
+// set stores e under key and returns the change of the entries' bytes.
+func (t *table) set(key string, e *Entry, now int64) int64 {
+	s := t.shardOf(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delta := e.cost()
+	if old, ok := s.m[key]; ok {
+		delta -= old.cost()
+	} else if len(s.m) >= s.cap {
+		delta -= s.evict(now)
+		t.evictions.Inc()
+	} else {
+		t.entries.Inc()
+	}
+	s.m[key] = e
+	return delta
+}
+
+// evictOne evicts one entry of s for the byte bound; false when s is
+// empty.
+func (t *table) evictOne(s *shard, now int64) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) == 0 {
+		return 0, false
+	}
+	freed := s.evict(now)
+	t.entries.Dec()
+	t.evictions.Inc()
+	return freed, true
+}
+
+// evict removes one entry, an expired one among a few sampled, else a
+// random one (map iteration starts at a random place), and returns its
+// cost.
+func (s *shard) evict(now int64) int64 {
 	var victim string
 	n := 0
 	for k, e := range s.m {
@@ -545,7 +634,12 @@ func (s *shard) evict(now int64) {
 			break
 		}
 	}
+	old, ok := s.m[victim]
+	if !ok {
+		return 0
+	}
 	delete(s.m, victim)
+	return old.cost()
 }
 
 func (t *table) len() int {

@@ -192,7 +192,9 @@ func (q *Query) MaxUDPSize() int {
 }
 
 // AppendKey appends the cache key of q to dst: the lower-cased question name
-// in wire format, type, class and a byte holding the DO and CD bits. It does
+// in wire format, type, class and a byte holding the DO, CD and RD bits (an
+// answer to RD=0 is a referral or a cached-only answer, never one for an
+// RD=1 client). It does
 // not allocate when dst has MaxKeyLen spare capacity.
 func AppendKey(dst, msg []byte, q *Query) []byte {
 	for _, c := range msg[HeaderLen:q.NameEnd] {
@@ -207,6 +209,9 @@ func AppendKey(dst, msg []byte, q *Query) []byte {
 	}
 	if q.Flags&FlagCD != 0 {
 		bits |= 2
+	}
+	if q.Flags&FlagRD != 0 {
+		bits |= 4
 	}
 	return append(dst, byte(q.QType>>8), byte(q.QType), byte(q.QClass>>8), byte(q.QClass), bits)
 }

@@ -104,11 +104,12 @@ type Forwarder struct {
 }
 
 // callKey identifies identical queries: lower-cased name, type, class and
-// the DO and CD bits.
+// the DO, CD and RD bits (an RD=0 query must not share an RD=1 query's
+// upstream answer, nor the reverse).
 type callKey struct {
 	name          string
 	qtype, qclass uint16
-	do, cd        bool
+	do, cd, rd    bool
 }
 
 // call is one upstream query shared by every identical concurrent Exchange.
@@ -294,7 +295,7 @@ func (f *Forwarder) Healthy() map[string]bool {
 
 func keyOf(req *dns.Msg) callKey {
 	q := req.Question[0]
-	k := callKey{name: lower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled}
+	k := callKey{name: lower(q.Name), qtype: q.Qtype, qclass: q.Qclass, cd: req.CheckingDisabled, rd: req.RecursionDesired}
 	if opt := req.IsEdns0(); opt != nil {
 		k.do = opt.Do()
 	}
@@ -318,7 +319,7 @@ func lower(name string) string {
 func (f *Forwarder) upstreamQuery(req *dns.Msg, key callKey) *dns.Msg {
 	q := new(dns.Msg)
 	q.Opcode = dns.OpcodeQuery
-	q.RecursionDesired = req.RecursionDesired
+	q.RecursionDesired = key.rd
 	q.CheckingDisabled = key.cd
 	q.AuthenticatedData = req.AuthenticatedData
 	q.Question = []dns.Question{req.Question[0]}

@@ -263,7 +263,7 @@ func TestCoalescing(t *testing.T) {
 			waitFor(t, "every caller joined the shared query", func() bool {
 				f.mu.Lock()
 				defer f.mu.Unlock()
-				c := f.calls[callKey{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, qclass: dns.ClassINET}]
+				c := f.calls[callKey{name: "web.default.svc.cluster.local.", qtype: dns.TypeA, qclass: dns.ClassINET, rd: true}]
 				return c != nil && c.waiters == n
 			})
 			close(release)
@@ -632,5 +632,35 @@ func TestCoalescedCallerOutlivesLeader(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("follower never answered")
+	}
+}
+
+// TestRDNotCoalesced: concurrent identical queries that differ in the RD
+// bit are two upstream queries, each with its own RD bit.
+func TestRDNotCoalesced(t *testing.T) {
+	release := make(chan struct{})
+	s := dnstest.NewServer(t, dnstest.Block(release, zone.Handler()))
+	f := newForwarder(t, corefile.Forward{To: []string{s.Addr}}, fastOpts(nil))
+	var wg sync.WaitGroup
+	for _, rd := range []bool{true, false} {
+		wg.Go(func() {
+			req := query("web.default.svc.cluster.local.", dns.TypeA)
+			req.RecursionDesired = rd
+			if _, err := f.Exchange(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if !s.WaitCount("", 2, 2*time.Second) {
+		t.Fatalf("upstream saw %d queries for an RD=0 and an RD=1 query, want 2", s.Count(""))
+	}
+	close(release)
+	wg.Wait()
+	rds := map[bool]bool{}
+	for _, q := range s.Queries() {
+		rds[q.Msg.RecursionDesired] = true
+	}
+	if !rds[true] || !rds[false] {
+		t.Errorf("upstream queries' RD bits %v, want one of each", rds)
 	}
 }

@@ -47,8 +47,13 @@ func Register(dir string) (*Registry, error) {
 	if dir == "" {
 		return nil, errors.New("instance: empty run directory")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Only root may open the lock files: a lock file that another user
+	// can open, that user can lock, and no instance could start.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance: create run directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("instance: run directory: %w", err)
 	}
 	id, err := newID()
 	if err != nil {
@@ -190,9 +195,14 @@ func (r *Registry) release() {
 // lockFile opens (creating) path and takes an exclusive flock on it,
 // retrying until ctx is done.
 func lockFile(ctx context.Context, path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("instance: open %s: %w", path, err)
+	}
+	// A file an older version created world-readable becomes private.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("instance: chmod %s: %w", path, err)
 	}
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)

@@ -181,3 +181,42 @@ func listenUDP(t *testing.T) (*net.UDPConn, *os.File) {
 	t.Cleanup(func() { c.Close(); f.Close() })
 	return c, f
 }
+
+// TestLockFilesPrivate: every lock file and the run directory are
+// root's alone (0600, 0700), also a node lock left world-readable by an
+// older version: a user who can open a lock file can hold its lock.
+func TestLockFilesPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, nodeLockName), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, nodeLockName), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mustRegister(t, dir)
+	if err := r.WithNodeLock(ctxT(t), func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v, want 0600", e.Name(), fi.Mode().Perm())
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("run directory: %v, %v; want mode 0700", fi.Mode().Perm(), err)
+	}
+}

@@ -20,6 +20,9 @@ type job struct {
 	v6       bool
 	start    time.Time
 	prefetch *route
+	// client is who the budget charged cost to.
+	client netip.Addr
+	cost   int64
 	// buf holds pkt when it fits.
 	buf [512]byte
 }
@@ -34,16 +37,20 @@ func (j *job) release() {
 }
 
 // enqueue hands a copy of pkt to the miss path; when MaxInflight queries
-// are already there it is dropped (the client retries, as with any
-// overloaded server).
+// are already there, or the client's limit or the memory budget refuses it,
+// it is dropped (the client retries, as with any overloaded server).
 func (s *Server) enqueue(pkt []byte, out *replyWriter, name *unix.RawSockaddrInet6, namelen uint32, listener netip.AddrPort, v6 bool, start time.Time) {
 	j := jobs.Get().(*job)
 	j.pkt = append(j.buf[:0], pkt...)
 	j.out, j.name, j.namelen, j.listener, j.v6, j.start = out, *name, namelen, listener, v6, start
-	s.spawn(j)
+	j.client = sockaddrToAddrPort(name, namelen).Addr()
+	if !s.spawn(j) {
+		j.release()
+	}
 }
 
-// prefetch starts a refresh of the cached answer to pkt.
+// prefetch starts a refresh of the cached answer to pkt, charged to the
+// agent itself (the zero client).
 func (s *Server) prefetch(pkt []byte, rt *route) {
 	s.spawn(&job{pkt: append([]byte(nil), pkt...), prefetch: rt, start: time.Now()})
 }
@@ -60,26 +67,34 @@ const (
 // free. Workers outlive their job: a goroutine per miss paid for growing
 // its stack on every query (miekg/dns packing runs deep; 15% of the CPU
 // under a miss flood), a worker grows it once. Every job gets a worker of
-// its own, so a query never waits behind another's upstream.
-func (s *Server) spawn(j *job) {
+// its own, so a query never waits behind another's upstream. spawn reports
+// false when j was refused (the caller still owns it).
+func (s *Server) spawn(j *job) bool {
 	select {
 	case <-s.quit: // shut down
-		return
+		return false
 	case s.slots <- struct{}{}:
 	default:
-		return
+		s.limits.refuse(reasonInflight)
+		return false
 	}
+	if reason := s.budget.admit(j.client, missCost, true, false, 0); reason != "" {
+		<-s.slots
+		s.limits.refuse(reason)
+		return false
+	}
+	j.cost = missCost
 	s.inflight.Add(1)
 	for {
 		n := s.idle.Load()
 		if n == 0 {
 			s.workers.Add(1)
 			go s.worker(j)
-			return
+			return true
 		}
 		if s.idle.CompareAndSwap(n, n-1) { // claimed an idle worker
 			s.jobs <- j // never blocks: slots bound the queued jobs
-			return
+			return true
 		}
 	}
 }
@@ -94,6 +109,7 @@ func (s *Server) worker(j *job) {
 	defer t.Stop()
 	for ok := true; ok; j, ok = s.await(t) {
 		s.run(j)
+		s.budget.release(j.client, j.cost, true, false)
 		j.release()
 		<-s.slots
 		s.inflight.Done()
@@ -138,6 +154,10 @@ func (s *Server) run(j *job) {
 	}
 	zones := s.table.Load().zonesFor(j.listener)
 	resp := s.answer(s.ctx, j.pkt, zones, false, j.v6, j.start, sockaddrToAddrPort(&j.name, j.namelen))
+	if len(resp) > missCost/answerWeight {
+		s.budget.charge(j.client, answerWeight*int64(len(resp)))
+		j.cost += answerWeight * int64(len(resp))
+	}
 	if resp != nil {
 		j.out.send(resp, &j.name, j.namelen)
 	}

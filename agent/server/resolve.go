@@ -30,6 +30,9 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if len(req.Question) != 1 {
 		return pack(errReply(req, dns.RcodeFormatError), req, tcp)
 	}
+	if badEDNS(req) {
+		return formErr(pkt)
+	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		r := errReply(req, dns.RcodeBadVers)
 		return pack(r, req, tcp)
@@ -69,7 +72,7 @@ func entryReply(e *cache.Entry, pkt []byte, tcp bool, bufSize int) []byte {
 	}
 	limit := dns65535
 	if !tcp {
-		limit = udpLimit(q.MaxUDPSize(), bufSize)
+		limit = udpReplyLimit(&q, bufSize)
 	}
 	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize)
 }
@@ -194,6 +197,9 @@ func appendMsgKey(dst []byte, req *dns.Msg) []byte {
 	if req.CheckingDisabled {
 		bits |= 2
 	}
+	if req.RecursionDesired {
+		bits |= 4
+	}
 	return append(key, byte(q.Qtype>>8), byte(q.Qtype), byte(q.Qclass>>8), byte(q.Qclass), bits)
 }
 
@@ -203,6 +209,28 @@ func errReply(req *dns.Msg, rcode int) *dns.Msg {
 	m.SetRcode(req, rcode)
 	m.RecursionAvailable = true
 	return m
+}
+
+// badEDNS reports a query whose EDNS is malformed (RFC 6891 section
+// 6.1.1): more than one OPT record, an OPT record outside the additional
+// section, or one whose owner is not the root. It is answered FORMERR.
+func badEDNS(req *dns.Msg) bool {
+	n := 0
+	for _, rr := range req.Extra {
+		if h := rr.Header(); h.Rrtype == dns.TypeOPT {
+			if n++; n > 1 || h.Name != "." {
+				return true
+			}
+		}
+	}
+	for _, sec := range [2][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // formErr answers a message that does not unpack with FORMERR and an empty
@@ -252,7 +280,7 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 			o.SetExtendedRcode(uint16(resp.Rcode))
 		}
 		m.Extra = append(m.Extra, o)
-		size = max(size, int(opt.UDPSize()))
+		size = min(max(size, int(opt.UDPSize())), outBufSize)
 	}
 	if tcp {
 		size = dns.MaxMsgSize

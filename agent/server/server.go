@@ -9,6 +9,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -137,6 +138,16 @@ type Options struct {
 	// MaxTCPConns bounds the TCP connections per listener; more are
 	// closed at once (default MaxTCPConns).
 	MaxTCPConns int
+	// MaxClientConns bounds the TCP connections of one client (source
+	// address) per listener (default DefaultMaxClientConns).
+	MaxClientConns int
+	// MaxClientInflight bounds the queries of one client on the miss path
+	// at once, UDP and TCP together (default DefaultMaxClientInflight).
+	MaxClientInflight int
+	// Budget bounds the memory of in-flight work in bytes: queries on the
+	// miss path, TCP connections, large answers (default DefaultBudget).
+	// Past half of it, the clients holding the most are refused first.
+	Budget int64
 	// Logger receives the errors and log plugins' output (default: stderr).
 	Logger *log.Logger
 }
@@ -145,6 +156,8 @@ type Options struct {
 type Server struct {
 	opts    Options
 	metrics *Metrics
+	budget  *budget
+	limits  *limitMetrics
 	table   atomic.Pointer[table]
 	slots   chan struct{}
 	// jobs feeds the idle miss workers; idle counts them (see spawn).
@@ -181,6 +194,15 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxTCPConns <= 0 {
 		opts.MaxTCPConns = MaxTCPConns
 	}
+	if opts.MaxClientConns <= 0 {
+		opts.MaxClientConns = DefaultMaxClientConns
+	}
+	if opts.MaxClientInflight <= 0 {
+		opts.MaxClientInflight = DefaultMaxClientInflight
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = DefaultBudget
+	}
 	if opts.Logger == nil {
 		opts.Logger = log.New(os.Stderr, "", log.LstdFlags)
 	}
@@ -188,7 +210,12 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, metrics: m, slots: make(chan struct{}, opts.MaxInflight),
+	b := newBudget(opts.Budget, opts.MaxClientInflight)
+	lm, err := newLimitMetrics(opts.Registerer, b)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, metrics: m, budget: b, limits: lm, slots: make(chan struct{}, opts.MaxInflight),
 		jobs: make(chan *job, opts.MaxInflight), quit: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(&table{})
@@ -431,9 +458,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Check sends a real query to the server's first UDP listener and waits
-// for any answer: a STATUS opcode query, answered NOTIMP by the miss path
-// without going upstream. It proves that the readers and the
-// miss path answer.
+// for the answer: a STATUS opcode query, answered NOTIMP by the readers
+// themselves (never through a miss-path slot, so that client traffic
+// cannot make the health check fail). It is sent again every checkResend
+// until an answer comes or ctx is done: under a flood the socket's queue
+// may drop one.
 func (s *Server) Check(ctx context.Context) error {
 	s.mu.Lock()
 	target, closed := s.probeAddr, s.closed
@@ -441,19 +470,57 @@ func (s *Server) Check(ctx context.Context) error {
 	if closed || !target.IsValid() {
 		return errors.New("server: not serving")
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Second)
+		defer cancel()
+	}
 	m := new(dns.Msg)
 	m.SetQuestion("health.nodelocaldns.", dns.TypeA)
 	m.Opcode = dns.OpcodeStatus
-	c := &dns.Client{Net: "udp", Timeout: time.Second}
-	if dl, ok := ctx.Deadline(); ok {
-		c.Timeout = time.Until(dl)
+	q, err := m.Pack()
+	if err != nil {
+		return fmt.Errorf("server: self-query: %w", err)
 	}
-	r, _, err := c.ExchangeContext(ctx, m, target.String())
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
 	if err != nil {
 		return fmt.Errorf("server: self-query to %s: %w", target, err)
 	}
-	if r.Id != m.Id {
-		return fmt.Errorf("server: self-query to %s: wrong ID", target)
+	defer conn.Close()
+	dl, _ := ctx.Deadline()
+	buf := make([]byte, 512)
+	for {
+		if _, err := conn.Write(q); err != nil {
+			return fmt.Errorf("server: self-query to %s: %w", target, err)
+		}
+		_ = conn.SetReadDeadline(minTime(dl, time.Now().Add(checkResend)))
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				break // resend, unless the deadline passed
+			}
+			if n >= 2 && binary.BigEndian.Uint16(buf) == m.Id {
+				return nil
+			}
+		}
+		if !time.Now().Before(dl) {
+			return fmt.Errorf("server: self-query to %s: no answer: %w", target, context.DeadlineExceeded)
+		}
 	}
-	return nil
+}
+
+// checkResend is how often Check repeats its query.
+const checkResend = 200 * time.Millisecond
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// BudgetUse reports the memory budget of in-flight work: its limit, what
+// is charged now, and the highest charge since the previous call.
+func (s *Server) BudgetUse() (limit, used, peak int64) {
+	return s.budget.limit, s.budget.used.Load(), s.budget.takePeak()
 }

@@ -222,6 +222,9 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 		if errors.Is(err, dnswire.ErrNotQuery) || len(pkt) < dnswire.HeaderLen {
 			return nil, verdictDrop
 		}
+		if dnswire.Opcode(dnswire.Flags(pkt)) == opcodeStatus {
+			return statusReply(dst, pkt), verdictReply
+		}
 		return nil, verdictMiss
 	}
 	if q.QClass != dnswire.ClassINET {
@@ -238,11 +241,9 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 	if !fresh {
 		return nil, verdictMiss
 	}
-	limit := outBufSize
+	limit := udpReplyLimit(q, rt.block.BufSize)
 	if h.tcp {
 		limit = dns65535
-	} else {
-		limit = min(limit, udpLimit(q.MaxUDPSize(), rt.block.BufSize))
 	}
 	dst = e.Reply(dst, pkt, q, c.ReplyTTL(e, ttl), limit, EDNSSize)
 	ti := typeIndex(q.QType)
@@ -260,6 +261,36 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 }
 
 const dns65535 = 65535
+
+// opcodeStatus is the STATUS opcode of the health check's self-query.
+const opcodeStatus = 2
+
+// statusReply answers a STATUS query on the hit path: the query's header
+// with QR set, NOTIMP and no records. The health check sends one, so that
+// it proves the readers answer without ever taking a miss-path slot from
+// client traffic (under a miss flood it did, and /health failed).
+func statusReply(dst, pkt []byte) []byte {
+	start := len(dst)
+	dst = append(dst, pkt[:dnswire.HeaderLen]...)
+	out := dst[start:]
+	dnswire.SetFlags(out, dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD)|dnswire.FlagQR|rcodeNotImp)
+	for i := range 4 {
+		dnswire.SetCount(out, i, 0)
+	}
+	return dst
+}
+
+// rcodeNotImp is NOTIMP.
+const rcodeNotImp = 4
+
+// udpReplyLimit is the longest UDP reply to q: the client's buffer size
+// (capped by the block's bufsize), at most outBufSize (4096). Every UDP
+// reply path caps its answer with it and sets TC beyond, so a small query
+// never brings a large answer (the miss path once answered a 47-byte query
+// asking for 65535 with 56 kB).
+func udpReplyLimit(q *dnswire.Query, bufSize int) int {
+	return min(outBufSize, udpLimit(q.MaxUDPSize(), bufSize))
+}
 
 // sockaddrToAddrPort decodes a sockaddr_in or sockaddr_in6.
 func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, l uint32) netip.AddrPort {

@@ -82,6 +82,11 @@ type AgentOptions struct {
 	Upstreams []string
 	// Template is the Corefile template (Corefile.base).
 	Template string
+	// StubDomains is the kube-dns ConfigMap's stubDomains (domain to
+	// upstream addresses); nil writes none.
+	StubDomains map[string][]string
+	// Args are appended to the agent's command line.
+	Args []string
 	// Prefix is prepended to the command line (e.g. ip netns exec NS).
 	Prefix []string
 	// NoWait returns right after the start, without waiting for answers.
@@ -117,10 +122,15 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 	}
 	kubeDNS := filepath.Join(dir, "kube-dns")
 	ups, _ := json.Marshal(opts.Upstreams)
-	for path, content := range map[string][]byte{
+	files := map[string][]byte{
 		filepath.Join(dir, "Corefile.base"):           []byte(opts.Template),
 		filepath.Join(kubeDNS, "upstreamNameservers"): ups,
-	} {
+	}
+	if opts.StubDomains != nil {
+		stubs, _ := json.Marshal(opts.StubDomains)
+		files[filepath.Join(kubeDNS, "stubDomains")] = stubs
+	}
+	for path, content := range files {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +154,7 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 		"-rundir", filepath.Join(dir, "run"),
 		"-lameduck", "0s",
 	)
+	args = append(args, opts.Args...)
 	a.cmd = exec.Command(args[0], args[1:]...)
 	a.cmd.Env = append(os.Environ(), "KUBE_DNS_UPSTREAM_SERVICE_HOST="+opts.ClusterDNS)
 	out, err := os.Create(filepath.Join(dir, "agent.out"))
@@ -190,6 +201,9 @@ func (a *Agent) waitReady(d time.Duration) error {
 	}
 	return fmt.Errorf("not answering after %v", d)
 }
+
+// PID returns the agent's process id.
+func (a *Agent) PID() int { return a.cmd.Process.Pid }
 
 // Exited reports whether the process ended, and how.
 func (a *Agent) Exited() (bool, error) {

@@ -12,16 +12,16 @@ quiet=false
 [ "${1:-}" = --quiet ] && quiet=true
 [ "$(id -u)" -eq 0 ] || die "needs root"
 
-if [ ! -e "$RUN_DIR" ] && [ ! -e "$NETNS_PATH" ] && [ ! -e "$DATA_DIR" ]; then
+if [ ! -e "$RUN_DIR" ] && [ ! -e "$NETNS_PATH" ] && [ ! -e "$INET_NETNS_PATH" ] && [ ! -e "$DATA_DIR" ]; then
 	$quiet || say "nothing to remove"
 	exit 0
 fi
 say "tearing down the e2e node"
 
-# pids_in_netns: every process whose network namespace is the node's.
+# pids_in_netns PATH: every process in that network namespace.
 pids_in_netns() {
 	local ino p
-	ino=$(stat -L -c %i "$NETNS_PATH" 2>/dev/null) || return 0
+	ino=$(stat -L -c %i "$1" 2>/dev/null) || return 0
 	for p in /proc/[0-9]*; do
 		[ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ino" ] && echo "${p#/proc/}"
 	done
@@ -56,7 +56,7 @@ fi
 # Whatever is left in the node's namespace or in the pods' cgroups: shims,
 # containers of pods with hostNetwork, anything a crashed run left.
 for i in 1 2 3; do
-	left=$( { pids_in_netns; pids_in_pods; } | sort -u)
+	left=$( { pids_in_netns "$NETNS_PATH"; pids_in_netns "$INET_NETNS_PATH"; pids_in_pods; } | sort -u)
 	[ -z "$left" ] && break
 	for p in $left; do kill -KILL "$p" 2>/dev/null; done
 	sleep 0.5
@@ -70,7 +70,9 @@ for i in 1 2 3; do
 	for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 done
 
-[ -e "$NETNS_PATH" ] && { ip netns del "$NETNS" || say "warning: ip netns del $NETNS failed"; }
+for ns in "$NETNS" "$INET_NETNS"; do
+	[ -e "/run/netns/$ns" ] && { ip netns del "$ns" || say "warning: ip netns del $ns failed"; }
+done
 
 # cgroups the kubelet and containerd made (deepest first).
 for i in 1 2 3; do
@@ -95,6 +97,13 @@ if [ -f "$RUN_DIR/sysctls" ]; then
 				say "warning: could not restore $key=$val (is $cur)"
 		fi
 	done <"$RUN_DIR/sysctls"
+fi
+
+# Host paths the hostPath volumes created.
+if [ -f "$RUN_DIR/created-paths" ]; then
+	while read -r p; do
+		case $p in /run/nodelocaldns) rm -rf "$p" ;; esac
+	done <"$RUN_DIR/created-paths"
 fi
 
 rm -rf "$DATA_DIR" "$RUN_DIR"

@@ -9,9 +9,12 @@ DATA_DIR=/var/lib/nlde2e        # etcd, containerd root, kubelet root, pod logs
 NETNS=nlde2e                    # the node's network namespace
 NETNS_PATH=/run/netns/$NETNS
 NODE_NAME=nlde2e-node
-NODE_IP=192.0.2.2               # on a dummy interface inside the node's namespace
+NODE_IP=192.0.2.2               # on a veth inside the node's namespace
 NODE_CIDR=192.0.2.2/24
-INET_IP=198.51.100.53           # the "internet": the authoritative server (nsd)
+INET_NETNS=nlde2e-inet          # the "internet": the other end of the node's veth
+INET_NETNS_PATH=/run/netns/$INET_NETNS
+INET_GW=192.0.2.1/24            # the node's default gateway, in the internet namespace
+INET_IP=198.51.100.53           # the authoritative server (nsd) there
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/12
 KUBE_DNS_IP=10.96.0.10
@@ -47,6 +50,7 @@ die() { printf 'e2e: ERROR: %s\n' "$*" >&2; exit 1; }
 # innode runs a command inside the node's network namespace (the host's mount
 # namespace, so that containerd and the kubelet see each other's mounts).
 innode() { nsenter --net="$NETNS_PATH" -- "$@"; }
+ininet() { nsenter --net="$INET_NETNS_PATH" -- "$@"; }
 
 # kc is kubectl against the e2e node.
 kc() { innode "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG_FILE" "$@"; }

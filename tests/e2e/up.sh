@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make e2e-up`: a real single-node cluster inside a network namespace this
-# script creates (node IP 192.0.2.2 on a dummy interface, no route out):
+# script creates (node IP 192.0.2.2 on a veth to a second "internet" namespace, no route out):
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
 # kubelet and kube-proxy, an authoritative nsd for the "internet" zones,
 # CoreDNS as kube-dns, and the project installed with `kubectl apply -k`
@@ -30,27 +30,39 @@ bash "$REPO/tests/e2e/down.sh" --quiet
 mkdir -p "$E2E_DIR" "$LOG_DIR" "$PIDS_DIR" "$DATA_DIR" "$E2E_DIR/pki"
 echo "$REPO" > "$RUN_DIR/owner"
 
+# Host paths the install's hostPath volumes create (DirectoryOrCreate,
+# the agent's run directory): down.sh removes it if it did not exist before
+# (not /run/xtables.lock: removing a lock file others may hold breaks the lock).
+for p in /run/nodelocaldns; do
+	[ -e "$p" ] || echo "$p"
+done >"$RUN_DIR/created-paths"
+
 # --- sysctls ---------------------------------------------------------------
 for s in "${SYSCTLS[@]}"; do
 	v=$(sysctl -n "$s" 2>/dev/null) && printf '%s=%s\n' "$s" "$v"
 done > "$RUN_DIR/sysctls"
 
 # --- network namespace -------------------------------------------------------
-say "creating network namespace $NETNS (node $NODE_IP, authoritative DNS $INET_IP)"
+say "creating network namespaces $NETNS (node $NODE_IP) and $INET_NETNS (authoritative DNS $INET_IP)"
 ip netns add "$NETNS"
+ip netns add "$INET_NETNS"
 innode ip link set lo up
-innode ip link add nlde2e0 type dummy
+ininet ip link set lo up
+# The node's only link goes to the "internet" namespace, which has no route
+# out and does not forward: nothing leaves the two namespaces.
+innode ip link add nlde2e0 type veth peer name nlde2e-gw netns "$INET_NETNS"
 innode ip addr add "$NODE_CIDR" dev nlde2e0
 innode ip link set nlde2e0 up
-# The default route ends on the dummy interface: nothing leaves the namespace.
-innode ip route add default dev nlde2e0
-innode ip link add nlde2e-inet type dummy
-innode ip addr add "$INET_IP/32" dev nlde2e-inet
-innode ip link set nlde2e-inet up
+innode ip route add default via "${INET_GW%/*}"
+ininet ip addr add "$INET_GW" dev nlde2e-gw
+ininet ip addr add "$INET_IP/32" dev lo
+ininet ip link set nlde2e-gw up
+ininet ip route add "$POD_CIDR" via "$NODE_IP"
+ininet sysctl -q -w net.ipv4.ip_forward=0
 
-start() { # name binary args...
+start() { # name binary args... (in the node's namespace; NS=path overrides)
 	local name=$1; shift
-	setsid nsenter --net="$NETNS_PATH" -- "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+	setsid nsenter --net="${NS:-$NETNS_PATH}" -- "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
 	echo "$!" >"$PIDS_DIR/$name"
 	echo "$1" >"$PIDS_DIR/$name.bin"
 }
@@ -113,7 +125,7 @@ zone:
   zonefile: example.net.zone
 C
 nsd-checkconf "$E2E_DIR/nsd/nsd.conf"
-start nsd "$(command -v nsd)" -d -c "$E2E_DIR/nsd/nsd.conf"
+NS=$INET_NETNS_PATH start nsd "$(command -v nsd)" -d -c "$E2E_DIR/nsd/nsd.conf"
 echo "nameserver $INET_IP" >"$E2E_DIR/resolv.conf"
 
 # --- certificates --------------------------------------------------------------

@@ -3,9 +3,12 @@
 // static binary run as user 65532), the agent on a minimal root filesystem
 // unpacked from Debian packages (iptables and the libraries it needs, found
 // with apt-cache depends, fetched with apt-get download, unpacked with
-// dpkg-deb -x). Each image is written as an OCI image layout tarball
-// (<name>.oci.tar, for podman/skopeo/crane/docker >= 25) and as a
-// `docker load` tarball (<name>.docker.tar).
+// dpkg-deb -x). Every image is built for each of Options.Platforms
+// (linux/amd64 and linux/arm64 by default: Go cross-compiles, and the agent's
+// packages are Debian's for that architecture). Each image is written as an
+// OCI image layout tarball holding one image index over the platforms
+// (<name>.oci.tar, for podman/skopeo/crane/containerd/docker >= 25), and the
+// first platform's image as a `docker load` tarball (<name>.docker.tar).
 package images
 
 import (
@@ -81,8 +84,21 @@ type Options struct {
 	// the packages installed on this machine, from dpkg-query -L: offline,
 	// for tests).
 	Source string
+	// Platforms are the os/arch pairs to build (nil = DefaultPlatforms);
+	// only linux is supported. The first one goes into the docker tarball.
+	Platforms []string
 	// Log receives progress lines (nil = discard).
 	Log io.Writer
+}
+
+// DefaultPlatforms are the platforms `make images` builds.
+var DefaultPlatforms = []string{"linux/amd64", "linux/arm64"}
+
+// Platform is one built image of an index.
+type Platform struct {
+	Arch     string // GOARCH and Debian architecture: amd64, arm64
+	Digest   v1.Hash
+	Packages []string // Debian packages in the image (agent)
 }
 
 // Result describes one built image.
@@ -91,8 +107,9 @@ type Result struct {
 	Ref       string // repository:tag
 	OCITar    string
 	DockerTar string
+	// Digest is the image index's.
 	Digest    v1.Hash
-	Packages  []string // Debian packages in the image (agent)
+	Platforms []Platform
 }
 
 // Build builds both images and writes their tarballs into opts.Out.
@@ -116,6 +133,14 @@ func Build(ctx context.Context, opts Options) ([]Result, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	if len(opts.Platforms) == 0 {
+		opts.Platforms = DefaultPlatforms
+	}
+	for _, p := range opts.Platforms {
+		if _, err := archOf(p); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
@@ -126,8 +151,20 @@ func Build(ctx context.Context, opts Options) ([]Result, error) {
 	defer os.RemoveAll(work)
 
 	var results []Result
-	for _, b := range []func(context.Context, Options, string) (Result, error){buildWebhook, buildAgent} {
-		r, err := b(ctx, opts, work)
+	for _, b := range []struct {
+		short, repo string
+		build       func(context.Context, Options, string, string) (built, error)
+	}{{"webhook", WebhookRepo, buildWebhook}, {"agent", AgentRepo, buildAgent}} {
+		var imgs []built
+		for _, p := range opts.Platforms {
+			arch, _ := archOf(p)
+			img, err := b.build(ctx, opts, work, arch)
+			if err != nil {
+				return nil, err
+			}
+			imgs = append(imgs, img)
+		}
+		r, err := write(opts, b.short, b.repo, imgs)
 		if err != nil {
 			return nil, err
 		}
@@ -136,10 +173,27 @@ func Build(ctx context.Context, opts Options) ([]Result, error) {
 	return results, nil
 }
 
-func buildWebhook(ctx context.Context, opts Options, work string) (Result, error) {
-	bin, err := goBuild(ctx, opts, work, "webhook")
+// archOf returns the architecture of an os/arch platform.
+func archOf(platform string) (string, error) {
+	goos, arch, ok := strings.Cut(platform, "/")
+	if !ok || goos != "linux" || (arch != "amd64" && arch != "arm64") {
+		return "", fmt.Errorf("images: platform %q: want linux/amd64 or linux/arm64", platform)
+	}
+	return arch, nil
+}
+
+// built is one platform's image before it goes into an index.
+type built struct {
+	arch     string
+	cfg      v1.Config
+	layers   []v1.Layer
+	packages []string
+}
+
+func buildWebhook(ctx context.Context, opts Options, work, arch string) (built, error) {
+	bin, err := goBuild(ctx, opts, work, "webhook", arch)
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
 	files := []file{
 		{path: "etc/passwd", mode: 0o644, data: []byte(fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID))},
@@ -150,7 +204,7 @@ func buildWebhook(ctx context.Context, opts Options, work string) (Result, error
 	}
 	layer, err := layerOf(files)
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
 	cfg := v1.Config{
 		User:       fmt.Sprintf("%d:%d", NonRootUID, NonRootUID),
@@ -161,26 +215,26 @@ func buildWebhook(ctx context.Context, opts Options, work string) (Result, error
 			"Mutating admission webhook that points pods at the node-local DNS cache."),
 		ExposedPorts: map[string]struct{}{"9443/tcp": {}},
 	}
-	return write(opts, "webhook", WebhookRepo, cfg, []v1.Layer{layer}, nil)
+	return built{arch: arch, cfg: cfg, layers: []v1.Layer{layer}}, nil
 }
 
-func buildAgent(ctx context.Context, opts Options, work string) (Result, error) {
-	bin, err := goBuild(ctx, opts, work, "agent")
+func buildAgent(ctx context.Context, opts Options, work, arch string) (built, error) {
+	bin, err := goBuild(ctx, opts, work, "agent", arch)
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
-	pkgs, err := resolvePackages(ctx, AgentPackages)
+	pkgs, err := resolvePackages(ctx, AgentPackages, arch)
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
-	fmt.Fprintf(opts.Log, "agent: Debian packages %s\n", strings.Join(pkgs, " "))
-	rootfs := filepath.Join(work, "agent-rootfs")
-	if err := unpackDebs(ctx, opts, pkgs, rootfs); err != nil {
-		return Result{}, err
+	fmt.Fprintf(opts.Log, "agent %s: Debian packages %s\n", arch, strings.Join(pkgs, " "))
+	rootfs := filepath.Join(work, "agent-rootfs-"+arch)
+	if err := unpackDebs(ctx, opts, pkgs, arch, rootfs); err != nil {
+		return built{}, err
 	}
 	base, err := layerOfDir(rootfs)
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
 	app, err := layerOf([]file{
 		{path: "etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/sbin/nologin\n")},
@@ -191,7 +245,7 @@ func buildAgent(ctx context.Context, opts Options, work string) (Result, error) 
 		{path: "agent", mode: 0o755, src: bin},
 	})
 	if err != nil {
-		return Result{}, err
+		return built{}, err
 	}
 	cfg := v1.Config{
 		// Root with NET_ADMIN only (see manifests/agent): it manages the
@@ -204,7 +258,7 @@ func buildAgent(ctx context.Context, opts Options, work string) (Result, error) 
 			"Node-local DNS cache, a drop-in replacement for k8s-dns-node-cache."),
 		ExposedPorts: map[string]struct{}{"53/udp": {}, "53/tcp": {}, "9253/tcp": {}, "9353/tcp": {}, "8080/tcp": {}},
 	}
-	return write(opts, "agent", AgentRepo, cfg, []v1.Layer{base, app}, pkgs)
+	return built{arch: arch, cfg: cfg, layers: []v1.Layer{base, app}, packages: pkgs}, nil
 }
 
 func labels(opts Options, title, description string) map[string]string {
@@ -222,49 +276,79 @@ func labels(opts Options, title, description string) map[string]string {
 	return l
 }
 
-// write assembles the image and writes both tarballs.
-func write(opts Options, short, repo string, cfg v1.Config, layers []v1.Layer, pkgs []string) (Result, error) {
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
-	if err != nil {
-		return Result{}, fmt.Errorf("images: %s layers: %w", short, err)
-	}
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return Result{}, fmt.Errorf("images: %s config: %w", short, err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config = cfg
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Created = v1.Time{Time: epoch}
-	cf.Author = "nodelocaldns"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return Result{}, fmt.Errorf("images: %s config: %w", short, err)
-	}
+// write assembles one image per platform, the index over them, and writes
+// both tarballs.
+func write(opts Options, short, repo string, imgs []built) (Result, error) {
 	ref, err := name.NewTag(repo + ":" + opts.Version)
 	if err != nil {
 		return Result{}, fmt.Errorf("images: tag: %w", err)
 	}
-	digest, err := img.Digest()
-	if err != nil {
-		return Result{}, fmt.Errorf("images: %s digest: %w", short, err)
-	}
-	r := Result{Name: short, Ref: ref.String(), Digest: digest, Packages: pkgs,
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	r := Result{Name: short, Ref: ref.String(),
 		OCITar:    filepath.Join(opts.Out, short+".oci.tar"),
 		DockerTar: filepath.Join(opts.Out, short+".docker.tar"),
 	}
-	if err := tarball.WriteToFile(r.DockerTar, ref, img); err != nil {
+	var first v1.Image
+	for _, b := range imgs {
+		img, err := image(short, b)
+		if err != nil {
+			return Result{}, err
+		}
+		digest, err := img.Digest()
+		if err != nil {
+			return Result{}, fmt.Errorf("images: %s %s digest: %w", short, b.arch, err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: b.arch}},
+		})
+		r.Platforms = append(r.Platforms, Platform{Arch: b.arch, Digest: digest, Packages: b.packages})
+		if first == nil {
+			first = img
+		}
+	}
+	if r.Digest, err = idx.Digest(); err != nil {
+		return Result{}, fmt.Errorf("images: %s index digest: %w", short, err)
+	}
+	if err := tarball.WriteToFile(r.DockerTar, ref, first); err != nil {
 		return Result{}, fmt.Errorf("images: write %s: %w", r.DockerTar, err)
 	}
-	if err := writeOCITar(r.OCITar, ref, img); err != nil {
+	if err := writeOCITar(r.OCITar, ref, idx); err != nil {
 		return Result{}, err
 	}
-	fmt.Fprintf(opts.Log, "%s: %s %s\n  %s\n  %s\n", short, r.Ref, digest, r.OCITar, r.DockerTar)
+	fmt.Fprintf(opts.Log, "%s: %s index %s\n", short, r.Ref, r.Digest)
+	for _, p := range r.Platforms {
+		fmt.Fprintf(opts.Log, "  linux/%s %s\n", p.Arch, p.Digest)
+	}
+	fmt.Fprintf(opts.Log, "  %s (index)\n  %s (linux/%s)\n", r.OCITar, r.DockerTar, imgs[0].arch)
 	return r, nil
 }
 
-// writeOCITar writes an OCI image layout holding img (tagged ref) as a tar.
-func writeOCITar(path string, ref name.Tag, img v1.Image) error {
+// image assembles one platform's image.
+func image(short string, b built) (v1.Image, error) {
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), b.layers...)
+	if err != nil {
+		return nil, fmt.Errorf("images: %s layers: %w", short, err)
+	}
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("images: %s config: %w", short, err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config = b.cfg
+	cf.OS, cf.Architecture = "linux", b.arch
+	cf.Created = v1.Time{Time: epoch}
+	cf.Author = "nodelocaldns"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, fmt.Errorf("images: %s config: %w", short, err)
+	}
+	return img, nil
+}
+
+// writeOCITar writes an OCI image layout holding the index idx (tagged ref)
+// as a tar.
+func writeOCITar(path string, ref name.Tag, idx v1.ImageIndex) error {
 	dir, err := os.MkdirTemp("", "oci-layout-")
 	if err != nil {
 		return fmt.Errorf("images: %w", err)
@@ -274,7 +358,7 @@ func writeOCITar(path string, ref name.Tag, img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("images: OCI layout: %w", err)
 	}
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{
+	if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{
 		"org.opencontainers.image.ref.name": ref.TagStr(),
 		"io.containerd.image.name":          ref.String(),
 	})); err != nil {
@@ -324,22 +408,24 @@ func writeOCITar(path string, ref name.Tag, img v1.Image) error {
 	return nil
 }
 
-// goBuild builds a static binary of ./<cmd>.
-func goBuild(ctx context.Context, opts Options, work, cmd string) (string, error) {
-	out := filepath.Join(work, cmd)
+// goBuild builds a static binary of ./<cmd> for linux/arch.
+func goBuild(ctx context.Context, opts Options, work, cmd, arch string) (string, error) {
+	out := filepath.Join(work, cmd+"-"+arch)
 	c := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, "./"+cmd)
 	c.Dir = opts.Repo
-	c.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	c.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if b, err := c.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("images: go build ./%s: %w\n%s", cmd, err, b)
+		return "", fmt.Errorf("images: go build ./%s for linux/%s: %w\n%s", cmd, arch, err, b)
 	}
-	fmt.Fprintf(opts.Log, "%s: built static binary\n", cmd)
+	fmt.Fprintf(opts.Log, "%s: built static binary for linux/%s\n", cmd, arch)
 	return out, nil
 }
 
-// resolvePackages returns roots plus their Depends and Pre-Depends,
-// recursively (the first alternative of each), minus skipPackages, sorted.
-func resolvePackages(ctx context.Context, roots []string) ([]string, error) {
+// resolvePackages returns roots plus their Depends and Pre-Depends for the
+// Debian architecture arch, recursively (the first alternative of each, the
+// first provider of a virtual package), minus skipPackages, sorted, without
+// architecture qualifiers.
+func resolvePackages(ctx context.Context, roots []string, arch string) ([]string, error) {
 	seen := map[string]bool{}
 	queue := append([]string(nil), roots...)
 	for len(queue) > 0 {
@@ -349,14 +435,18 @@ func resolvePackages(ctx context.Context, roots []string) ([]string, error) {
 			continue
 		}
 		seen[pkg] = true
-		out, err := exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests",
-			"--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", pkg).Output()
+		apt, err := aptName(ctx, pkg, arch)
 		if err != nil {
-			return nil, fmt.Errorf("images: apt-cache depends %s: %w", pkg, err)
+			return nil, err
+		}
+		out, err := exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests",
+			"--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", apt).Output()
+		if err != nil {
+			return nil, fmt.Errorf("images: apt-cache depends %s: %w", apt, err)
 		}
 		deps, err := parseDepends(string(out))
 		if err != nil {
-			return nil, fmt.Errorf("images: apt-cache depends %s: %w", pkg, err)
+			return nil, fmt.Errorf("images: apt-cache depends %s: %w", apt, err)
 		}
 		queue = append(queue, deps...)
 	}
@@ -368,20 +458,79 @@ func resolvePackages(ctx context.Context, roots []string) ([]string, error) {
 	return pkgs, nil
 }
 
+// hostArch is dpkg's architecture of this machine.
+func hostArch(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "dpkg", "--print-architecture").Output()
+	if err != nil {
+		return "", fmt.Errorf("images: dpkg --print-architecture: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// aptName is how apt names pkg for arch: pkg itself on the host's
+// architecture and for Architecture: all packages, else pkg:arch. A foreign
+// architecture apt does not know is an error that says how to add it.
+func aptName(ctx context.Context, pkg, arch string) (string, error) {
+	host, err := hostArch(ctx)
+	if err != nil {
+		return "", err
+	}
+	if arch == host {
+		return pkg, nil
+	}
+	qualified := pkg + ":" + arch
+	if candidate(ctx, qualified) != "" {
+		return qualified, nil
+	}
+	if out, err := exec.CommandContext(ctx, "apt-cache", "show", "--no-all-versions", pkg).Output(); err == nil &&
+		strings.Contains(string(out), "\nArchitecture: all\n") {
+		return pkg, nil
+	}
+	return "", fmt.Errorf("images: apt has no %s: add the architecture with `dpkg --add-architecture %s && apt-get update` (tests/install-deps.sh does)", qualified, arch)
+}
+
+// candidate returns apt's candidate version of pkg ("" = none).
+func candidate(ctx context.Context, pkg string) string {
+	out, err := exec.CommandContext(ctx, "apt-cache", "policy", pkg).Output()
+	if err != nil {
+		return ""
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
+			if v = strings.TrimSpace(v); v != "(none)" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
 // parseDepends reads `apt-cache depends` output: the first alternative of
-// every Depends/PreDepends line; virtual packages (<name>) are skipped.
+// every Depends/PreDepends line; a virtual package (<name>) stands for the
+// first provider listed under it (for a foreign architecture, apt shows
+// Architecture: all packages such as netbase this way) and is skipped when
+// none is listed.
 func parseDepends(out string) ([]string, error) {
 	var deps []string
 	lines := strings.Split(out, "\n")
 	if len(lines) == 0 || strings.TrimSpace(lines[0]) == "" {
 		return nil, errors.New("empty output")
 	}
-	alternative := false
+	alternative, wantProvider := false, false
 	for _, line := range lines[1:] {
 		trimmed := strings.TrimSpace(line)
 		isAlt := strings.HasPrefix(trimmed, "|")
 		trimmed = strings.TrimPrefix(trimmed, "|")
 		kind, pkg, ok := strings.Cut(trimmed, ":")
+		if trimmed != "" && !strings.Contains(trimmed, " ") && (!ok || !strings.HasSuffix(kind, "epends")) {
+			// A provider line under a virtual package: "    netbase".
+			if wantProvider {
+				deps = append(deps, strings.TrimPrefix(kind, "<"))
+				wantProvider = false
+			}
+			continue
+		}
+		wantProvider = false
 		if !ok || (kind != "Depends" && kind != "PreDepends") {
 			alternative = false
 			continue
@@ -389,7 +538,11 @@ func parseDepends(out string) ([]string, error) {
 		pkg = strings.TrimSpace(pkg)
 		wasAlt := alternative
 		alternative = isAlt // the next line is another alternative of this one
-		if wasAlt || strings.HasPrefix(pkg, "<") {
+		if wasAlt {
+			continue
+		}
+		if strings.HasPrefix(pkg, "<") {
+			wantProvider = true
 			continue
 		}
 		if i := strings.IndexByte(pkg, ':'); i >= 0 { // libc6:amd64
@@ -403,18 +556,22 @@ func parseDepends(out string) ([]string, error) {
 // unpackDebs downloads the packages (kept in the cache) and unpacks them
 // into dir, without docs, then adds what dpkg's maintainer scripts would
 // have: the update-alternatives links of iptables.
-func unpackDebs(ctx context.Context, opts Options, pkgs []string, dir string) error {
+func unpackDebs(ctx context.Context, opts Options, pkgs []string, arch, dir string) error {
 	if err := os.MkdirAll(opts.DebCache, 0o755); err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
+	host, err := hostArch(ctx)
+	if err != nil {
+		return err
+	}
 	for _, pkg := range pkgs {
-		if opts.Source == SourceInstalled {
+		if opts.Source == SourceInstalled && arch == host {
 			if err := copyInstalled(ctx, pkg, dir); err != nil {
 				return err
 			}
 			continue
 		}
-		deb, err := fetchDeb(ctx, opts, pkg)
+		deb, err := fetchDeb(ctx, opts, pkg, arch)
 		if err != nil {
 			return err
 		}
@@ -506,36 +663,44 @@ func copyInstalled(ctx context.Context, pkg, dir string) error {
 
 // fetchDeb returns the cached .deb of pkg's candidate version, downloading it
 // with apt-get download when missing.
-func fetchDeb(ctx context.Context, opts Options, pkg string) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-cache", "policy", pkg).Output()
+func fetchDeb(ctx context.Context, opts Options, pkg, arch string) (string, error) {
+	apt, err := aptName(ctx, pkg, arch)
 	if err != nil {
-		return "", fmt.Errorf("images: apt-cache policy %s: %w", pkg, err)
+		return "", err
 	}
-	version := ""
-	for line := range strings.SplitSeq(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
-			version = strings.TrimSpace(v)
+	version := candidate(ctx, apt)
+	if version == "" {
+		return "", fmt.Errorf("images: no candidate version of %s (apt-get update?)", apt)
+	}
+	// apt-get download names files <pkg>_<version with : as %3a>_<arch>.deb,
+	// <arch> being "all" for Architecture: all packages.
+	prefix := filepath.Join(opts.DebCache, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_")
+	find := func() string {
+		for _, a := range []string{arch, "all"} {
+			if _, err := os.Stat(prefix + a + ".deb"); err == nil {
+				return prefix + a + ".deb"
+			}
 		}
+		return ""
 	}
-	if version == "" || version == "(none)" {
-		return "", fmt.Errorf("images: no candidate version of %s (apt-get update?)", pkg)
+	if deb := find(); deb != "" {
+		return deb, nil
 	}
-	// apt-get download names files <pkg>_<version with : as %3a>_<arch>.deb.
-	pattern := filepath.Join(opts.DebCache, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_*.deb")
-	if m, _ := filepath.Glob(pattern); len(m) > 0 {
-		return m[0], nil
+	args := []string{"download", "-q"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-o", "APT::Sandbox::User=root") // the cache is root's
 	}
-	c := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg+"="+version)
+	c := exec.CommandContext(ctx, "apt-get", append(args, apt+"="+version)...)
 	c.Dir = opts.DebCache
 	if b, err := c.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("images: apt-get download %s=%s: %w\n%s", pkg, version, err, b)
+		return "", fmt.Errorf("images: apt-get download %s=%s: %w\n%s", apt, version, err, b)
 	}
-	m, _ := filepath.Glob(pattern)
-	if len(m) == 0 {
-		return "", fmt.Errorf("images: apt-get download %s left no %s", pkg, pattern)
+	deb := find()
+	if deb == "" {
+		return "", fmt.Errorf("images: apt-get download %s left no %s{%s,all}.deb", apt, prefix, arch)
 	}
-	fmt.Fprintf(opts.Log, "agent: downloaded %s\n", filepath.Base(m[0]))
-	return m[0], nil
+	fmt.Fprintf(opts.Log, "agent %s: downloaded %s\n", arch, filepath.Base(deb))
+	return deb, nil
 }
 
 // file is one entry of a layer built from memory or a host file.

@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 )
@@ -33,6 +35,7 @@ func TestParseDepends(t *testing.T) {
 		{"alternatives take the first", "x\n |Depends: a\n  Depends: b\n  Depends: c\n", []string{"a", "c"}},
 		{"arch qualifier", "x\n  Depends: libc6:amd64\n", []string{"libc6"}},
 		{"no dependencies", "netbase\n", nil},
+		{"virtual stands for its first provider", "iptables:arm64\n  Depends: libc6:arm64\n  Depends: <netbase:arm64>\n    netbase\n    other\n  Depends: libmnl0:arm64\n", []string{"libc6", "netbase", "libmnl0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseDepends(tc.out)
@@ -49,12 +52,14 @@ func TestParseDepends(t *testing.T) {
 	}
 }
 
-// TestBuildImages builds both images from this checkout (the agent's Debian
-// packages taken from the ones installed here, offline), reads the tarballs
-// back, checks the image configuration and the file systems, and (as root)
-// runs the binaries chrooted into the extracted root file systems.
+// TestBuildImages builds both images for linux/amd64 and linux/arm64 from
+// this checkout (the agent's amd64 Debian packages taken from the ones
+// installed here, the arm64 ones downloaded with apt-get), reads the
+// tarballs back, checks the index, every image's configuration and file
+// system, and (as root) runs the binaries chrooted into the extracted root
+// file systems: natively on amd64, under Debian's qemu-user-static on arm64.
 func TestBuildImages(t *testing.T) {
-	for _, tool := range []string{"go", "apt-cache", "dpkg-query"} {
+	for _, tool := range []string{"go", "apt-cache", "apt-get", "dpkg-query", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			testenv.Unavailable(t, tool+" not found")
 		}
@@ -62,11 +67,15 @@ func TestBuildImages(t *testing.T) {
 	if err := exec.Command("dpkg-query", "-W", "iptables").Run(); err != nil {
 		testenv.Unavailable(t, "iptables package not installed (tests/install-deps.sh)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	if out, _ := exec.Command("dpkg", "--print-foreign-architectures").Output(); !strings.Contains(string(out), "arm64") {
+		testenv.Unavailable(t, "apt has no arm64 packages: dpkg --add-architecture arm64 && apt-get update (tests/install-deps.sh)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	out := t.TempDir()
 	start := time.Now()
-	results, err := Build(ctx, Options{Out: out, Repo: testenv.RepoRoot(), Version: "v0.0.0-test", Revision: "abc123", Source: SourceInstalled})
+	results, err := Build(ctx, Options{Out: out, Repo: testenv.RepoRoot(), Version: "v0.0.0-test", Revision: "abc123",
+		Source: SourceInstalled, DebCache: debCache(t)})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -76,40 +85,93 @@ func TestBuildImages(t *testing.T) {
 	}
 	for _, r := range results {
 		t.Run(r.Name, func(t *testing.T) {
-			img := readOCITar(t, r)
-			checkDockerTar(t, r, img)
-			cf, err := img.ConfigFile()
-			if err != nil {
-				t.Fatal(err)
+			imgs := readOCITar(t, r)
+			if got := slices.Sorted(maps.Keys(imgs)); !slices.Equal(got, []string{"amd64", "arm64"}) {
+				t.Fatalf("index platforms %v, want amd64 and arm64", got)
 			}
-			c := cf.Config
-			if cf.OS != "linux" || cf.Architecture != "amd64" {
-				t.Errorf("platform %s/%s", cf.OS, cf.Architecture)
-			}
-			for _, l := range []string{"org.opencontainers.image.title", "org.opencontainers.image.source", "org.opencontainers.image.description"} {
-				if c.Labels[l] == "" {
-					t.Errorf("label %s missing (%v)", l, c.Labels)
-				}
-			}
-			if c.Labels["org.opencontainers.image.version"] != "v0.0.0-test" || c.Labels["org.opencontainers.image.revision"] != "abc123" {
-				t.Errorf("version/revision labels %v", c.Labels)
-			}
-			root := extract(t, img)
-			size := dirSize(t, root)
-			t.Logf("%s: %d layers, %.1f MiB unpacked, digest %s", r.Ref, len(mustLayers(t, img)), float64(size)/(1<<20), r.Digest)
-			switch r.Name {
-			case "webhook":
-				checkWebhook(t, c, root)
-			case "agent":
-				checkAgent(t, c, root, r.Packages)
-			default:
-				t.Fatalf("unexpected image %q", r.Name)
+			checkDockerTar(t, r, imgs["amd64"])
+			for _, p := range r.Platforms {
+				t.Run(p.Arch, func(t *testing.T) {
+					img := imgs[p.Arch]
+					if d, _ := img.Digest(); d != p.Digest {
+						t.Errorf("index holds %s for %s, Build reported %s", d, p.Arch, p.Digest)
+					}
+					cf, err := img.ConfigFile()
+					if err != nil {
+						t.Fatal(err)
+					}
+					c := cf.Config
+					if cf.OS != "linux" || cf.Architecture != p.Arch {
+						t.Errorf("config platform %s/%s, want linux/%s", cf.OS, cf.Architecture, p.Arch)
+					}
+					for _, l := range []string{"org.opencontainers.image.title", "org.opencontainers.image.source", "org.opencontainers.image.description"} {
+						if c.Labels[l] == "" {
+							t.Errorf("label %s missing (%v)", l, c.Labels)
+						}
+					}
+					if c.Labels["org.opencontainers.image.version"] != "v0.0.0-test" || c.Labels["org.opencontainers.image.revision"] != "abc123" {
+						t.Errorf("version/revision labels %v", c.Labels)
+					}
+					root := extract(t, img)
+					size := dirSize(t, root)
+					t.Logf("%s linux/%s: %d layers, %.1f MiB unpacked, digest %s", r.Ref, p.Arch, len(mustLayers(t, img)), float64(size)/(1<<20), p.Digest)
+					run := runner(t, root, p.Arch)
+					switch r.Name {
+					case "webhook":
+						checkWebhook(t, c, root, p.Arch, run)
+					case "agent":
+						checkAgent(t, c, root, p.Arch, p.Packages, run)
+					default:
+						t.Fatalf("unexpected image %q", r.Name)
+					}
+				})
 			}
 		})
 	}
 }
 
-func checkWebhook(t *testing.T, c v1.Config, root string) {
+// debCache keeps the downloaded arm64 packages between runs (bin/images/debs,
+// which `make images` uses too).
+func debCache(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(testenv.RepoRoot(), "bin", "images", "debs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runFunc runs a command of an image's root file system as a user and
+// returns its output.
+type runFunc func(user string, args ...string) string
+
+// runner runs commands chrooted into root: natively for amd64, through
+// qemu-aarch64-static (copied into the root, so the arm64 program and its
+// libraries are the image's) for arm64. binfmt_misc is not needed.
+func runner(t *testing.T, root, arch string) runFunc {
+	t.Helper()
+	var prefix []string
+	if arch == "arm64" {
+		qemu, err := exec.LookPath("qemu-aarch64-static")
+		if err != nil {
+			testenv.Unavailable(t, "qemu-aarch64-static not found (Debian qemu-user-static, tests/install-deps.sh)")
+		}
+		data, err := os.ReadFile(qemu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "qemu-aarch64-static"), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		prefix = []string{"/qemu-aarch64-static"}
+	}
+	return func(user string, args ...string) string {
+		t.Helper()
+		return chroot(t, root, user, append(prefix, args...)...)
+	}
+}
+
+func checkWebhook(t *testing.T, c v1.Config, root, arch string, run runFunc) {
 	t.Helper()
 	if c.User != "65532:65532" {
 		t.Errorf("user %q, want 65532:65532", c.User)
@@ -123,17 +185,15 @@ func checkWebhook(t *testing.T, c v1.Config, root string) {
 			t.Errorf("webhook image contains /%s", p)
 		}
 	}
-	checkStatic(t, filepath.Join(root, "webhook"))
-	if os.Geteuid() != 0 {
-		testenv.RequireRoot(t)
-	}
-	out := chroot(t, root, "65532:65532", "/webhook", "--help")
+	checkStatic(t, filepath.Join(root, "webhook"), arch)
+	testenv.RequireRoot(t)
+	out := run("65532:65532", "/webhook", "--help")
 	if !strings.Contains(out, "cert-dir") {
 		t.Errorf("/webhook --help as 65532 does not list --cert-dir:\n%s", out)
 	}
 }
 
-func checkAgent(t *testing.T, c v1.Config, root string, pkgs []string) {
+func checkAgent(t *testing.T, c v1.Config, root, arch string, pkgs []string, run runFunc) {
 	t.Helper()
 	if c.User != "0:0" {
 		t.Errorf("user %q, want 0:0 (NET_ADMIN needs root)", c.User)
@@ -154,7 +214,8 @@ func checkAgent(t *testing.T, c v1.Config, root string, pkgs []string) {
 	if _, err := os.Stat(filepath.Join(root, "usr/share/doc")); err == nil {
 		t.Error("documentation was not pruned")
 	}
-	checkStatic(t, filepath.Join(root, "agent"))
+	checkStatic(t, filepath.Join(root, "agent"), arch)
+	checkELF(t, filepath.Join(root, "usr/sbin/xtables-nft-multi"), arch)
 	testenv.RequireRoot(t)
 	for _, tc := range []struct {
 		name string
@@ -167,12 +228,22 @@ func checkAgent(t *testing.T, c v1.Config, root string, pkgs []string) {
 		{"agent help", []string{"/agent", "-h"}, "-localip"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := chroot(t, root, "0:0", tc.args...)
+			out := run("0:0", tc.args...)
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("%v printed %q, want it to contain %q", tc.args, out, tc.want)
 			}
 		})
 	}
+	t.Run("agent -version", func(t *testing.T) {
+		if !strings.Contains(run("0:0", "/agent", "-h"), "-version") {
+			t.Skip("the agent has no -version flag yet (issue 11 adds it); -h ran above")
+		}
+		if out := strings.TrimSpace(run("0:0", "/agent", "-version")); out == "" {
+			t.Error("/agent -version printed nothing")
+		} else {
+			t.Logf("/agent -version: %s", out)
+		}
+	})
 }
 
 // chroot runs args inside root as user (uid:gid) and returns the output. A
@@ -191,13 +262,27 @@ func chroot(t *testing.T, root, user string, args ...string) string {
 	return string(out)
 }
 
-// checkStatic fails when the binary has a program interpreter (is dynamic).
-func checkStatic(t *testing.T, path string) {
+// elfMachines are the ELF machines of the architectures.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// checkELF fails when the file is not an ELF program for arch.
+func checkELF(t *testing.T, path, arch string) *elf.File {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+	if f.Machine != elfMachines[arch] {
+		t.Errorf("%s is for %s, want %s (%s)", path, f.Machine, elfMachines[arch], arch)
+	}
+	return f
+}
+
+// checkStatic fails when the binary is not for arch or has a program
+// interpreter (is dynamic).
+func checkStatic(t *testing.T, path, arch string) {
+	t.Helper()
+	f := checkELF(t, path, arch)
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -206,9 +291,10 @@ func checkStatic(t *testing.T, path string) {
 	}
 }
 
-// readOCITar unpacks the OCI layout tarball and returns its one image, which
-// must carry the reference annotation.
-func readOCITar(t *testing.T, r Result) v1.Image {
+// readOCITar unpacks the OCI layout tarball, which must hold one image
+// index carrying the reference annotation, and returns the index's images by
+// architecture.
+func readOCITar(t *testing.T, r Result) map[string]v1.Image {
 	t.Helper()
 	dir := t.TempDir()
 	f, err := os.Open(r.OCITar)
@@ -217,29 +303,48 @@ func readOCITar(t *testing.T, r Result) v1.Image {
 	}
 	defer f.Close()
 	untar(t, f, dir)
-	idx, err := layout.ImageIndexFromPath(dir)
+	top, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		t.Fatalf("%s is not an OCI layout: %v", r.OCITar, err)
 	}
-	m, err := idx.IndexManifest()
+	m, err := top.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(m.Manifests) != 1 {
-		t.Fatalf("OCI index holds %d manifests, want 1", len(m.Manifests))
+		t.Fatalf("index.json holds %d manifests, want 1", len(m.Manifests))
 	}
+	d := m.Manifests[0]
 	tag, _ := name.NewTag(r.Ref)
-	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != tag.TagStr() {
+	if got := d.Annotations["org.opencontainers.image.ref.name"]; got != tag.TagStr() {
 		t.Errorf("ref.name annotation %q, want %q", got, tag.TagStr())
 	}
-	img, err := idx.Image(m.Manifests[0].Digest)
+	if d.MediaType != types.OCIImageIndex {
+		t.Fatalf("index.json points at a %s, want an OCI image index", d.MediaType)
+	}
+	if d.Digest != r.Digest {
+		t.Errorf("index digest %s, Build reported %s", d.Digest, r.Digest)
+	}
+	idx, err := top.ImageIndex(d.Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := img.Digest(); d != r.Digest {
-		t.Errorf("OCI image digest %s, want %s", d, r.Digest)
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return img
+	imgs := map[string]v1.Image{}
+	for _, desc := range im.Manifests {
+		if desc.Platform == nil || desc.Platform.OS != "linux" {
+			t.Fatalf("index entry %s has platform %v", desc.Digest, desc.Platform)
+		}
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs[desc.Platform.Architecture] = img
+	}
+	return imgs
 }
 
 // checkDockerTar loads the docker tarball and compares it with img.

@@ -73,13 +73,7 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 		// scheduler would keep the maxSurge pod Pending beside the old one.
 		t.Errorf("%s: hostNetwork container declares ports %v (they become hostPorts and block surge upgrades)", ds.Name, c.Ports)
 	}
-	sc := c.SecurityContext
-	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}) {
-		t.Errorf("%s: capabilities %+v, want add [NET_ADMIN] only", ds.Name, sc)
-	}
-	if sc != nil && sc.Privileged != nil && *sc.Privileged {
-		t.Errorf("%s: privileged", ds.Name)
-	}
+	checkAgentHardening(t, ds, c)
 	if _, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
 		t.Errorf("%s: CPU limit set", ds.Name)
 	}
@@ -89,9 +83,14 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 	checkProbe(t, ds.Name, "liveness", c.LivenessProbe, "/health", !cilium)
 	checkProbe(t, ds.Name, "readiness", c.ReadinessProbe, "/ready", !cilium)
 
-	opts, err := app.ParseFlags(c.Args)
+	opts, err := app.ParseFlags(expandArgs(c))
 	if err != nil {
 		t.Fatalf("%s: the agent rejects its arguments %v: %v", ds.Name, c.Args, err)
+	}
+	checkCapabilities(t, ds.Name, c, opts)
+	checkWritable(t, ds.Name, c, opts)
+	if got := opts.MetricsListenAddress; strings.HasPrefix(got, "0.0.0.0:") || strings.HasPrefix(got, ":") || strings.HasPrefix(got, "[::]:") {
+		t.Errorf("%s: -metrics-listen-address %q listens on every address of the node", ds.Name, got)
 	}
 	checkFastFallback(t, ds, c, opts, cilium)
 	if !slices.Contains(opts.LocalIPStrings(), localDNSIP) {
@@ -158,6 +157,12 @@ func checkFastFallback(t *testing.T, ds *appsv1.DaemonSet, c corev1.Container, o
 	if len(ic.Command) != 0 {
 		t.Errorf("%s: init container command %v, want the image's entrypoint (the agent)", ds.Name, ic.Command)
 	}
+	if isc := ic.SecurityContext; isc == nil || isc.ReadOnlyRootFilesystem == nil || !*isc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: init container sysctls: root filesystem not read-only", ds.Name)
+	}
+	if len(ic.VolumeMounts) != 0 {
+		t.Errorf("%s: init container sysctls mounts %v; a privileged container gets nothing it does not need", ds.Name, ic.VolumeMounts)
+	}
 	iopts, err := app.ParseFlags(ic.Args)
 	if err != nil {
 		t.Fatalf("%s: the agent rejects the init container's arguments %v: %v", ds.Name, ic.Args, err)
@@ -165,6 +170,103 @@ func checkFastFallback(t *testing.T, ds *appsv1.DaemonSet, c corev1.Container, o
 	if !iopts.SysctlsOnly || iopts.ICMPRateLimit != 0 {
 		t.Errorf("%s: init container args %v, want -sysctls-only -icmp-ratelimit=0", ds.Name, ic.Args)
 	}
+}
+
+// checkAgentHardening checks issue 10's container hardening: not
+// privileged, no privilege escalation, a read-only root filesystem,
+// seccomp RuntimeDefault (pod or container), every capability dropped
+// (the ones added are checked by checkCapabilities), and a memory limit.
+func checkAgentHardening(t *testing.T, ds *appsv1.DaemonSet, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Errorf("%s: no securityContext", ds.Name)
+		return
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Errorf("%s: privileged", ds.Name)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s: allowPrivilegeEscalation not false", ds.Name)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: root filesystem not read-only", ds.Name)
+	}
+	seccomp := sc.SeccompProfile
+	if seccomp == nil && ds.Spec.Template.Spec.SecurityContext != nil {
+		seccomp = ds.Spec.Template.Spec.SecurityContext.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: seccomp profile %+v, want RuntimeDefault", ds.Name, seccomp)
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("%s: capabilities %+v, want drop [ALL]", ds.Name, sc.Capabilities)
+	}
+	if c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("%s: no memory limit (the agent sizes itself from it)", ds.Name)
+	}
+}
+
+// checkCapabilities: the agent adds NET_ADMIN (interface, rules) and
+// NET_BIND_SERVICE (port 53), and NET_RAW exactly when it runs the legacy
+// iptables backend (its raw socket; agent/app TestLegacyIPTablesNeedsNetRaw).
+func checkCapabilities(t *testing.T, ds string, c corev1.Container, opts *app.Options) {
+	t.Helper()
+	want := []corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}
+	if opts.IPTablesBackend == app.BackendLegacy && opts.SetupIPTables {
+		want = append(want, "NET_RAW")
+	}
+	if c.SecurityContext == nil || c.SecurityContext.Capabilities == nil {
+		return // reported by checkAgentHardening
+	}
+	got := slices.Clone(c.SecurityContext.Capabilities.Add)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: capabilities add %v, want %v", ds, got, want)
+	}
+}
+
+// checkWritable: with a read-only root filesystem, every path the agent
+// writes is on a volume: the rendered Corefile (-conf), the pid file and
+// the run directory.
+func checkWritable(t *testing.T, ds string, c corev1.Container, opts *app.Options) {
+	t.Helper()
+	for what, path := range map[string]string{"-conf": opts.Corefile, "-pidfile": opts.PIDFile, "-rundir": opts.RunDir + "/x"} {
+		if path == "" || path == "/x" {
+			continue
+		}
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/") && !m.ReadOnly {
+				mounted = true
+			}
+		}
+		if !mounted {
+			t.Errorf("%s: %s %s is not on a writable volume (the root filesystem is read-only)", ds, what, path)
+		}
+	}
+}
+
+// expandArgs replaces $(VAR) in the container's arguments as the kubelet
+// does, with a sample value for each variable from the downward API.
+func expandArgs(c corev1.Container) []string {
+	vals := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			vals[e.Name] = "10.0.0.7"
+		default:
+			vals[e.Name] = e.Value
+		}
+	}
+	out := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		for k, v := range vals {
+			a = strings.ReplaceAll(a, "$("+k+")", v)
+		}
+		out[i] = a
+	}
+	return out
 }
 
 func checkProbe(t *testing.T, ds, kind string, p *corev1.Probe, path string, onLocalIP bool) {
@@ -198,7 +300,7 @@ func TestRenderAgentModes(t *testing.T) {
 	}
 	localIPs := func(t *testing.T, ds *appsv1.DaemonSet) []string {
 		t.Helper()
-		opts, err := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
+		opts, err := app.ParseFlags(expandArgs(ds.Spec.Template.Spec.Containers[0]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +322,7 @@ func TestRenderAgentModes(t *testing.T) {
 			if got, want := localIPs(t, ds), []string{localDNSIP, settingsIP(r)}; !slices.Equal(got, want) {
 				t.Errorf("interception mode binds %v, want %v", got, want)
 			}
-			opts, _ := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
+			opts, _ := app.ParseFlags(expandArgs(ds.Spec.Template.Spec.Containers[0]))
 			if opts.Mode != app.ModeInterception {
 				t.Errorf("mode = %q, want interception", opts.Mode)
 			}

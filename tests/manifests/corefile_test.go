@@ -28,7 +28,7 @@ func TestRenderCorefileParses(t *testing.T) {
 			tmpl := get[*corev1.ConfigMap](t, r, "node-local-dns").Data["Corefile"]
 			ds := get[*appsv1.DaemonSet](t, r, "node-local-dns")
 			c := ds.Spec.Template.Spec.Containers[0]
-			opts, err := app.ParseFlags(c.Args)
+			opts, err := app.ParseFlags(expandArgs(c))
 			if err != nil {
 				t.Fatal(err)
 			}

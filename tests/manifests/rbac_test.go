@@ -55,6 +55,13 @@ func TestWebhookRunsWithRenderedRBAC(t *testing.T) {
 			return err
 		})
 	}
+	// The shipped (empty) certificate Secret: the webhook may not create it.
+	for _, o := range all[*corev1.Secret](r) {
+		mustCreate(t, func() error {
+			_, err := admin.CoreV1().Secrets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			return err
+		})
+	}
 	for _, o := range all[*rbacv1.Role](r) {
 		mustCreate(t, func() error {
 			_, err := admin.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})

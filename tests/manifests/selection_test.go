@@ -165,6 +165,45 @@ func TestSelectionOnRealAPIServer(t *testing.T) {
 	if after := rec.calls("apps/warmup0"); after != before {
 		t.Errorf("an UPDATE reached the webhook (%d -> %d calls)", before, after)
 	}
+
+	// The cluster-wide install (components/cluster-wide): every namespace
+	// but the system ones and those labelled disabled.
+	t.Run("cluster-wide", func(t *testing.T) {
+		wide := get[*admv1.MutatingWebhookConfiguration](t, renderRepo(t, "overlays/cluster-wide"), webhookName)
+		cur, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, cfg.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Webhooks[0].NamespaceSelector = wide.Webhooks[0].NamespaceSelector
+		if _, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; rec.calls(fmt.Sprintf("plain/wide-warmup%d", i-1)) == 0; i++ {
+			if time.Now().After(deadline) {
+				t.Fatal("the cluster-wide selector never took effect")
+			}
+			createPod(ctx, t, client, "plain", fmt.Sprintf("wide-warmup%d", i), func(*corev1.Pod) {})
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, tc := range []struct {
+			ns   string
+			want bool
+		}{
+			{"plain", true},
+			{"apps", true},
+			{"off", false},
+			{"kube-system", false},
+			{"kube-public", false},
+			{webhookNamespace, false},
+		} {
+			name := fmt.Sprintf("wide-%d", time.Now().UnixNano())
+			createPod(ctx, t, client, tc.ns, name, func(*corev1.Pod) {})
+			if got := rec.calls(tc.ns+"/"+name) > 0; got != tc.want {
+				t.Errorf("namespace %s: webhook called = %v, want %v", tc.ns, got, tc.want)
+			}
+		}
+	})
 }
 
 func createPod(ctx context.Context, t *testing.T, client *kubernetes.Clientset, ns, name string, mutate func(*corev1.Pod)) {

@@ -90,7 +90,7 @@ func TestRenderSettingsPropagate(t *testing.T) {
 				t.Errorf("webhook --cluster-domain=%q, want %q", got, domain)
 			}
 			for _, ds := range all[*appsv1.DaemonSet](r) {
-				opts, err := app.ParseFlags(ds.Spec.Template.Spec.Containers[0].Args)
+				opts, err := app.ParseFlags(expandArgs(ds.Spec.Template.Spec.Containers[0]))
 				if err != nil {
 					t.Fatal(err)
 				}

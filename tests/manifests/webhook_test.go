@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +50,7 @@ func TestRenderWebhookConfiguration(t *testing.T) {
 				t.Errorf("reinvocationPolicy = %s, want IfNeeded", deref(w.ReinvocationPolicy))
 			}
 			checkRules(t, w.Rules)
-			checkSelectors(t, w)
+			checkSelectors(t, w, dir == filepath.Join("overlays", "cluster-wide"))
 			checkMatchConditions(t, w.MatchConditions)
 
 			// The client config points at the webhook Service, whose port 443
@@ -101,8 +102,9 @@ func checkRules(t *testing.T, rules []admv1.RuleWithOperations) {
 }
 
 // checkSelectors evaluates the selectors on namespaces and pods, so that any
-// spelling of them that selects the right objects passes.
-func checkSelectors(t *testing.T, w admv1.MutatingWebhook) {
+// spelling of them that selects the right objects passes. clusterWide is the
+// mode of components/cluster-wide: every namespace not labelled disabled.
+func checkSelectors(t *testing.T, w admv1.MutatingWebhook, clusterWide bool) {
 	t.Helper()
 	nsSel, err := metav1.LabelSelectorAsSelector(w.NamespaceSelector)
 	if err != nil {
@@ -114,7 +116,10 @@ func checkSelectors(t *testing.T, w admv1.MutatingWebhook) {
 		want   bool
 	}{
 		{"labelled namespace", map[string]string{injectLabel: "enabled", "kubernetes.io/metadata.name": "apps"}, true},
-		{"unlabelled namespace", map[string]string{"kubernetes.io/metadata.name": "apps"}, false},
+		{"unlabelled namespace", map[string]string{"kubernetes.io/metadata.name": "apps"}, clusterWide},
+		{"namespace with another value", map[string]string{injectLabel: "maybe", "kubernetes.io/metadata.name": "apps"}, clusterWide},
+		{"unlabelled kube-system", map[string]string{"kubernetes.io/metadata.name": "kube-system"}, false},
+		{"unlabelled webhook namespace", map[string]string{"kubernetes.io/metadata.name": webhookNamespace}, false},
 		{"label disabled", map[string]string{injectLabel: "disabled", "kubernetes.io/metadata.name": "apps"}, false},
 		{"kube-system even if labelled", map[string]string{injectLabel: "enabled", "kubernetes.io/metadata.name": "kube-system"}, false},
 		{"kube-public even if labelled", map[string]string{injectLabel: "enabled", "kubernetes.io/metadata.name": "kube-public"}, false},
@@ -194,6 +199,12 @@ func checkCertificates(t *testing.T, r rendered, cfg *admv1.MutatingWebhookConfi
 		checkNamedRules(t, role.Rules, "secrets", secretName)
 		cr := get[*rbacv1.ClusterRole](t, r, "node-local-dns-webhook-certs")
 		checkNamedRules(t, cr.Rules, "mutatingwebhookconfigurations", cfg.Name)
+		// The Secret is shipped, so the webhook needs no create; without
+		// data, so that applying the install again keeps what it wrote.
+		secret := get[*corev1.Secret](t, r, secretName)
+		if secret.Namespace != secretNS || len(secret.Data) != 0 || len(secret.StringData) != 0 || secret.Type != corev1.SecretTypeOpaque {
+			t.Errorf("shipped Secret %s/%s: type %q, %d data keys; want an empty Opaque Secret in %s", secret.Namespace, secret.Name, secret.Type, len(secret.Data)+len(secret.StringData), secretNS)
+		}
 		return
 	}
 	ref := cfg.Annotations["cert-manager.io/inject-ca-from"]
@@ -229,8 +240,8 @@ func checkCertificates(t *testing.T, r rendered, cfg *admv1.MutatingWebhookConfi
 	}
 }
 
-// checkNamedRules asserts that every rule on resource other than create is
-// limited to name.
+// checkNamedRules asserts that every rule on resource is limited to name
+// (so there is no create, which cannot be).
 func checkNamedRules(t *testing.T, rules []rbacv1.PolicyRule, resource, name string) {
 	t.Helper()
 	found := false
@@ -241,9 +252,6 @@ func checkNamedRules(t *testing.T, rules []rbacv1.PolicyRule, resource, name str
 		found = true
 		if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") {
 			t.Errorf("wildcard rule %+v", rule)
-		}
-		if slices.Equal(rule.Verbs, []string{"create"}) {
-			continue // create cannot be limited by name
 		}
 		if !slices.Equal(rule.ResourceNames, []string{name}) {
 			t.Errorf("rule %+v on %s is not limited to %q", rule, resource, name)
@@ -277,6 +285,11 @@ func TestRenderWebhookDeployment(t *testing.T) {
 			}
 			if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < 1 {
 				t.Errorf("PDB minAvailable = %v, want >= 1", pdb.Spec.MinAvailable)
+			}
+			// Unready webhook pods (both, while kube-dns is unknown) must not
+			// block node drains.
+			if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+				t.Errorf("PDB unhealthyPodEvictionPolicy = %v, want AlwaysAllow", deref(p))
 			}
 			psc := spec.SecurityContext
 			if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {

@@ -194,6 +194,58 @@ func (s *Server) CPUTime() (time.Duration, error) {
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
+// Memory returns the resident set size of the webhook process now and its
+// peak so far (the kernel's VmRSS and VmHWM), in bytes; it is only available
+// with ServerOptions.Binary.
+func (s *Server) Memory() (rss, peak int64, err error) {
+	if s.pid == 0 {
+		return 0, 0, errors.New("webhook runs in-process: no separate memory")
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("webhook memory: %w", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(value) // "12345 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, 0, fmt.Errorf("webhook memory: %q", line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("webhook memory: %w", err)
+		}
+		if name == "VmRSS" {
+			rss = kb << 10
+		} else {
+			peak = kb << 10
+		}
+	}
+	if rss == 0 || peak == 0 {
+		return 0, 0, errors.New("webhook memory: no VmRSS/VmHWM in /proc status")
+	}
+	return rss, peak, nil
+}
+
+// ResetPeakMemory resets the peak Memory reports to the current RSS (Linux
+// clear_refs); it does nothing for an in-process webhook.
+func (s *Server) ResetPeakMemory() {
+	if s.pid != 0 {
+		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.pid), []byte("5"), 0)
+	}
+}
+
+// Addr is the webhook server's host:port.
+func (s *Server) Addr() string {
+	return strings.TrimSuffix(strings.TrimPrefix(s.URL, "https://"), AdmissionPath)
+}
+
+// TLSConfig trusts the webhook's CA.
+func (s *Server) TLSConfig() *tls.Config { return s.tlsConfig() }
+
 // waitReady polls until the TLS endpoint verifies against CAPEM and the
 // health server's /readyz answers 200.
 func (s *Server) waitReady(ctx context.Context) error {

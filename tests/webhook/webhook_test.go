@@ -117,6 +117,9 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			{name: "audit-bad-options", pod: func(p *corev1.Pod) {
 				p.Annotations = map[string]string{inject.OptionsAnnotation: "ndots:99"}
 			}, wantDecision: "skipped", wantReason: inject.ReasonInvalidAnnotation, wantWarning: "ndots"},
+			{name: "audit-virtual-node", pod: func(p *corev1.Pod) {
+				p.Spec.Tolerations = []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists}}
+			}, wantDecision: "skipped", wantReason: inject.ReasonNoAgentToleration},
 			{name: "audit-too-many-nameservers", pod: func(p *corev1.Pod) {
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"192.0.2.1", "192.0.2.2"}}
 			}, wantDecision: "injected", wantReason: "injected", wantWarning: "192.0.2.2"},
@@ -157,6 +160,9 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			// are filtered by selectors and match conditions).
 			{`nodelocaldns_webhook_admissions_total{decision="injected",reason="injected"}`, 8},
 			{`nodelocaldns_webhook_admissions_total{decision="skipped",reason="invalid-annotation"}`, 1},
+			{`nodelocaldns_webhook_admissions_total{decision="skipped",reason="no-agent-node-selector"}`, 1},
+			{`nodelocaldns_webhook_admissions_total{decision="skipped",reason="no-agent-node-affinity"}`, 1},
+			{`nodelocaldns_webhook_admissions_total{decision="skipped",reason="no-agent-toleration"}`, 2},
 			{`nodelocaldns_webhook_admission_duration_seconds_count{decision="injected"}`, 8},
 		} {
 			v, err := srv.Metric(ctx, tc.series)
@@ -380,6 +386,22 @@ func podCases() []podCase {
 		{name: "Windows nodeSelector", namespace: "inject", pod: with(func(p *corev1.Pod) {
 			p.Spec.NodeSelector = map[string]string{inject.OSLabel: "windows"}
 		})},
+		{name: "virtual-kubelet nodeSelector", namespace: "inject", pod: with(func(p *corev1.Pod) {
+			p.Spec.NodeSelector = map[string]string{"type": "virtual-kubelet"}
+		})},
+		{name: "virtual-kubelet toleration", namespace: "inject", pod: with(func(p *corev1.Pod) {
+			p.Spec.Tolerations = []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists}}
+		})},
+		{name: "virtual-kubelet node affinity", namespace: "inject", pod: with(func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+					{Key: "type", Operator: corev1.NodeSelectorOpIn, Values: []string{"virtual-kubelet"}},
+				}}},
+			}}}
+		})},
+		{name: "other node selector is injected", namespace: "inject", pod: with(func(p *corev1.Pod) {
+			p.Spec.NodeSelector = map[string]string{"type": "gpu"}
+		}), want: injected},
 		{name: "namespace without the label", namespace: "plain", pod: with(func(*corev1.Pod) {})},
 		{name: "kube-system", namespace: "kube-system", pod: with(func(*corev1.Pod) {})},
 		{name: "the webhook's own namespace", namespace: "node-local-dns", pod: with(func(*corev1.Pod) {})},
@@ -398,6 +420,9 @@ func checkInjected(t *testing.T, got *corev1.Pod, ns string, want *wantDNS) {
 	}
 	if got.Annotations[inject.InjectedAnnotation] != "true" {
 		t.Errorf("annotation %s = %q, want \"true\"", inject.InjectedAnnotation, got.Annotations[inject.InjectedAnnotation])
+	}
+	if got.Labels[inject.InjectedLabel] != "true" {
+		t.Errorf("label %s = %q, want \"true\" (labels %v)", inject.InjectedLabel, got.Labels[inject.InjectedLabel], got.Labels)
 	}
 	cfg := got.Spec.DNSConfig
 	if cfg == nil {
@@ -446,6 +471,9 @@ func checkUnchanged(t *testing.T, sent, got *corev1.Pod) {
 	}
 	if v, ok := got.Annotations[inject.InjectedAnnotation]; ok {
 		t.Errorf("pod carries %s=%q but must not be injected", inject.InjectedAnnotation, v)
+	}
+	if v, ok := got.Labels[inject.InjectedLabel]; ok {
+		t.Errorf("pod carries the label %s=%q but must not be injected", inject.InjectedLabel, v)
 	}
 }
 

@@ -26,8 +26,7 @@ const DefaultMaxRequestBytes int64 = 4 << 20
 // DefaultBodyBudgetBytes bounds the bytes of all request bodies held at once.
 const DefaultBodyBudgetBytes int64 = 32 << 20
 
-// readChunk is how much of a body is read (and charged to the budget) at a
-// time.
+// readChunk is the first buffer of a body of unknown length.
 const readChunk = 32 << 10
 
 // errTooLarge and errBusy end a body read.
@@ -69,8 +68,8 @@ func (b *budget) give(n int64) {
 }
 
 // ServeHTTP serves AdmissionReviews (v1, JSON) as the API server sends them.
-// It reads at most the request size limit, charging the bytes held to the
-// shared body budget as they arrive, so slow or oversized uploads hold
+// It reads at most the request size limit, charging the buffer it holds to
+// the shared body budget as the bytes arrive, so slow or oversized uploads hold
 // bounded memory. A body that is too large (413) or over budget (503) ends
 // the connection: the API server treats that as a failed call and applies
 // failurePolicy (Ignore). Every review that decodes, whatever goes wrong
@@ -136,9 +135,10 @@ func (h *Handler) readBody(r *http.Request) ([]byte, int64, error) {
 			if int64(len(buf)) >= h.maxBody+1 {
 				return nil, held, errTooLarge
 			}
-			// Grow by a chunk at a time (capped at the limit plus one byte
-			// to detect an oversized body), paying for it first.
-			want := min(int64(cap(buf))+readChunk, h.maxBody+1)
+			// Double (capped at the limit plus one byte, to detect an
+			// oversized body), paying for the new buffer first: a body
+			// holds at most twice its bytes, and growing costs one copy.
+			want := min(max(2*int64(cap(buf)), readChunk), h.maxBody+1)
 			if !h.budget.take(want - held) {
 				return nil, held, errBusy
 			}
