@@ -201,6 +201,13 @@ func ParseFlags(args []string) (*Options, error) {
 	return o, nil
 }
 
+// FlagSet returns the agent's flags, bound to fresh Options: what -h
+// prints, and what the docs-drift test (tests/docs) checks the docs against.
+func FlagSet() *flag.FlagSet {
+	fs, _ := newFlagSet(&Options{})
+	return fs
+}
+
 // Usage returns the flag documentation.
 func Usage() string {
 	fs, _ := newFlagSet(&Options{})
