@@ -68,19 +68,18 @@ type Options struct {
 	Zap zap.Options
 
 	// TLSOpts are applied to the webhook server's TLS configuration when it
-	// starts, after the built-in ones; extensions may append to them in
-	// Setup (e.g. to serve certificates they manage).
+	// starts, after the built-in ones (the built-in certificates' setup
+	// may append to them).
 	TLSOpts []func(*tls.Config)
 	// Runnables are added to the manager besides the built-in ones.
 	Runnables []manager.Runnable
 	// ReadyChecks are added to /readyz besides the built-in ones.
 	ReadyChecks map[string]healthz.Checker
 
-	extensions []Extension
+	certs builtinCerts // --builtin-certs and its flags
 }
 
-// NewOptions returns the defaults, with one fresh instance of every
-// registered extension.
+// NewOptions returns the defaults.
 func NewOptions() *Options {
 	o := &Options{
 		Port:                    9443,
@@ -103,9 +102,6 @@ func NewOptions() *Options {
 		RequestBodyBudget:       handler.DefaultBodyBudgetBytes,
 		TLSMinVersion:           "1.2",
 		ReadyChecks:             map[string]healthz.Checker{},
-	}
-	for _, newExt := range extensions {
-		o.extensions = append(o.extensions, newExt())
 	}
 	return o
 }
@@ -137,9 +133,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSMinVersion, "tls-min-version", o.TLSMinVersion, "Minimum TLS version of the webhook server: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3.")
 	fs.DurationVar(&o.GracefulShutdownTimeout, "graceful-shutdown-timeout", o.GracefulShutdownTimeout, "How long in-flight requests may take to finish on shutdown.")
 	o.Zap.BindFlags(fs)
-	for _, e := range o.extensions {
-		e.AddFlags(fs)
-	}
+	o.certs.addFlags(fs)
 }
 
 // ParseFlags parses args (without the program name) into fresh Options and
@@ -197,10 +191,8 @@ func (o *Options) Validate() error {
 	if _, err := o.InjectConfig(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, e := range o.extensions {
-		if err := e.Validate(o); err != nil {
-			errs = append(errs, err)
-		}
+	if err := o.certs.validate(o); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -110,10 +110,8 @@ func RunOptions(ctx context.Context, o *Options) error {
 		"webhook":    mgr.GetWebhookServer().StartedChecker(),
 		"namespaces": synced(nsInformer.HasSynced),
 	}
-	for _, e := range o.extensions {
-		if err := e.Setup(ctx, o, mgr); err != nil {
-			return err
-		}
+	if err := o.certs.setup(ctx, o, mgr); err != nil {
+		return err
 	}
 	maps.Copy(ready, o.ReadyChecks)
 	for name, check := range ready {
@@ -150,7 +148,7 @@ func newManager(o *Options, restCfg *rest.Config, logger logr.Logger) (manager.M
 		CertDir:       o.CertDir,
 		TLSMinVersion: tlsMin,
 		EnableHTTP2:   o.EnableHTTP2,
-		// Read at start, so extensions may add options in Setup.
+		// Read at start, so the built-in certificates' setup may add options.
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			for _, opt := range o.TLSOpts {
 				opt(c)
