@@ -37,6 +37,11 @@ const (
 	drainTimeout    = 5 * time.Second
 )
 
+// retiredGrace is how long a configuration that is replaced (or refused)
+// keeps its forwarders and caches open after it leaves the server, so that
+// queries in flight that still use them can finish.
+const retiredGrace = 10 * time.Second
+
 // Run runs the agent with the command-line args (without the program
 // name) until ctx is done, then shuts down: node teardown first, then the
 // lame-duck period (still answering), then the listeners close.
@@ -45,6 +50,11 @@ func Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	return runOptions(ctx, opts)
+}
+
+// runOptions is Run with the flags already parsed.
+func runOptions(ctx context.Context, opts *Options) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	a := &agent{opts: opts, logger: logger, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -414,7 +424,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		}
 		a.closeSockets(opened)
 		// Queries in flight may still use the refused forwarders.
-		time.AfterFunc(10*time.Second, gen.close)
+		time.AfterFunc(retiredGrace, gen.close)
 		a.loopMetrics.Count(err)
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
@@ -425,7 +435,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 	if old != nil {
 		// Queries in flight may still use the old forwarders: close them
 		// once those have had time to finish.
-		time.AfterFunc(10*time.Second, old.close)
+		time.AfterFunc(retiredGrace, old.close)
 	}
 	a.logger.Printf("[INFO] reloaded configuration")
 	return nil

@@ -1,10 +1,8 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"log"
-	"os"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/sysctl"
 )
@@ -12,20 +10,6 @@ import (
 // sysctlRoot is where the agent writes its sysctls; tests point it at a fake
 // tree.
 var sysctlRoot = sysctl.DefaultRoot
-
-// Main is the agent's entry point for its main package: with -sysctls-only
-// it applies the sysctls and returns (nil on success, so the init container
-// exits 0), otherwise it runs the agent (Run).
-func Main(ctx context.Context, args []string) error {
-	opts, err := ParseFlags(args)
-	if err != nil {
-		return err
-	}
-	if !opts.SysctlsOnly {
-		return Run(ctx, args)
-	}
-	return ApplySysctls(opts, log.New(os.Stderr, "", log.LstdFlags))
-}
 
 // ApplySysctls writes the sysctls of opts (-icmp-ratelimit) and logs what
 // it changed; unlike the agent's own best-effort attempt, a failure is an
