@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/clog"
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 	"github.com/nodelocaldns/nodelocaldns/agent/health"
@@ -56,7 +57,7 @@ func Run(ctx context.Context, args []string) error {
 // runOptions is Run with the flags already parsed.
 func runOptions(ctx context.Context, opts *Options) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	a := &agent{opts: opts, logger: logger, reg: prometheus.NewRegistry()}
+	a := &agent{opts: opts, logger: logger, log: clog.New(logger, ""), reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a.run(ctx)
 }
@@ -64,7 +65,8 @@ func runOptions(ctx context.Context, opts *Options) error {
 // agent is one running agent.
 type agent struct {
 	opts   *Options
-	logger *log.Logger
+	logger *log.Logger // also the query log's and errors plugin's
+	log    clog.Logger // the agent's own lines, on logger
 	reg    *prometheus.Registry
 
 	srv          *server.Server
@@ -98,7 +100,7 @@ func (a *agent) run(ctx context.Context) error {
 	a.planMemory()
 	popts := a.opts.PillarOptions()
 	popts.OnChange = a.apply
-	popts.OnError = func(err error) { a.logger.Printf("[ERROR] %v", err) }
+	popts.OnError = func(err error) { a.log.Errorf("%v", err) }
 	w, err := pillar.NewWatcher(popts)
 	if err != nil {
 		return err
@@ -156,9 +158,9 @@ func (a *agent) run(ctx context.Context) error {
 	a.ready.Store(true)
 	n.Serving(a.liveSockets)
 	if err := a.writePIDFile(); err != nil {
-		a.logger.Printf("[WARNING] %v", err)
+		a.log.Warningf("%v", err)
 	}
-	a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
+	a.log.Infof("serving %v", server.Keys(cfg))
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
 	wg.Add(2)
@@ -169,7 +171,7 @@ func (a *agent) run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		if err := w.Run(wctx); err != nil {
-			a.logger.Printf("[ERROR] config watcher: %v", err)
+			a.log.Errorf("config watcher: %v", err)
 		}
 	}()
 
@@ -177,10 +179,10 @@ func (a *agent) run(ctx context.Context) error {
 	stopWatch()
 	wg.Wait()
 	a.ready.Store(false)
-	a.logger.Printf("[INFO] shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
+	a.log.Infof("shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
-		a.logger.Printf("[ERROR] teardown: %v", err)
+		a.log.Errorf("teardown: %v", err)
 	}
 	cancel()
 	time.Sleep(a.lameDuck(cfg))
@@ -194,7 +196,7 @@ func (a *agent) run(ctx context.Context) error {
 func (a *agent) abort(n *node) {
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
-		a.logger.Printf("[ERROR] teardown: %v", err)
+		a.log.Errorf("teardown: %v", err)
 	}
 	cancel()
 	_ = a.stopServing()
@@ -237,13 +239,13 @@ func (a *agent) planMemory() {
 	if a.opts.MemoryLimitFromCgroup {
 		var err error
 		if limit, err = cgroupMemoryLimit("/sys/fs/cgroup", "/proc/self/cgroup"); err != nil {
-			a.logger.Printf("[WARNING] %v; sizing without a memory limit", err)
+			a.log.Warningf("%v; sizing without a memory limit", err)
 		}
 	}
 	a.mem = planMemory(limit)
 	applyGoLimit(a.mem)
 	if a.mem.Limit > 0 {
-		a.logger.Printf("[INFO] memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
+		a.log.Infof("memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
 	}
 }
 
@@ -437,7 +439,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		// once those have had time to finish.
 		time.AfterFunc(retiredGrace, old.close)
 	}
-	a.logger.Printf("[INFO] reloaded configuration")
+	a.log.Infof("reloaded configuration")
 	return nil
 }
 
@@ -458,7 +460,7 @@ func (a *agent) releaseUnused(cfg *corefile.Config) {
 		return
 	}
 	a.closeSockets(gone)
-	a.logger.Printf("[INFO] stopped listening on %v", gone)
+	a.log.Infof("stopped listening on %v", gone)
 }
 
 // closeSockets stops serving the sockets with these keys and closes them.

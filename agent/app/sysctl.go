@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/nodelocaldns/nodelocaldns/agent/clog"
 	"github.com/nodelocaldns/nodelocaldns/agent/sysctl"
 )
 
@@ -22,10 +23,11 @@ func ApplySysctls(opts *Options, logger *log.Logger) error {
 	if err != nil {
 		return fmt.Errorf("sysctls: %w", err)
 	}
+	l := clog.New(logger, "")
 	if len(res.Changed) == 0 {
-		logger.Printf("[INFO] sysctl: ICMP rate limits already %d ms", opts.ICMPRateLimit)
+		l.Infof("sysctl: ICMP rate limits already %d ms", opts.ICMPRateLimit)
 	} else {
-		logger.Printf("[INFO] sysctl: %v", res.Changed)
+		l.Infof("sysctl: %v", res.Changed)
 	}
 	return nil
 }
