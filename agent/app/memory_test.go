@@ -117,3 +117,16 @@ func TestReleaser(t *testing.T) {
 		t.Fatal("released again within releaseEvery")
 	}
 }
+
+// TestCgroupMemoryLimitHere reads this machine's own cgroup: whatever it
+// is, v1 or v2, limited or not, it must parse.
+func TestCgroupMemoryLimitHere(t *testing.T) {
+	if _, err := os.Stat("/proc/self/cgroup"); err != nil {
+		t.Skip("no /proc/self/cgroup")
+	}
+	limit, err := cgroupMemoryLimit("/sys/fs/cgroup", "/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("this process's cgroup memory limit: %d bytes (0: none)", limit)
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -88,6 +89,71 @@ func MetricsHandler(g prometheus.Gatherer) http.Handler {
 // Endpoints are the paths served on one address.
 type Endpoints map[string]http.Handler
 
+// Limits of the HTTP endpoints: they listen on the agent's local IP (the
+// kubelet's probes, Prometheus), which every pod on the node can reach, so
+// no client may hold more than MaxConnsPerClient connections, and every
+// request is bounded in time and header size.
+const (
+	MaxConnsPerClient = 8
+	maxHeaderBytes    = 8 << 10
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 30 * time.Second
+)
+
+// clientLimit is a listener that closes a new connection at once when its
+// client (remote IP) already holds max: a pod flooding the health port
+// cannot hold the kubelet's probes out, nor make the agent hold more than
+// max connections' buffers per pod.
+type clientLimit struct {
+	net.Listener
+	max int
+
+	mu    sync.Mutex
+	conns map[netip.Addr]int
+}
+
+func (l *clientLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		var ip netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = a.AddrPort().Addr().Unmap()
+		}
+		l.mu.Lock()
+		if l.conns[ip] >= l.max {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.conns[ip]++
+		l.mu.Unlock()
+		return &limitedConn{Conn: c, l: l, ip: ip}, nil
+	}
+}
+
+// limitedConn gives its client's slot back when closed.
+type limitedConn struct {
+	net.Conn
+	l    *clientLimit
+	ip   netip.Addr
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.conns[c.ip]--; c.l.conns[c.ip] <= 0 {
+			delete(c.l.conns, c.ip)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
 // Server serves several addresses, each with its endpoints.
 type Server struct {
 	srvs []*http.Server
@@ -108,10 +174,12 @@ func Start(eps map[string]Endpoints) (*Server, error) {
 		for p, h := range paths {
 			mux.Handle(p, h)
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: readTimeout,
+			WriteTimeout: writeTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
 		s.srvs = append(s.srvs, hs)
+		limited := &clientLimit{Listener: l, max: MaxConnsPerClient, conns: map[netip.Addr]int{}}
 		s.wg.Go(func() {
-			if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return
 			}
 		})

@@ -122,3 +122,67 @@ func TestStartBadAddress(t *testing.T) {
 		t.Error("no error for a bad address")
 	}
 }
+
+// TestConnsPerClient: a client holding MaxConnsPerClient connections to
+// the health port gets its next ones closed at once, and another client
+// (the kubelet) is still answered; closing gives the slots back.
+func TestConnsPerClient(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s, err := Start(map[string]Endpoints{addr: {"/ready": ReadyHandler(func() bool { return true })}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	dial := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var held []net.Conn
+	for range MaxConnsPerClient + 4 {
+		held = append(held, dial("127.0.0.2"))
+	}
+	closed := 0
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	if closed != 4 {
+		t.Errorf("%d of %d connections from one client closed, want 4", closed, len(held))
+	}
+	get := func(src string) error {
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+		resp, err := c.Get("http://" + addr + "/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
+		}
+		return nil
+	}
+	if err := get("127.0.0.1"); err != nil {
+		t.Fatalf("another client's probe: %v", err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for get("127.0.0.2") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's slots were not given back after it closed its connections")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -214,6 +214,9 @@ func TestCorefileOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			tmpl, args := corefileAndArgs(t, objs)
+			for i, a := range args { // the kubelet expands $(POD_IP) from the downward API
+				args[i] = strings.ReplaceAll(a, "$(POD_IP)", "10.0.0.7")
+			}
 			opts, err := app.ParseFlags(args)
 			if err != nil {
 				t.Fatalf("agent flags %v: %v", args, err)

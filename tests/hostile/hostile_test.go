@@ -98,6 +98,33 @@ func TestHostile(t *testing.T) {
 		}
 	})
 
+	// 300 connections to the health port from one pod, each sending a
+	// request header a byte at a time: the kubelet's probes still pass.
+	t.Run("connections to the health port", func(t *testing.T) {
+		attack(t, e, 3*time.Second, func(ctx context.Context) {
+			var conns []net.Conn
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(attacker(8))}, Timeout: time.Second}
+			for range 300 {
+				if c, err := d.DialContext(ctx, "tcp", e.agent.Health); err == nil {
+					conns = append(conns, c)
+				}
+			}
+			for ctx.Err() == nil {
+				for _, c := range conns {
+					_ = c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					_, _ = c.Write([]byte("G"))
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+			for _, c := range conns {
+				c.Close()
+			}
+		})
+	})
+
 	// ~3,000 unique misses/s to an upstream that never answers: /health
 	// failed (its self-query took a miss slot) and other clients' misses
 	// were dropped.

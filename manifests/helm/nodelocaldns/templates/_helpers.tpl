@@ -58,9 +58,12 @@ manifests/components/cilium's).
 {{- $cilium := eq .Values.mode "cilium" -}}
 {{- $bind := "bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__" -}}
 {{- $health := "__PILLAR__LOCAL__DNS__" -}}
+{{- /* The node's own IP, not every address of the node (hostNetwork). */ -}}
+{{- $prom := "{$POD_IP}:9253" -}}
 {{- if $cilium -}}
 {{- $bind = "bind 0.0.0.0" -}}
 {{- $health = "" -}}
+{{- $prom = ":9253" -}}
 {{- end -}}
 {{- $opts := list -}}
 {{- with $c.serveStale }}{{ $opts = append $opts (printf "serve_stale %v" .) }}{{ end -}}
@@ -80,7 +83,7 @@ manifests/components/cilium's).
     forward . __PILLAR__CLUSTER__DNS__ {
         force_tcp
     }
-    prometheus :9253
+    prometheus {{ $prom }}
     health {{ $health }}:8080
     ready {{ $health }}:8181
 }
@@ -106,7 +109,7 @@ manifests/components/cilium's).
         force_tcp
     }
 {{- end }}
-    prometheus :9253
+    prometheus {{ $prom }}
 }
 {{- end }}
 {{- with .Values.agent.corefile.extraServerBlocks }}
