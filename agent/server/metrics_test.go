@@ -123,6 +123,7 @@ func exposition(t *testing.T, c prometheus.Collector) string {
 func BenchmarkDurationHist(b *testing.B) {
 	const batch = 32
 	report := func(b *testing.B) {
+		b.Helper()
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/batch, "ns/answer")
 	}
 	b.Run("durationHist.observeN", func(b *testing.B) {
