@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -389,12 +389,12 @@ func (d *demo) printPod(p *corev1.Pod, dp demoPod, injected bool) {
 	}
 }
 
-// podResolvConf renders the resolv.conf of a pod: pkg/resolvconf for
+// podResolvConf renders the resolv.conf of a pod: tests/resolvconf for
 // dnsPolicy None; the kubelet's ClusterFirst layout (without the node's own
 // search domains) otherwise.
 func podResolvConf(p *corev1.Pod) (string, string) {
 	if p.Spec.DNSPolicy == corev1.DNSNone {
-		return resolvconf.Render(p.Spec.DNSConfig), "dnsPolicy None: pkg/resolvconf.Render of the dnsConfig"
+		return resolvconf.Render(p.Spec.DNSConfig), "dnsPolicy None: tests/resolvconf.Render of the dnsConfig"
 	}
 	ndots := "5"
 	cfg := &corev1.PodDNSConfig{

@@ -24,7 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/netns"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
@@ -137,7 +137,7 @@ func (c *cluster) build() {
 }
 
 // podResolvConf is what the kubelet writes for a pod the webhook injected:
-// the webhook's own code computes the dnsConfig, pkg/resolvconf renders it.
+// the webhook's own code computes the dnsConfig, tests/resolvconf renders it.
 // In interception mode the pod is not injected: it has the plain
 // ClusterFirst resolv.conf pointing at the kube-dns ClusterIP.
 func (c *cluster) podResolvConf() string {
