@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 

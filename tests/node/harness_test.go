@@ -24,8 +24,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/netns"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
