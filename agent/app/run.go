@@ -94,6 +94,8 @@ type generation struct {
 	caches     []*cache.Cache
 	// probes are the loop detection of the blocks with the loop plugin.
 	probes []*loop.Probe
+	// closers stop the plugins' background work (file reloads).
+	closers []func()
 }
 
 func (a *agent) run(ctx context.Context) error {
@@ -179,6 +181,9 @@ func (a *agent) run(ctx context.Context) error {
 	stopWatch()
 	wg.Wait()
 	a.ready.Store(false)
+	if a.opts.Mode == ModeInjection {
+		return a.shutdownInjection(n, web)
+	}
 	a.log.Infof("shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
@@ -190,6 +195,29 @@ func (a *agent) run(ctx context.Context) error {
 	web.Close(hctx)
 	cancel()
 	return a.stopServing()
+}
+
+// shutdownInjection stops an agent in injection mode, where pods reach it
+// only at its link-local address and have kube-dns as their next
+// nameserver: it stops answering first (queries that arrive later are
+// refused by the kernel with ICMP port unreachable, so resolvers move to
+// kube-dns at once) and answers those in flight while the address still
+// exists, then tears the node down. The other order (teardown, then a lame
+// duck) answers from an address that is gone: those answers are lost, and a
+// glibc client that got its A answer but not its AAAA one waits out a second
+// timeout (2 s lookups on a real node, tests/e2e check 4).
+func (a *agent) shutdownInjection(n *node, web *health.Server) error {
+	a.log.Infof("shutting down: stop answering, then teardown (injection mode: no lame duck)")
+	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	web.Close(hctx)
+	cancel()
+	err := a.stopServing()
+	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	if terr := n.Teardown(tctx); terr != nil {
+		a.log.Errorf("teardown: %v", terr)
+	}
+	cancel()
+	return err
 }
 
 // abort undoes a start that failed after the node was set up.
@@ -263,6 +291,12 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 			g.close()
 			return nil, err
 		}
+		plugins, err := a.plugins(s, g)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("server block %v: %w", s.Zones, err)
+		}
+		b.Plugins = plugins
 		if s.Cache != nil {
 			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
 			g.caches = append(g.caches, b.Cache)
@@ -329,6 +363,9 @@ func (g *generation) close() {
 	}
 	for _, c := range g.caches {
 		c.Release()
+	}
+	for _, c := range g.closers {
+		c()
 	}
 }
 

@@ -26,6 +26,11 @@ func FuzzParse(f *testing.F) {
 		". {\nerrors {\nstacktrace\nconsolidate 5m ^x warning\n}\nlog a.org b.org \"{name} {combined}\" {\nclass denial error\n}\nbufsize 1232\ntimeouts {\nread 5\nidle 1m\n}\ndebug\npprof :6060 {\nblock 2\n}\nbind lo eth0 {\nexcept ::1\n}\n}",
 		"(s) {\nerrors\n}\n. {\nimport s\n}",
 		". {\ntrace zipkin\n}",
+		// The answer-changing plugins.
+		". {\nhosts /etc/hosts example.org {\n10.0.0.1 a.example.org\nttl 60\nno_reverse\nreload 1s\nfallthrough\n}\n}",
+		". {\nrewrite continue name regex (.*)\\.a {1}.b answer auto\nrewrite stop {\nname suffix .a .b\nanswer value (.*) {1}\n}\nrewrite ttl a. 1-5\nrewrite rcode regex .* 2 0\nrewrite type A AAAA\n}",
+		". {\ntemplate IN A example.org {\nmatch ^(?P<x>.*)$\nanswer \"{{ .Name }} 60 IN A 10.0.0.1\"\nrcode NOERROR\nederror 21 x\nfallthrough\n}\n}",
+		". {\ndns64 64:ff9b::/96 {\ntranslate_all\nallow_ipv4\n}\nloadbalance round_robin {\nprefer 10.0.0.0/8\n}\nwhoami\n}",
 	} {
 		f.Add(seed)
 	}
@@ -68,6 +73,19 @@ func FuzzParse(f *testing.F) {
 			}
 			if s.BufSize != 0 && (s.BufSize < MinBufSize || s.BufSize > MaxBufSize) {
 				t.Fatalf("bufsize %d", s.BufSize)
+			}
+			for _, tp := range s.Templates {
+				if len(tp.Match) == 0 || len(tp.Zones) == 0 {
+					t.Fatalf("bad template %+v", tp)
+				}
+			}
+			for _, r := range s.Rewrite {
+				if r.Field == "" || r.Field == "name" && r.Match == "" {
+					t.Fatalf("bad rewrite rule %+v", r)
+				}
+			}
+			if h := s.Hosts; h != nil && (h.TTL == 0 || len(h.Origins) == 0) {
+				t.Fatalf("bad hosts %+v", h)
 			}
 		}
 	})

@@ -81,7 +81,7 @@ func TestParseImportRefusals(t *testing.T) {
 		{name: "device", text: ". {\n  import /dev/zero\n}", want: "Corefile:2: import /dev/zero: /dev/zero is not a regular file"},
 		{name: "self import", files: map[string]string{"loop.conf": "import loop.conf\n"}, text: ". {\n  import loop.conf\n}", want: "DIR/loop.conf:1: import loop.conf: imports nested more than 10 deep..."},
 		{name: "too large", files: map[string]string{"big.conf": "# " + strings.Repeat("x", MaxSize) + "\n"}, text: ". {\n  import big.conf\n}", want: "Corefile:2: import big.conf: the Corefile and its imports are larger than..."},
-		{name: "error in imported file names it", files: map[string]string{"bad.conf": "errors\nrewrite name a b\n"}, text: ". {\n  import bad.conf\n}", want: `DIR/bad.conf:2: unknown plugin "rewrite"`},
+		{name: "error in imported file names it", files: map[string]string{"bad.conf": "errors\nfile db.example\n"}, text: ". {\n  import bad.conf\n}", want: `DIR/bad.conf:2: unknown plugin "file"`},
 		{name: "bad option in imported file names it", files: map[string]string{"bad.conf": "cache {\n  keepttl 3\n}\n"}, text: ". {\n  import bad.conf\n}", want: `DIR/bad.conf:2: cache keepttl: wrong number of arguments...`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -67,10 +67,17 @@ var plugins = map[string]func(p *blockParser, d *caddyfile.Dispenser) error{
 	"debug":      parseDebug,
 	"pprof":      parsePprof,
 	"trace":      parseTrace,
+
+	"hosts":       parseHosts,
+	"rewrite":     parseRewrite,
+	"template":    parseTemplate,
+	"dns64":       parseDNS64,
+	"loadbalance": parseLoadBalance,
+	"whoami":      parseWhoami,
 }
 
 // repeatable lists the plugins that may appear more than once per block.
-var repeatable = map[string]bool{"bind": true, "forward": true, "log": true}
+var repeatable = map[string]bool{"bind": true, "forward": true, "log": true, "rewrite": true, "template": true}
 
 // Parse parses a Corefile with the Caddyfile parser CoreDNS uses and checks
 // it against the supported dialect. Unknown plugins and options are errors

@@ -281,9 +281,9 @@ func TestParseRefusals(t *testing.T) {
 		text string
 		want string // the complete error, or a prefix ending in "..."
 	}{
-		{"unknown plugin", ". {\n  errors\n  rewrite name a b\n}", `Corefile:3: unknown plugin "rewrite"`},
-		{"first unknown plugin in file order", ". {\n  hosts\n  errors\n  template\n}", `Corefile:2: unknown plugin "hosts"`},
-		{"unknown plugin in second block", ". {\n errors\n}\nexample.org {\n\n  whoami\n}", `Corefile:6: unknown plugin "whoami"`},
+		{"unknown plugin", ". {\n  errors\n  file db.example\n}", `Corefile:3: unknown plugin "file"`},
+		{"first unknown plugin in file order", ". {\n  etcd\n  errors\n  file\n}", `Corefile:2: unknown plugin "etcd"`},
+		{"unknown plugin in second block", ". {\n errors\n}\nexample.org {\n\n  chaos\n}", `Corefile:6: unknown plugin "chaos"`},
 		{"unknown cache option", ". {\ncache {\n  success 10\n  keepttl_foo\n}\n}", `Corefile:4: unknown option "keepttl_foo" of plugin "cache"`},
 		{"unknown forward option", ". {\nforward . 10.0.0.1 {\n  tls_foo\n}\n}", `Corefile:3: unknown option "tls_foo" of plugin "forward"`},
 		{"unknown health option", ". {\nhealth {\n  foo 1s\n}\n}", `Corefile:3: unknown option "foo" of plugin "health"`},

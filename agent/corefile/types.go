@@ -62,6 +62,15 @@ type Server struct {
 	// PprofBlockRate its block profile rate (0: block profiling off).
 	Pprof          string
 	PprofBlockRate int
+	// The answer-changing plugins (hosts.go, rewrite.go, template.go,
+	// dns64.go, loadbalance.go); nil or empty when absent. The server runs
+	// them in CoreDNS's plugin order, whatever their order in the block.
+	Hosts       *Hosts
+	Rewrite     []RewriteRule
+	Templates   []Template
+	DNS64       *DNS64
+	LoadBalance *LoadBalance
+	Whoami      bool
 	// Line is the line of the block's key in the Corefile, for messages.
 	Line int
 }

@@ -110,6 +110,9 @@ type callKey struct {
 	name          string
 	qtype, qclass uint16
 	do, cd, rd    bool
+	// opts are the query's EDNS0 options when they go upstream
+	// (WithEDNS0Options), in wire format.
+	opts string
 }
 
 // call is one upstream query shared by every identical concurrent Exchange.
@@ -216,6 +219,9 @@ func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error
 	default:
 	}
 	key := keyOf(req)
+	if passOptions(ctx) {
+		key.opts = optionsOf(req)
+	}
 	for {
 		f.mu.Lock()
 		if c, ok := f.calls[key]; ok {
@@ -324,6 +330,9 @@ func (f *Forwarder) upstreamQuery(req *dns.Msg, key callKey) *dns.Msg {
 	q.AuthenticatedData = req.AuthenticatedData
 	q.Question = []dns.Question{req.Question[0]}
 	q.SetEdns0(f.opts.UDPSize, key.do)
+	if key.opts != "" {
+		q.IsEdns0().Option = req.IsEdns0().Option
+	}
 	return q
 }
 

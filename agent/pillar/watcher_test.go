@@ -214,7 +214,7 @@ func TestWatcherStartupErrors(t *testing.T) {
 	}{
 		{"missing template", ". {\n}\n", func(o *Options) { o.Template += ".missing" }, "reading Corefile template"},
 		{"missing env", officialTemplate(t), func(o *Options) { o.Params.LookupEnv = env(nil) }, "KUBE_DNS_UPSTREAM_SERVICE_HOST is not set"},
-		{"unknown plugin", ". {\n    errors\n    rewrite name a b\n}\n", nil, `Corefile.base:3: unknown plugin "rewrite"`},
+		{"unknown plugin", ". {\n    errors\n    file db.example\n}\n", nil, `Corefile.base:3: unknown plugin "file"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.tmpl, nil)
@@ -261,10 +261,10 @@ func TestWatcherConfigMapSwap(t *testing.T) {
 	}
 
 	// 2. A bad template is refused with its line; the old config stays.
-	f.tmpl.update(map[string]string{"Corefile.base": tmpl + "\nexample.org {\n    whoami\n}\n"})
+	f.tmpl.update(map[string]string{"Corefile.base": tmpl + "\nexample.org {\n    chaos\n}\n"})
 	err = f.rec.waitError(t)
 	wantPos := fmt.Sprintf("Corefile:%d: ", strings.Count(tmpl, "\n")+3)
-	if !strings.Contains(err.Error(), wantPos+`unknown plugin "whoami"`) {
+	if !strings.Contains(err.Error(), wantPos+`unknown plugin "chaos"`) {
 		t.Errorf("error %q does not name the plugin and its line (%s)", err, wantPos)
 	}
 	if now, nowText := w.Config(); now != cfg || nowText != text || readOutput(t, f.out) != text {

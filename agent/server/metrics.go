@@ -80,11 +80,12 @@ const (
 	pluginNone    = 0
 	pluginCache   = 1
 	pluginForward = 2
-	numPlugins    = 3
-	numRcodes     = 24 // rcodes above 23 are counted in the last slot
+	// 3 to 8: the answer-changing plugins (plugins.go), by pluginName.
+	numPlugins = 9
+	numRcodes  = 24 // rcodes above 23 are counted in the last slot
 )
 
-var pluginName = [numPlugins]string{"", "cache", "forward"}
+var pluginName = [numPlugins]string{"", "cache", "forward", "hosts", "rewrite", "template", "dns64", "loadbalance", "whoami"}
 
 // routeMetrics are the metric children of one zone of one server block,
 // created on first use so that the hit path only does atomic operations.

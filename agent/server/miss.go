@@ -170,6 +170,10 @@ func (s *Server) refresh(j *job) {
 		return
 	}
 	b := j.prefetch.block
+	if b.Plugins != nil {
+		s.refreshPlugins(j.prefetch, req)
+		return
+	}
 	if b.Forward == nil || b.Cache == nil {
 		return
 	}

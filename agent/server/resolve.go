@@ -46,7 +46,14 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	capBufSize(req, rt.block.BufSize)
 	ti := typeIndex(req.Question[0].Qtype)
 	(*rt.m.request(tcp, v6, ti)).Inc()
-	resp, plugin, stored := s.resolve(ctx, rt, req, key)
+	var resp *dns.Msg
+	var plugin int
+	var stored *cache.Entry
+	if rt.block.Plugins != nil {
+		resp, plugin, stored = s.resolvePlugins(ctx, zones, rt, req, key, tcp, client)
+	} else {
+		resp, plugin, stored = s.resolve(ctx, rt, req, key)
+	}
 	(*rt.m.response(resp.Rcode, plugin)).Inc()
 	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
 	var out []byte
@@ -263,10 +270,17 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		m.Question = []dns.Question{req.Question[0]}
 	}
 	extra := m.Extra[:0]
+	var ede []dns.EDNS0 // extended errors (template's ederror) are kept
 	for _, rr := range m.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
+		if opt, ok := rr.(*dns.OPT); ok {
+			for _, o := range opt.Option {
+				if o.Option() == dns.EDNS0EDE {
+					ede = append(ede, o)
+				}
+			}
+			continue
 		}
+		extra = append(extra, rr)
 	}
 	m.Extra = extra
 	size := dnswire.MinUDPSize
@@ -276,6 +290,7 @@ func pack(resp, req *dns.Msg, tcp bool) []byte {
 		o.Hdr.Rrtype = dns.TypeOPT
 		o.SetUDPSize(EDNSSize)
 		o.SetDo(opt.Do())
+		o.Option = ede
 		if resp.Rcode > 0xf {
 			o.SetExtendedRcode(uint16(resp.Rcode))
 		}

@@ -61,6 +61,9 @@ type Block struct {
 	BufSize int
 	// Debug dumps the queries whose forwarding failed (debug plugin).
 	Debug bool
+	// Plugins are the block's answer-changing plugins; nil when it has
+	// none (plugins.go).
+	Plugins *Plugins
 }
 
 // route is one zone of a block as the server sees it.

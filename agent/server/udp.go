@@ -232,7 +232,7 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 	}
 	key := dnswire.AppendKey(h.key[:0], pkt, q)
 	rt := zones.lookup(dnswire.KeyName(key))
-	if rt == nil || rt.block.Cache == nil || rt.block.Log {
+	if rt == nil || rt.block.Cache == nil || rt.block.Log || rt.block.Plugins.offHitPath() {
 		return nil, verdictMiss
 	}
 	c := rt.block.Cache

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -92,28 +93,51 @@ func webhookConfiguration(rendered []byte, url string, caBundle []byte) (*admiss
 	return &mwc, nil
 }
 
-// agentManifest returns the agent container's arguments from the rendered
-// DaemonSet and the Corefile template from its ConfigMap.
-func agentManifest(rendered []byte) (args []string, corefile string, err error) {
+// agentManifest returns the agent container's arguments and environment
+// from the rendered DaemonSet, with $(VAR) references expanded as the
+// kubelet does, and the ConfigMap's Corefile template. The agent runs with
+// hostNetwork, so a variable from the downward API's status.podIP or
+// status.hostIP is the node's IP, nodeAddr.
+func agentManifest(rendered []byte, nodeAddr string) (args, env []string, corefile string, err error) {
 	var ds appsv1.DaemonSet
 	if err := findObject(rendered, "DaemonSet", "node-local-dns", &ds); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	for _, c := range ds.Spec.Template.Spec.Containers {
+	var agent *corev1.Container
+	for i, c := range ds.Spec.Template.Spec.Containers {
 		if c.Name == "agent" || len(ds.Spec.Template.Spec.Containers) == 1 {
-			args = c.Args
+			agent = &ds.Spec.Template.Spec.Containers[i]
 			break
 		}
 	}
-	if len(args) == 0 {
-		return nil, "", fmt.Errorf("DaemonSet %s: no agent container arguments", ds.Name)
+	if agent == nil || len(agent.Args) == 0 {
+		return nil, nil, "", fmt.Errorf("DaemonSet %s: no agent container arguments", ds.Name)
+	}
+	vars := map[string]string{}
+	for _, e := range agent.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+			(e.ValueFrom.FieldRef.FieldPath == "status.podIP" || e.ValueFrom.FieldRef.FieldPath == "status.hostIP"):
+			vars[e.Name] = nodeAddr
+		case e.ValueFrom == nil:
+			vars[e.Name] = e.Value
+		default:
+			continue
+		}
+		env = append(env, e.Name+"="+vars[e.Name])
+	}
+	for _, a := range agent.Args {
+		for k, v := range vars {
+			a = strings.ReplaceAll(a, "$("+k+")", v)
+		}
+		args = append(args, a)
 	}
 	var cm corev1.ConfigMap
 	if err := findObject(rendered, "ConfigMap", "node-local-dns", &cm); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	if cm.Data["Corefile"] == "" {
-		return nil, "", errors.New("ConfigMap node-local-dns has no Corefile")
+		return nil, nil, "", errors.New("ConfigMap node-local-dns has no Corefile")
 	}
-	return args, cm.Data["Corefile"], nil
+	return args, env, cm.Data["Corefile"], nil
 }

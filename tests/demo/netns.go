@@ -30,7 +30,7 @@ const (
 	nodeIP        = "10.200.0.1"
 	kubeDNSHostIP = "10.200.0.2"
 	ifaceName     = "nodelocaldns"
-	metricsAddr   = localDNSIP + ":9253"
+	metricsAddr   = nodeIP + ":9253" // prometheus {$POD_IP}:9253, the node's IP
 )
 
 // netnode is a node built from three network namespaces:
@@ -226,7 +226,7 @@ func (n *netnode) agentCommand() error {
 	if err != nil {
 		return err
 	}
-	dsArgs, template, err := agentManifest(rendered)
+	dsArgs, dsEnv, template, err := agentManifest(rendered, nodeIP)
 	if err != nil {
 		return err
 	}
@@ -268,7 +268,7 @@ func (n *netnode) agentCommand() error {
 		args = append(args, "-"+name+"="+v)
 	}
 	n.agentArgs = args
-	n.agentEnv = []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP}
+	n.agentEnv = append([]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=" + upstreamSvcIP}, dsEnv...)
 	n.d.printf("agent arguments: the rendered DaemonSet's %q, file paths moved to %s\n", dsArgs, n.dir)
 	n.d.printf("Corefile template: the rendered ConfigMap node-local-dns; kube-dns ConfigMap upstreamNameservers %s\n", ups)
 	return nil
@@ -444,11 +444,11 @@ func (n *netnode) showEndpoints(ctx context.Context) error {
 		}
 		n.d.printf("GET http://%s%s (the probes of the DaemonSet): 200 %s\n", ep.addr, ep.path, strings.TrimSpace(firstLine(body)))
 	}
-	body, err := n.get(ctx, localDNSIP+":9353", "/metrics")
+	body, err := n.get(ctx, nodeIP+":9353", "/metrics")
 	if err != nil {
 		return fmt.Errorf("setup metrics (-metrics-listen-address): %w", err)
 	}
-	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address), the coredns_nodecache_setup_errors_total lines:\n", localDNSIP)
+	n.d.printf("GET http://%s:9353/metrics (-metrics-listen-address $(POD_IP), the node's IP), the coredns_nodecache_setup_errors_total lines:\n", nodeIP)
 	n.d.show("", strings.Join(grepLines(body, "coredns_nodecache_setup_errors_total{"), "\n"))
 	return nil
 }

@@ -85,7 +85,7 @@ left=$(find /sys/fs/cgroup -type d -path '*kubepods*' 2>/dev/null | head -n3)
 
 # The kubelet's symlinks to the pods' logs, and the CNI result cache.
 find /var/log/containers -maxdepth 1 -type l -lname "$DATA_DIR/*" -delete 2>/dev/null
-rm -f /var/lib/cni/results/nlde2e-* 2>/dev/null
+rm -f /var/lib/cni/results/nlde2e-* /var/lib/cni/results/cni-loopback-* 2>/dev/null
 
 # Global sysctls back to what they were before up.
 if [ -f "$RUN_DIR/sysctls" ]; then
@@ -99,10 +99,14 @@ if [ -f "$RUN_DIR/sysctls" ]; then
 	done <"$RUN_DIR/sysctls"
 fi
 
-# Host paths the hostPath volumes created.
+# Host paths the node created outside its directories (up.sh lists them).
 if [ -f "$RUN_DIR/created-paths" ]; then
 	while read -r p; do
-		case $p in /run/nodelocaldns) rm -rf "$p" ;; esac
+		case $p in
+		/run/nodelocaldns) rm -rf "$p" ;;
+		/var/log/containers) rmdir "$p" 2>/dev/null ;;
+		/var/lib/cni) rmdir "$p/results" "$p" 2>/dev/null ;;
+		esac
 	done <"$RUN_DIR/created-paths"
 fi
 

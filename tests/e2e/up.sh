@@ -30,10 +30,11 @@ bash "$REPO/tests/e2e/down.sh" --quiet
 mkdir -p "$E2E_DIR" "$LOG_DIR" "$PIDS_DIR" "$DATA_DIR" "$E2E_DIR/pki"
 echo "$REPO" > "$RUN_DIR/owner"
 
-# Host paths the install's hostPath volumes create (DirectoryOrCreate,
-# the agent's run directory): down.sh removes it if it did not exist before
-# (not /run/xtables.lock: removing a lock file others may hold breaks the lock).
-for p in /run/nodelocaldns; do
+# Host paths the node creates outside its own directories: the agent's run
+# directory (a hostPath volume), the kubelet's /var/log/containers and the CNI
+# result cache. down.sh removes those that did not exist before (not
+# /run/xtables.lock: removing a lock file others may hold breaks the lock).
+for p in /run/nodelocaldns /var/log/containers /var/lib/cni; do
 	[ -e "$p" ] || echo "$p"
 done >"$RUN_DIR/created-paths"
 
@@ -274,6 +275,7 @@ cat >"$E2E_DIR/env" <<E
 # Written by make e2e-up. Use kubectl inside the node's network namespace:
 #   $E2E_DIR/kubectl get pods -A
 KUBECONFIG=$KUBECONFIG_FILE
+KUBECTL=$KUBECTL_BIN
 NETNS=$NETNS
 NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP

@@ -56,6 +56,8 @@ type Options struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout bound the webhook server's
 	// connections (see package server).
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConnections bounds the webhook server's open connections.
+	MaxConnections int
 	// MaxRequestBytes bounds one admission request body; RequestBodyBudget
 	// bounds all bodies held at once.
 	MaxRequestBytes, RequestBodyBudget int64
@@ -98,6 +100,7 @@ func NewOptions() *Options {
 		ReadTimeout:             server.DefaultReadTimeout,
 		WriteTimeout:            server.DefaultWriteTimeout,
 		IdleTimeout:             server.DefaultIdleTimeout,
+		MaxConnections:          server.DefaultMaxConnections,
 		MaxRequestBytes:         handler.DefaultMaxRequestBytes,
 		RequestBodyBudget:       handler.DefaultBodyBudgetBytes,
 		TLSMinVersion:           "1.2",
@@ -128,8 +131,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout, "Longest time to read a request (TLS handshake, headers and body) on the webhook server.")
 	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout, "Longest time from the end of a request's headers to the end of its response.")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout, "Idle keep-alive connections of the webhook server are closed after this long.")
+	fs.IntVar(&o.MaxConnections, "max-connections", o.MaxConnections, "Most connections the webhook server keeps open, a quarter of them per client address; more are closed at once.")
 	fs.Int64Var(&o.MaxRequestBytes, "max-request-bytes", o.MaxRequestBytes, "Largest admission request body accepted, in bytes (larger: HTTP 413, the API server applies failurePolicy).")
-	fs.Int64Var(&o.RequestBodyBudget, "request-body-budget", o.RequestBodyBudget, "Bytes of request bodies held at once by all requests together (beyond: HTTP 503); at least --max-request-bytes.")
+	fs.Int64Var(&o.RequestBodyBudget, "request-body-budget", o.RequestBodyBudget, "Bytes of request bodies held at once by all requests together, a quarter of them per client address (beyond: HTTP 503); at least --max-request-bytes.")
 	fs.StringVar(&o.TLSMinVersion, "tls-min-version", o.TLSMinVersion, "Minimum TLS version of the webhook server: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3.")
 	fs.DurationVar(&o.GracefulShutdownTimeout, "graceful-shutdown-timeout", o.GracefulShutdownTimeout, "How long in-flight requests may take to finish on shutdown.")
 	o.Zap.BindFlags(fs)
@@ -168,6 +172,9 @@ func (o *Options) Validate() error {
 		if d.value <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.value))
 		}
+	}
+	if o.MaxConnections < 1 {
+		errs = append(errs, fmt.Errorf("--max-connections %d: must be at least 1", o.MaxConnections))
 	}
 	if o.MaxRequestBytes < 64<<10 || o.RequestBodyBudget < o.MaxRequestBytes {
 		errs = append(errs, fmt.Errorf("--max-request-bytes %d / --request-body-budget %d: need 64 KiB <= max-request-bytes <= request-body-budget", o.MaxRequestBytes, o.RequestBodyBudget))

@@ -82,6 +82,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "negative idle timeout", args: []string{"--idle-timeout", "-1s"}, wantErr: "--idle-timeout"},
 		{name: "request limit over budget", args: []string{"--max-request-bytes", "8388608", "--request-body-budget", "4194304"}, wantErr: "--max-request-bytes"},
 		{name: "tiny request limit", args: []string{"--max-request-bytes", "100"}, wantErr: "--max-request-bytes"},
+		{name: "no connections", args: []string{"--max-connections", "0"}, wantErr: "--max-connections"},
 		{name: "TLS 1.1", args: []string{"--tls-min-version", "1.1"}, wantErr: "--tls-min-version"},
 		{name: "bad node label", args: []string{"--no-agent-node-labels", "type=virtual kubelet"}, wantErr: "--no-agent-node-labels"},
 		{name: "bad toleration key", args: []string{"--no-agent-tolerations", "a b"}, wantErr: "--no-agent-tolerations"},

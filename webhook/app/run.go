@@ -157,6 +157,7 @@ func newManager(o *Options, restCfg *rest.Config, logger logr.Logger) (manager.M
 		ReadTimeout:     o.ReadTimeout,
 		WriteTimeout:    o.WriteTimeout,
 		IdleTimeout:     o.IdleTimeout,
+		MaxConnections:  o.MaxConnections,
 		ShutdownTimeout: shutdown,
 		Registerer:      ctrlmetrics.Registry,
 		Log:             logger.WithName("server"),

@@ -201,6 +201,21 @@ func TestRunServes(t *testing.T) {
 	if st.NegotiatedProtocol == "h2" {
 		t.Error("HTTP/2 negotiated, want it off by default")
 	}
+	// TLS 1.2 with a CBC suite is refused, an AEAD suite accepted (the
+	// policy of webhook/server, as app.Run wires it).
+	for _, tc := range []struct {
+		suite uint16
+		ok    bool
+	}{{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false}, {tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true}} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.addr,
+			&tls.Config{RootCAs: pool(t, ca1), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tc.suite}})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("TLS 1.2 %s: handshake error %v, want success %v", tls.CipherSuiteName(tc.suite), err, tc.ok)
+		}
+	}
 
 	// An admission over HTTPS is injected and counted.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(t, ca1)}}}

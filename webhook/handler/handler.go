@@ -73,7 +73,8 @@ type Options struct {
 	// (DefaultMaxRequestBytes if zero).
 	MaxRequestBytes int64
 	// BodyBudgetBytes bounds the bytes of all request bodies being read or
-	// handled at once (DefaultBodyBudgetBytes if zero).
+	// handled at once (DefaultBodyBudgetBytes if zero); one client address
+	// may hold a quarter of it (at least one largest request).
 	BodyBudgetBytes int64
 	// Log receives recovered panics and body read errors; the zero value
 	// discards them.
@@ -121,7 +122,7 @@ func New(opts Options) (*Handler, error) {
 	}
 	return &Handler{
 		cfg: opts.Config, kubeDNSIPs: opts.KubeDNSIPs, namespaces: opts.Namespaces, metrics: m, log: log,
-		maxBody: maxBody, budget: newBudget(budgetBytes, m.bodyBytes),
+		maxBody: maxBody, budget: newBudget(budgetBytes, maxBody, m.bodyBytes),
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -35,41 +36,60 @@ var (
 	errBusy     = errors.New("request body budget spent")
 )
 
-// budget is the shared allowance of body bytes held at once.
+// budget is the shared allowance of body bytes held at once, with a share
+// per client address: one client (a hostile pod) cannot spend more than a
+// quarter of it, so the API server's reviews still find room.
 type budget struct {
-	mu    sync.Mutex
-	limit int64
-	used  int64
-	gauge prometheus.Gauge
+	mu      sync.Mutex
+	limit   int64
+	perPeer int64
+	used    int64
+	byPeer  map[string]int64
+	gauge   prometheus.Gauge
 }
 
-func newBudget(limit int64, gauge prometheus.Gauge) *budget {
-	return &budget{limit: limit, gauge: gauge}
+func newBudget(limit, maxBody int64, gauge prometheus.Gauge) *budget {
+	return &budget{limit: limit, perPeer: max(limit/4, maxBody+1), byPeer: map[string]int64{}, gauge: gauge}
 }
 
-// take reserves n bytes; it reports false (reserving nothing) if that would
-// exceed the limit.
-func (b *budget) take(n int64) bool {
+// take reserves n bytes for peer; it reports false (reserving nothing) if
+// that would exceed the limit or the peer's share.
+func (b *budget) take(peer string, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n > b.limit {
+	if b.used+n > b.limit || b.byPeer[peer]+n > b.perPeer {
 		return false
 	}
 	b.used += n
+	b.byPeer[peer] += n
 	b.gauge.Add(float64(n))
 	return true
 }
 
-func (b *budget) give(n int64) {
+func (b *budget) give(peer string, n int64) {
+	if n == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.used -= n
+	if b.byPeer[peer] -= n; b.byPeer[peer] <= 0 {
+		delete(b.byPeer, peer)
+	}
 	b.gauge.Sub(float64(n))
+}
+
+// peer is the client's address without the port.
+func peer(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // ServeHTTP serves AdmissionReviews (v1, JSON) as the API server sends them.
 // It reads at most the request size limit, charging the buffer it holds to
-// the shared body budget as the bytes arrive, so slow or oversized uploads hold
+// the shared body budget (and the client's share of it) as the bytes arrive, so slow or oversized uploads hold
 // bounded memory. A body that is too large (413) or over budget (503) ends
 // the connection: the API server treats that as a failed call and applies
 // failurePolicy (Ignore). Every review that decodes, whatever goes wrong
@@ -82,8 +102,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
 		return
 	}
-	body, held, err := h.readBody(r)
-	defer h.budget.give(held)
+	from := peer(r)
+	body, held, err := h.readBody(r, from)
+	defer h.budget.give(from, held)
 	if err != nil {
 		h.refuse(w, r, err, start)
 		return
@@ -120,17 +141,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // readBody reads the body in chunks, charging what it holds to the budget.
 // It returns the bytes held (to give back) even on error.
-func (h *Handler) readBody(r *http.Request) ([]byte, int64, error) {
+func (h *Handler) readBody(r *http.Request, from string) ([]byte, int64, error) {
 	if r.ContentLength > h.maxBody {
 		return nil, 0, errTooLarge
 	}
 	var held int64
 	buf := make([]byte, 0, min(max(r.ContentLength, 0), readChunk))
-	if !h.budget.take(int64(cap(buf))) {
+	if !h.budget.take(from, int64(cap(buf))) {
 		return nil, 0, errBusy
 	}
 	held = int64(cap(buf))
 	for {
+		if r.ContentLength >= 0 && int64(len(buf)) == r.ContentLength {
+			// All announced bytes are here (the server frames the body).
+			return buf, held, nil
+		}
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) >= h.maxBody+1 {
 				return nil, held, errTooLarge
@@ -139,7 +164,7 @@ func (h *Handler) readBody(r *http.Request) ([]byte, int64, error) {
 			// oversized body), paying for the new buffer first: a body
 			// holds at most twice its bytes, and growing costs one copy.
 			want := min(max(2*int64(cap(buf)), readChunk), h.maxBody+1)
-			if !h.budget.take(want - held) {
+			if !h.budget.take(from, want-held) {
 				return nil, held, errBusy
 			}
 			held = want

@@ -3,6 +3,7 @@ package handler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,8 +18,13 @@ import (
 )
 
 func serve(h http.Handler, method string, body io.Reader, contentLength int64) *httptest.ResponseRecorder {
+	return serveFrom(h, "192.0.2.1:1234", method, body, contentLength)
+}
+
+func serveFrom(h http.Handler, remote, method string, body io.Reader, contentLength int64) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	r := httptest.NewRequest(method, Path, body)
+	r.RemoteAddr = remote
 	r.ContentLength = contentLength
 	r.Header.Set("Content-Type", "application/json")
 	h.ServeHTTP(rec, r)
@@ -146,12 +152,12 @@ func TestServeHTTPBudget(t *testing.T) {
 	release := make(chan struct{})
 	var wg sync.WaitGroup
 	codes := make(chan int, 8)
-	for range 8 { // each holds 256 KiB (250 KiB read in 32 KiB chunks): 4 fill the budget
+	for i := range 8 { // each holds 256 KiB (250 KiB read in doubling buffers): 4 fill the budget
 		b := &stallingBody{n: 250 << 10, release: release, sent: make(chan struct{})}
 		done := make(chan struct{})
 		wg.Go(func() {
 			defer close(done)
-			codes <- serve(h, http.MethodPost, b, -1).Code
+			codes <- serveFrom(h, fmt.Sprintf("192.0.2.%d:1234", i+1), http.MethodPost, b, -1).Code
 		})
 		select {
 		case <-b.sent:
@@ -165,7 +171,7 @@ func TestServeHTTPBudget(t *testing.T) {
 	}
 	// While the budget is spent, a good request is refused at once.
 	good := reviewBytes(t, podRequest(t, admissionv1.Create, testPod()))
-	if rec := serve(h, http.MethodPost, bytes.NewReader(good), int64(len(good))); rec.Code != http.StatusServiceUnavailable {
+	if rec := serveFrom(h, "198.51.100.1:1", http.MethodPost, bytes.NewReader(good), int64(len(good))); rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("request over budget: HTTP %d, want 503", rec.Code)
 	}
 	close(release)
@@ -188,6 +194,56 @@ func TestServeHTTPBudget(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(h.metrics.admissions.WithLabelValues(DecisionError, ReasonBusy)); got != 5 {
 		t.Errorf("busy counted %v times", got)
+	}
+}
+
+// TestServeHTTPBudgetPerClient checks one client address can hold only a
+// quarter of the budget: its stalled uploads cannot keep another client's
+// review out.
+func TestServeHTTPBudgetPerClient(t *testing.T) {
+	h, err := New(Options{Config: testConfig(t), KubeDNSIPs: func() []string { return []string{"10.96.0.10"} },
+		Registerer: prometheus.NewRegistry(), MaxRequestBytes: 200 << 10, BodyBudgetBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	codes := make(chan int, 4)
+	for range 4 { // 100 KiB each, held in 128 KiB: two fill the 256 KiB share
+		b := &stallingBody{n: 100 << 10, release: release, sent: make(chan struct{})}
+		done := make(chan struct{})
+		wg.Go(func() {
+			defer close(done)
+			codes <- serveFrom(h, "192.0.2.66:4000", http.MethodPost, b, -1).Code
+		})
+		select {
+		case <-b.sent:
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("upload neither stalled nor refused")
+		}
+	}
+	if held := testutil.ToFloat64(h.metrics.bodyBytes); held != 256<<10 {
+		t.Errorf("one client holds %v bytes, want its share of 256 KiB", held)
+	}
+	good := reviewBytes(t, podRequest(t, admissionv1.Create, testPod()))
+	if rec := serveFrom(h, "192.0.2.66:4001", http.MethodPost, bytes.NewReader(good), int64(len(good))); rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("the same client over its share: HTTP %d, want 503", rec.Code)
+	}
+	if rec := serveFrom(h, "10.0.0.1:5000", http.MethodPost, bytes.NewReader(good), int64(len(good))); rec.Code != http.StatusOK {
+		t.Errorf("another client: HTTP %d, want 200", rec.Code)
+	}
+	close(release)
+	wg.Wait()
+	close(codes)
+	busy := 0
+	for c := range codes {
+		if c == http.StatusServiceUnavailable {
+			busy++
+		}
+	}
+	if busy != 2 {
+		t.Errorf("%d uploads refused, want 2", busy)
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 )
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	inFlight prometheus.Gauge
+	requests    *prometheus.CounterVec
+	inFlight    prometheus.Gauge
+	connections prometheus.Gauge
+	refused     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -25,12 +27,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:      "http_requests_in_flight",
 			Help:      "HTTP requests the webhook server is handling.",
 		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "nodelocaldns",
+			Subsystem: "webhook",
+			Name:      "connections",
+			Help:      "Open connections to the webhook server (at most --max-connections).",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "nodelocaldns",
+			Subsystem: "webhook",
+			Name:      "connections_refused_total",
+			Help:      "Connections to the webhook server closed at once because --max-connections were open.",
+		}),
 	}
 	var err error
 	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
 	if m.inFlight, err = promreg.Register(reg, m.inFlight); err != nil {
+		return nil, err
+	}
+	if m.connections, err = promreg.Register(reg, m.connections); err != nil {
+		return nil, err
+	}
+	if m.refused, err = promreg.Register(reg, m.refused); err != nil {
 		return nil, err
 	}
 	return m, nil

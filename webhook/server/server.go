@@ -29,10 +29,17 @@ import (
 // most, 3 in the shipped configuration) for a webhook and sends the body at
 // once, so a request that takes longer to arrive is not from it.
 const (
-	DefaultReadTimeout    = 10 * time.Second
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultIdleTimeout    = 60 * time.Second
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultIdleTimeout is longer than the idle timeout of the API
+	// server's webhook client (90s, Go's default transport), so that the
+	// client, not the server, closes an idle connection: a server-side close
+	// racing a new request would fail that admission (a POST is not retried).
+	DefaultIdleTimeout    = 120 * time.Second
 	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxConnections bounds open connections: a TLS connection costs
+	// a few tens of KB, the API server needs a handful.
+	DefaultMaxConnections = 1024
 	// DefaultShutdownTimeout bounds in-flight requests after Start's
 	// context ends.
 	DefaultShutdownTimeout = 30 * time.Second
@@ -84,6 +91,8 @@ type Options struct {
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request headers.
 	MaxHeaderBytes int
+	// MaxConnections bounds the open connections; more are closed at once.
+	MaxConnections int
 	// ShutdownTimeout bounds how long in-flight requests may finish once
 	// the context given to Start ends.
 	ShutdownTimeout time.Duration
@@ -119,14 +128,17 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxHeaderBytes == 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if opts.TLSMinVersion == 0 {
 		opts.TLSMinVersion = tls.VersionTLS12
 	}
-	if opts.ReadTimeout < 0 || opts.WriteTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxHeaderBytes < 0 {
-		return nil, errors.New("webhook server: timeouts and header size must not be negative")
+	if opts.ReadTimeout < 0 || opts.WriteTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxHeaderBytes < 0 || opts.MaxConnections < 0 {
+		return nil, errors.New("webhook server: timeouts, header size and connection limit must not be negative")
 	}
 	if opts.TLSMinVersion != tls.VersionTLS12 && opts.TLSMinVersion != tls.VersionTLS13 {
 		return nil, fmt.Errorf("webhook server: TLS minimum version %#x: want 1.2 or 1.3", opts.TLSMinVersion)
@@ -221,7 +233,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	s.opts.Log.Info("serving webhooks", "address", ln.Addr().String(), "tlsMinVersion", tls.VersionName(s.opts.TLSMinVersion),
 		"readTimeout", s.opts.ReadTimeout, "writeTimeout", s.opts.WriteTimeout, "idleTimeout", s.opts.IdleTimeout)
-	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.ServeTLS(newLimitListener(ln, s.opts.MaxConnections, s.metrics), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("webhook server: %w", err)
 	}
 	<-done

@@ -248,3 +248,66 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionLimit checks that connections beyond a client's share
+// (MaxConnections/4) or beyond MaxConnections are closed at once, and that
+// a closed connection frees its slot.
+func TestConnectionLimit(t *testing.T) {
+	r := start(t, Options{MaxConnections: 8}) // 2 per client address
+	cfg := &tls.Config{RootCAs: r.pool, MinVersion: tls.VersionTLS12}
+	dialFrom := func(local string) (*tls.Conn, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		return tls.DialWithDialer(d, "tcp", r.addr, cfg)
+	}
+	var held []*tls.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	// refusedFrom waits until a connection from local is refused (the
+	// readiness probe of start may still hold a slot for a moment).
+	refusedFrom := func(local string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := dialFrom(local)
+			if err != nil {
+				return
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("a connection from %s was accepted beyond the limit", local)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// Four addresses, two connections each: the share, then the total.
+	for _, local := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		for range 2 {
+			c, err := dialFrom(local)
+			if err != nil {
+				t.Fatalf("connection within the limits from %s: %v", local, err)
+			}
+			held = append(held, c)
+		}
+		if local == "127.0.0.2" {
+			refusedFrom(local) // over its share, others still welcome
+		}
+	}
+	refusedFrom("127.0.0.6") // over the total
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := dialFrom("127.0.0.6")
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after closing a connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

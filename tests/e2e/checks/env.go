@@ -17,7 +17,6 @@ import (
 // The project's and the cluster's DNS addresses.
 const (
 	localDNSIP    = "169.254.20.10"
-	agentMetrics  = "http://" + localDNSIP + ":9253/metrics"
 	clusterDomain = "cluster.local"
 	injectLabel   = "node-local-dns-injection"
 	agentNS       = "kube-system"
@@ -44,7 +43,7 @@ func loadEnv(path string) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	for _, k := range []string{"KUBECONFIG", "CLIENT_IMAGE", "KUBE_DNS_IP", "AGENT_IMAGE", "WEBHOOK_IMAGE"} {
+	for _, k := range []string{"KUBECONFIG", "CLIENT_IMAGE", "KUBE_DNS_IP", "NODE_IP", "AGENT_IMAGE", "WEBHOOK_IMAGE"} {
 		if vars[k] == "" {
 			return nil, fmt.Errorf("%s: %s is not set", path, k)
 		}
@@ -55,6 +54,9 @@ func loadEnv(path string) (*env, error) {
 	}
 	repo := filepath.Dir(filepath.Dir(filepath.Dir(abs))) // bin/e2e/env
 	kubectl := os.Getenv("KUBECTL_BIN")
+	if kubectl == "" {
+		kubectl = vars["KUBECTL"]
+	}
 	if kubectl == "" {
 		kubectl = filepath.Join(repo, "bin", "kubectl")
 	}
@@ -141,4 +143,16 @@ func poll(ctx context.Context, timeout, interval time.Duration, fn func() error)
 		case <-time.After(interval):
 		}
 	}
+}
+
+// install runs tests/e2e/install.sh (kubectl apply -k or delete -k of the
+// project in mode "builtin-certs" or "interception") with this kubectl.
+func (e *env) install(ctx context.Context, verb, mode string) error {
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(e.repo, "tests/e2e/install.sh"), verb, e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), mode)
+	cmd.Env = append(os.Environ(), "KUBECTL_BIN="+e.kubectlBin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("install.sh %s %s: %w: %s", verb, mode, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

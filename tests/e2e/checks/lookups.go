@@ -61,7 +61,7 @@ type lookup struct {
 // counter), and the agent's cluster.local queries reach CoreDNS over TCP.
 func checkLookups(ctx context.Context, e *env) (string, error) {
 	pod := podSpec{ns: nsInjected, name: "plain"}
-	if _, err := e.exec(ctx, pod.ns, pod.name, "true"); err != nil {
+	if _, err := e.exec(ctx, pod.ns, pod.name, "sh", "-c", "exit 0"); err != nil {
 		if err := e.ensureNamespace(ctx, nsInjected, map[string]string{injectLabel: "enabled"}); err != nil {
 			return "", err
 		}
@@ -69,7 +69,7 @@ func checkLookups(ctx context.Context, e *env) (string, error) {
 			return "", err
 		}
 	}
-	agentBefore, err := agentRequests(ctx)
+	agentBefore, err := e.agentRequests(ctx)
 	if err != nil {
 		return "", fmt.Errorf("agent metrics: %w", err)
 	}
@@ -111,12 +111,12 @@ func checkLookups(ctx context.Context, e *env) (string, error) {
 	// glibc's resolver, through the pod's resolv.conf (search list, ndots).
 	getents := map[string]string{"kubernetes.default": "10.96.0.1", "www.example.com": "192.0.2.80", "api.example.net.": "192.0.2.90"}
 	for name, want := range getents {
-		out, err := e.exec(ctx, pod.ns, pod.name, "getent", "hosts", name)
+		out, err := e.exec(ctx, pod.ns, pod.name, "getent", "ahostsv4", name)
 		if err != nil || !strings.HasPrefix(strings.TrimSpace(out), want+" ") {
-			errs = append(errs, fmt.Sprintf("getent hosts %s: %q %v, want %s", name, out, err, want))
+			errs = append(errs, fmt.Sprintf("getent ahostsv4 %s: %q %v, want %s", name, out, err, want))
 		}
 	}
-	agentAfter, err := agentRequests(ctx)
+	agentAfter, err := e.agentRequests(ctx)
 	if err != nil {
 		return "", fmt.Errorf("agent metrics: %w", err)
 	}
@@ -159,13 +159,14 @@ func (l lookup) verify(r digResult) error {
 	return fmt.Errorf("answers %v, want %s", r.answers, l.answer)
 }
 
-// agentRequests is the agent's coredns_dns_requests_total summed.
-func agentRequests(ctx context.Context) (float64, error) {
-	text, err := httpGet(ctx, agentMetrics)
+// agentRequests is the agent's coredns_dns_requests_total summed, from its
+// metrics listener (the Corefile's "prometheus :9253" binds the node's IP).
+func (e *env) agentRequests(ctx context.Context) (float64, error) {
+	text, err := httpGet(ctx, "http://"+e.get("NODE_IP")+":9253/metrics")
 	if err != nil {
 		return 0, err
 	}
-	return metricSum(text, "coredns_dns_requests_total", nil)
+	return counterSum(text, "coredns_dns_requests_total", nil), nil
 }
 
 // corednsRequests is CoreDNS's coredns_dns_requests_total for proto.
@@ -178,7 +179,17 @@ func (e *env) corednsRequests(ctx context.Context, proto string) (float64, error
 	if err != nil {
 		return 0, err
 	}
-	return metricSum(text, "coredns_dns_requests_total", map[string]string{"proto": proto})
+	return counterSum(text, "coredns_dns_requests_total", map[string]string{"proto": proto}), nil
+}
+
+// counterSum is metricSum for a labelled counter, which has no samples (and
+// so no family in the exposition) until it is first incremented: 0 then.
+func counterSum(text, family string, want map[string]string) float64 {
+	v, err := metricSum(text, family, want)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // metricSum sums the samples of a counter or gauge (text exposition format)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +22,7 @@ while [ $i -lt $par ]; do
   ( while read t0 _ < /proc/uptime; [ ${t0%.*} -lt $end ]; do
       for n in $names; do
         getent ahosts $n >/dev/null; rc=$?
-        read t1 _ < /proc/uptime; echo "$t0 $t1 $rc"; t0=$t1
+        read t1 _ < /proc/uptime; echo "$t0 $t1 $rc $n"; t0=$t1
       done
     done > /tmp/loop.$i ) &
   i=$((i+1))
@@ -36,6 +37,9 @@ type loopStats struct {
 	slowest       time.Duration
 	rate          float64 // lookups per second
 	p99           time.Duration
+	// slow are the lookups that took 500 ms or more: "at uptime U: name
+	// took D (rc R)", for the report.
+	slow []string
 }
 
 func (s loopStats) String() string {
@@ -48,7 +52,7 @@ func parseLoop(out string, dur time.Duration) (loopStats, error) {
 	var lat []time.Duration
 	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) != 3 {
+		if len(f) < 3 {
 			continue
 		}
 		t0, err0 := strconv.ParseFloat(f[0], 64)
@@ -64,6 +68,13 @@ func parseLoop(out string, dur time.Duration) (loopStats, error) {
 		}
 		if d > s.slowest {
 			s.slowest = d
+		}
+		if d >= 500*time.Millisecond && len(s.slow) < 20 {
+			name := ""
+			if len(f) > 3 {
+				name = f[3]
+			}
+			s.slow = append(s.slow, fmt.Sprintf("at %.2f: %s took %s (rc %s)", t0, name, d, f[2]))
 		}
 	}
 	if s.total == 0 {
@@ -97,4 +108,17 @@ func (e *env) lookupLoop(ctx context.Context, ns, pod string, dur time.Duration,
 type loopResult struct {
 	stats loopStats
 	err   error
+}
+
+// uptime is the host's /proc/uptime (the clock of the loops' lines).
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }

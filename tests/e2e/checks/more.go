@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -167,9 +166,8 @@ func checkDnsperf(ctx context.Context, e *env) (string, error) {
 // (the agent counts them, CoreDNS sees none over UDP); after the overlay is
 // deleted, kube-dns answers again.
 func checkInterception(ctx context.Context, e *env) (string, error) {
-	install := filepath.Join(e.repo, "tests/e2e/install.sh")
-	if out, err := onNode(ctx, "bash", install, "apply", e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), "interception"); err != nil {
-		return "", fmt.Errorf("apply interception: %w: %s", err, out)
+	if err := e.install(ctx, "apply", "interception"); err != nil {
+		return "", err
 	}
 	if _, err := e.waitAgentReady(ctx, 120*time.Second); err != nil {
 		return "", err
@@ -184,7 +182,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 	kubeDNS := e.get("KUBE_DNS_IP")
 	const n = 5
 	ask := func() (float64, float64, error) {
-		a0, err := agentRequests(ctx)
+		a0, err := e.agentRequests(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -206,7 +204,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 				return 0, 0, fmt.Errorf("dig %s: %+v, want NXDOMAIN from %s", name, r, kubeDNS)
 			}
 		}
-		a1, _ := agentRequests(ctx) // the agent may be gone
+		a1, _ := e.agentRequests(ctx) // the agent may be gone
 		c1, err := e.corednsRequests(ctx, "udp")
 		if err != nil {
 			return 0, 0, err
@@ -217,8 +215,8 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if out, err := onNode(ctx, "bash", install, "delete", e.get("AGENT_IMAGE"), e.get("WEBHOOK_IMAGE"), "interception"); err != nil {
-		return "", fmt.Errorf("delete interception: %w: %s", err, out)
+	if err := e.install(ctx, "delete", "interception"); err != nil {
+		return "", err
 	}
 	err = poll(ctx, 90*time.Second, time.Second, func() error {
 		pods, err := e.agentPods(ctx)
