@@ -320,7 +320,8 @@ func TestRenderWebhookDeployment(t *testing.T) {
 			} else if !strings.HasSuffix(probeAddr, want) {
 				t.Errorf("probes reach %s, --health-probe-bind-address=%q", want, probeAddr)
 			}
-			for _, f := range []string{"--cert-dir", "--local-dns-ip", "--kube-dns-service", "--cluster-domain", "--metrics-bind-address"} {
+			for _, f := range []string{"--cert-dir", "--local-dns-ip", "--kube-dns-service", "--cluster-domain", "--metrics-bind-address",
+				"--no-agent-node-labels", "--no-agent-tolerations"} {
 				if flagValue(c.Args, f) == "" {
 					t.Errorf("webhook lacks %s in %v", f, c.Args)
 				}

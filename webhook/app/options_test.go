@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -178,5 +180,40 @@ func TestParseNamespacedName(t *testing.T) {
 				t.Errorf("parseNamespacedName(%q, %q) = %q, %q, %v", tc.in, tc.def, ns, name, err)
 			}
 		})
+	}
+}
+
+// TestFlagsDocumented checks every flag of the webhook and of `webhook
+// status` is named in docs/webhook.md, docs/install.md or README.md.
+func TestFlagsDocumented(t *testing.T) {
+	var docs strings.Builder
+	for _, f := range []string{"docs/webhook.md", "docs/install.md", "README.md"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs.Write(b)
+	}
+	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+	NewOptions().AddFlags(fs)
+	var status strings.Builder
+	_ = RunStatus(context.Background(), []string{"-h"}, io.Discard, &status)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "zap-") {
+			return
+		}
+		n++
+		if !strings.Contains(docs.String(), "--"+f.Name) {
+			t.Errorf("flag --%s is not documented", f.Name)
+		}
+	})
+	for _, name := range []string{"webhook-config-name", "no-agent-node-labels", "no-agent-tolerations", "inject-host-network", "kubeconfig"} {
+		if !strings.Contains(status.String(), "-"+name) {
+			t.Errorf("webhook status -h does not list --%s", name)
+		}
+	}
+	if n < 25 {
+		t.Errorf("only %d flags seen", n)
 	}
 }

@@ -115,8 +115,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = errors.New("AdmissionReview without a request")
 		}
-		decision, reason, r := failOpen(ReasonUndecodableReview, fmt.Errorf("decoding AdmissionReview: %w", err))
-		resp = r
+		var decision, reason string
+		decision, reason, resp = failOpen(ReasonUndecodableReview, fmt.Errorf("decoding AdmissionReview: %w", err))
 		h.finish(&resp, decision, reason, start)
 	} else {
 		req := admission.Request{AdmissionRequest: *review.Request}
@@ -139,7 +139,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readBody reads the body in chunks, charging what it holds to the budget.
+// readBody reads the body into a buffer that doubles as it fills, charging
+// the buffer to the budget before it grows.
 // It returns the bytes held (to give back) even on error.
 func (h *Handler) readBody(r *http.Request, from string) ([]byte, int64, error) {
 	if r.ContentLength > h.maxBody {

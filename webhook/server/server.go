@@ -212,7 +212,9 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ErrorLog:          log.New(logWriter{s.opts.Log}, "", 0),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests keep ctx's values but not its end: in-flight requests
+		// finish during the graceful shutdown instead of failing at once.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	if !s.opts.EnableHTTP2 {
 		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}

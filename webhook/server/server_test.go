@@ -311,3 +311,64 @@ func TestConnectionLimit(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestGracefulShutdown checks that a request in flight when the server's
+// context ends still completes, with a live request context.
+func TestGracefulShutdown(t *testing.T) {
+	dir := t.TempDir()
+	caPEM, err := kubeapi.NewServingCert(dir, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	s, err := New(Options{Host: "127.0.0.1", Port: port, CertDir: dir, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	s.Register("/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		time.Sleep(500 * time.Millisecond)
+		if err := r.Context().Err(); err != nil {
+			http.Error(w, "request context ended: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, "done")
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); !canDial(addr); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://" + addr + "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		res <- result{body: string(b)}
+	}()
+	<-entered
+	cancel()
+	r := <-res
+	if r.err != nil || r.body != "done" {
+		t.Errorf("in-flight request during shutdown: %q, %v", r.body, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Start: %v", err)
+	}
+}
