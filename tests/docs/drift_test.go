@@ -5,11 +5,14 @@
 package docs
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,13 +67,39 @@ type program struct {
 	flags                 *flag.FlagSet
 }
 
-func programs() []program {
+func programs(t *testing.T) []program {
+	t.Helper()
 	wfs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	webhookapp.NewOptions().AddFlags(wfs)
 	return []program{
 		{name: "agent", dash: "-", reference: "docs/agent-config.md", flags: agentapp.FlagSet()},
 		{name: "webhook", dash: "--", reference: "docs/webhook.md", flags: wfs},
+		{name: "webhook status", dash: "--", reference: "docs/webhook.md", flags: statusFlags(t)},
 	}
+}
+
+// statusFlags returns the flags of `webhook status`, read from its -h
+// output (RunStatus builds its FlagSet inside), as a FlagSet of names.
+func statusFlags(t *testing.T) *flag.FlagSet {
+	t.Helper()
+	var help strings.Builder
+	if err := webhookapp.RunStatus(context.Background(), []string{"-h"}, io.Discard, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("webhook status -h: %v, want flag.ErrHelp", err)
+	}
+	fs := flag.NewFlagSet("webhook status", flag.ContinueOnError)
+	for _, m := range regexp.MustCompile(`(?m)^  -([\w.-]+)`).FindAllStringSubmatch(help.String(), -1) {
+		fs.Bool(m[1], false, "webhook status flag")
+	}
+	if countFlags(fs) == 0 {
+		t.Fatalf("no flags in webhook status -h:\n%s", help.String())
+	}
+	return fs
+}
+
+func countFlags(fs *flag.FlagSet) int {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n
 }
 
 // flagPattern matches dash+name as a whole flag: not inside a longer flag
@@ -83,7 +112,7 @@ func flagPattern(dash, name string) *regexp.Regexp {
 // program's docs write flags (-name for the agent, --name for the webhook).
 func TestEveryFlagIsDocumented(t *testing.T) {
 	docs := readDocs(t)
-	for _, p := range programs() {
+	for _, p := range programs(t) {
 		var missing []string
 		p.flags.VisitAll(func(f *flag.Flag) {
 			re := flagPattern(p.dash, f.Name)
@@ -112,7 +141,7 @@ func TestREADMEFlagsExist(t *testing.T) {
 		}
 	}
 	byDash := map[string]program{}
-	for _, p := range programs() {
+	for _, p := range programs(t)[:2] { // README names the programs' flags
 		byDash[p.dash] = p
 	}
 	var unknown []string
