@@ -1,7 +1,8 @@
-// Package docs checks that README.md and docs/ cannot drift from the code:
-// every flag of both programs is documented, every flag the README names
-// exists, and every metric the docs name is registered by one of the
-// programs. A failure says what is missing where.
+// Package docs checks that README.md, docs/ and the manifests cannot drift
+// from the code: every flag of both programs is documented, every flag the
+// README names exists, and every metric the docs name or the dashboards and
+// alerts query is registered by one of the programs. A failure says what is
+// missing where.
 package docs
 
 import (
@@ -330,4 +331,43 @@ func stringLit(e ast.Expr) string {
 		}
 	}
 	return ""
+}
+
+// Every metric the manifests' dashboards, alerts and Helm chart query is
+// registered too: an alert on a name nobody exports never fires. Histogram
+// series (_bucket, _count, _sum) count as their histogram.
+func TestManifestMetricsAreRegistered(t *testing.T) {
+	defined := definedMetrics(t)
+	root := testenv.RepoRoot()
+	var unknown []string
+	err := filepath.WalkDir(filepath.Join(root, "manifests"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".json") || strings.HasSuffix(p, ".tpl")) {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, name := range metricName.FindAllString(line, -1) {
+				series := name
+				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+					if h, ok := strings.CutSuffix(name, suffix); ok && defined[h] {
+						series = h
+					}
+				}
+				if !registered(series, defined) {
+					unknown = append(unknown, fmt.Sprintf("  %s:%d: %s", rel, i+1, name))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unknown) > 0 {
+		t.Errorf("the manifests query metrics no program registers:\n%s", strings.Join(unknown, "\n"))
+	}
 }
