@@ -118,7 +118,7 @@ func TestRunAnswerPlugins(t *testing.T) {
 	for _, want := range []string{
 		`coredns_hosts_entries{hostsfile="` + hostsFile + `"} 4`,
 		`coredns_hosts_reload_timestamp_seconds`,
-		`coredns_template_matches_total{class="IN",server="dns://:`,
+		`coredns_template_matches_total{class="IN",server="dns://127.0.0.1:`,
 		// Every reply passes loadbalance, which CoreDNS names as the writer.
 		`plugin="loadbalance"`,
 	} {

@@ -129,6 +129,17 @@ type Options struct {
 	// SysctlsOnly applies the sysctls and exits, for a privileged init
 	// container (-sysctls-only); -localip is not needed then.
 	SysctlsOnly bool
+	// ReloadWithSignal applies changes of the template and of the kube-dns
+	// ConfigMap even when the Corefile has no reload plugin, checking every
+	// SyncInterval (-reloadwithsignal; node-cache then signals its CoreDNS
+	// with SIGUSR1, which reloads the Corefile whatever its plugins).
+	ReloadWithSignal bool
+	// Quiet leaves out the startup output (-quiet, CoreDNS's flag).
+	Quiet bool
+	// ShowVersion and ShowPlugins print the version or the supported
+	// plugins and exit (-version, -plugins: CoreDNS's flags).
+	ShowVersion bool
+	ShowPlugins bool
 	// MemoryLimit is the memory the agent plans for (-memory-limit): the
 	// container's cgroup limit when MemoryLimitFromCgroup, 0 for none.
 	MemoryLimit           int64
@@ -188,10 +199,13 @@ func ParseFlags(args []string) (*Options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, &helpError{usage: Usage()}
 		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+			return nil, fmt.Errorf("unknown flag %s: the agent accepts node-cache's and CoreDNS's flags and its own (see -help)", name)
+		}
 		return nil, fmt.Errorf("parsing flags: %w", err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments: %q (flags take the form -name=value)", fs.Args())
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -259,6 +273,12 @@ func newFlagSet(o *Options) (*flag.FlagSet, *rawFlags) {
 	fs.IntVar(&r.port, "dns.port", DefaultDNSPort, "DNS port (rules, and server blocks without a port)")
 	fs.BoolVar(&r.setupEbtables, "setupebtables", false, "node-cache compatibility: ebtables are not supported, only false is accepted")
 	fs.Var(&r.initialDelay, "initialdelay", "node-cache compatibility: accepted and ignored (setup happens before serving)")
+	fs.BoolVar(&o.ReloadWithSignal, "reloadwithsignal", false, "apply changes of the template and the kube-dns ConfigMap every -syncinterval even without the reload plugin (node-cache reloads its CoreDNS with SIGUSR1 then)")
+	// CoreDNS's flags (besides -conf, -dns.port and -pidfile).
+	fs.IntVar(&r.port, "p", DefaultDNSPort, "DNS port (CoreDNS's short form of -dns.port)")
+	fs.BoolVar(&o.Quiet, "quiet", false, "no startup output (CoreDNS's flag)")
+	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.ShowPlugins, "plugins", false, "list the supported Corefile plugins and exit")
 	// Our own flags.
 	fs.StringVar(&r.mode, "mode", "", "injection or interception; default: interception when -localip holds a non-link-local IP, else injection")
 	fs.StringVar(&o.RunDir, "rundir", DefaultRunDir, "directory for instance lock files and the socket hand-over socket")
@@ -279,8 +299,9 @@ func (o *Options) complete(r *rawFlags, set map[string]bool) error {
 	if o.SysctlsOnly && o.ICMPRateLimit == ICMPRateLimitKeep {
 		return errors.New("-sysctls-only has nothing to apply: give -icmp-ratelimit (e.g. -icmp-ratelimit=0)")
 	}
-	if o.SysctlsOnly {
-		// An init container: it needs no -localip and ignores the rest.
+	if o.SysctlsOnly || o.ShowVersion || o.ShowPlugins {
+		// An init container, or a question about the binary: no -localip
+		// is needed and the rest is ignored.
 		return nil
 	}
 	ips, err := parseLocalIPs(r.localIP)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"net/netip"
@@ -259,7 +260,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"icmp ratelimit not a number", []string{base, "-icmp-ratelimit=fast"}, "icmp-ratelimit"},
 		{"sysctls-only without a sysctl", []string{"-sysctls-only"}, "nothing to apply"},
 		{"sysctls-only with bad ratelimit", []string{"-sysctls-only", "-icmp-ratelimit=-5"}, "-icmp-ratelimit -5"},
-		{"unknown flag", []string{base, "-rewrite"}, "rewrite"},
+		{"unknown flag", []string{base, "-rewrite"}, "unknown flag -rewrite: the agent accepts node-cache's and CoreDNS's flags"},
+		{"unknown flag with value", []string{base, "-v=2"}, "unknown flag -v"},
 		{"positional argument", []string{base, "extra"}, "unexpected arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,6 +273,36 @@ func TestParseFlagsErrors(t *testing.T) {
 				t.Errorf("ParseFlags(%q) error %q, want it to contain %q", tc.args, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCompatFlags checks the flags of today's node-cache and CoreDNS that
+// DaemonSets pass: -reloadwithsignal (node-cache), -quiet, -p, -version and
+// -plugins (CoreDNS); the last two need no -localip.
+func TestCompatFlags(t *testing.T) {
+	o, err := ParseFlags([]string{"-localip=169.254.20.10", "-reloadwithsignal", "-quiet", "-p=5300", "-skipteardown=true", "-health-port=8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.ReloadWithSignal || !o.Quiet || o.DNSPort != 5300 || !o.SkipTeardown || o.HealthPort != 8081 {
+		t.Errorf("options %+v", o)
+	}
+	for _, tc := range []struct {
+		flag string
+		want []string
+	}{
+		{"-version", []string{"nodelocaldns-agent-", "(CoreDNS-" + CoreDNSVersion + " compatible)", "linux/"}},
+		{"-plugins", []string{"bind\n", "\ncache\n", "\nforward\n", "\nprometheus\n"}},
+	} {
+		var out strings.Builder
+		if err := mainTo(context.Background(), []string{tc.flag}, &out); err != nil {
+			t.Fatalf("%s: %v", tc.flag, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s output lacks %q:\n%s", tc.flag, w, out.String())
+			}
+		}
 	}
 }
 

@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"log"
 	"maps"
+	"net"
 	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,6 +76,7 @@ type agent struct {
 	mem          memoryPlan
 	cacheMetrics *cache.Metrics
 	loopMetrics  *loop.Metrics
+	appMetrics   *appMetrics
 	ready        atomic.Bool
 
 	mu      sync.Mutex // serializes apply and guards current
@@ -101,8 +105,19 @@ type generation struct {
 func (a *agent) run(ctx context.Context) error {
 	a.planMemory()
 	popts := a.opts.PillarOptions()
-	popts.OnChange = a.apply
-	popts.OnError = func(err error) { a.log.Errorf("%v", err) }
+	popts.OnChange = a.reload
+	popts.OnError = func(err error) {
+		a.log.Errorf("%v", err)
+		var cerr *corefile.Error
+		if errors.As(err, &cerr) && a.appMetrics != nil {
+			a.appMetrics.reloadFailed.Inc() // a new Corefile refused
+		}
+	}
+	if a.opts.ReloadWithSignal {
+		// node-cache's -reloadwithsignal: changes are applied without the
+		// reload plugin, checked every -syncinterval.
+		popts.PollInterval = a.opts.SyncInterval
+	}
 	w, err := pillar.NewWatcher(popts)
 	if err != nil {
 		return err
@@ -115,6 +130,14 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	if a.loopMetrics, err = loop.NewMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.appMetrics, err = newAppMetrics(a.reg); err != nil {
+		return err
+	}
+	a.appMetrics.enabled(cfg)
+	selfCheck, err := health.NewSelfCheckMetrics(a.reg)
+	if err != nil {
 		return err
 	}
 	gen, err := a.build(cfg, text)
@@ -162,10 +185,12 @@ func (a *agent) run(ctx context.Context) error {
 	if err := a.writePIDFile(); err != nil {
 		a.log.Warningf("%v", err)
 	}
-	a.log.Infof("serving %v", server.Keys(cfg))
+	if !a.opts.Quiet {
+		a.log.Infof("serving %v", server.Keys(cfg))
+	}
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
-	wg.Add(2)
+	wg.Add(3) // releaser, watcher, reloadOnSignal
 	go func() {
 		defer wg.Done()
 		newReleaser(a.srv.BudgetUse).run(wctx)
@@ -175,6 +200,18 @@ func (a *agent) run(ctx context.Context) error {
 		if err := w.Run(wctx); err != nil {
 			a.log.Errorf("config watcher: %v", err)
 		}
+	}()
+	for _, addr := range healthAddrs(cfg) {
+		wg.Go(func() {
+			selfCheck.SelfCheck(wctx, addr)
+		})
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		defer wg.Done()
+		a.reloadOnSignal(wctx, w, usr1)
 	}()
 
 	<-ctx.Done()
@@ -195,6 +232,33 @@ func (a *agent) run(ctx context.Context) error {
 	web.Close(hctx)
 	cancel()
 	return a.stopServing()
+}
+
+// reloadOnSignal checks the configuration for changes on every SIGUSR1
+// until ctx is done: CoreDNS reloads its Corefile on that signal, and
+// node-cache with -reloadwithsignal sends it to itself.
+func (a *agent) reloadOnSignal(ctx context.Context, w *pillar.Watcher, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			if _, err := w.Check(); err != nil {
+				a.log.Errorf("reload on SIGUSR1: %v", err)
+			}
+		}
+	}
+}
+
+// healthAddrs are the distinct addresses of cfg's health plugins.
+func healthAddrs(cfg *corefile.Config) []string {
+	var out []string
+	for _, s := range cfg.Servers {
+		if s.Health != "" && !slices.Contains(out, s.Health) {
+			out = append(out, s.Health)
+		}
+	}
+	return out
 }
 
 // shutdownInjection stops an agent in injection mode, where pods reach it
@@ -298,7 +362,7 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		}
 		b.Plugins = plugins
 		if s.Cache != nil {
-			b.Cache = cache.New(*s.Cache, cache.Options{Server: "dns://:" + strconv.Itoa(s.Port), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
+			b.Cache = cache.New(*s.Cache, cache.Options{Server: cacheServerLabel(s), Zones: s.Zones, Metrics: a.cacheMetrics, MaxBytes: cacheBytes})
 			g.caches = append(g.caches, b.Cache)
 		}
 		if s.Forward != nil {
@@ -327,6 +391,19 @@ func (a *agent) build(cfg *corefile.Config, text string) (*generation, error) {
 		g.blocks = append(g.blocks, b)
 	}
 	return g, nil
+}
+
+// cacheServerLabel is the server label of a block's cache metrics: its
+// listen address as CoreDNS labels it, "dns://IP:port", or "dns://:port"
+// without bind. A block bound to several addresses has one cache, counted
+// under its first address (CoreDNS counts per address; docs/agent-config.md
+// lists the difference).
+func cacheServerLabel(s corefile.Server) string {
+	host := ""
+	if len(s.Bind) > 0 {
+		host = s.Bind[0]
+	}
+	return "dns://" + net.JoinHostPort(host, strconv.Itoa(s.Port))
 }
 
 // countCaches counts the server blocks with a cache.
@@ -399,6 +476,25 @@ func (a *agent) endpoints(cfg *corefile.Config) map[string]health.Endpoints {
 	}
 	put(a.opts.MetricsListenAddress, metrics)
 	return eps
+}
+
+// reload is the pillar watcher's OnChange: apply, recorded in the reload
+// and plugin metrics as CoreDNS's reload plugin does.
+func (a *agent) reload(cfg *corefile.Config, text string) error {
+	a.mu.Lock()
+	var old string
+	if a.current != nil {
+		old = a.current.text
+	}
+	a.mu.Unlock()
+	err := a.apply(cfg, text)
+	if text != old {
+		a.appMetrics.reloaded(text, old, err)
+		if err == nil {
+			a.appMetrics.enabled(cfg)
+		}
+	}
+	return err
 }
 
 // apply swaps in a new configuration (the pillar watcher's OnChange). New

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +48,8 @@ const corefileTmpl = `cluster.local:%[1]d {
 `
 
 type agentFixture struct {
+	// noReload leaves the reload plugin out of the Corefile.
+	noReload                    bool
 	dir                         string
 	dnsPort, promPort, hlthPort int
 	done                        chan error
@@ -56,7 +59,13 @@ type agentFixture struct {
 
 func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixture {
 	t.Helper()
-	f := &agentFixture{dir: t.TempDir(), dnsPort: testenv.FreePort(t), promPort: testenv.FreePort(t), hlthPort: testenv.FreePort(t), done: make(chan error, 1)}
+	return startAgentWith(t, &agentFixture{}, cluster, other, extra...)
+}
+
+// startAgentWith is startAgent with some fixture fields preset.
+func startAgentWith(t *testing.T, f *agentFixture, cluster, other string, extra ...string) *agentFixture {
+	t.Helper()
+	f.dir, f.dnsPort, f.promPort, f.hlthPort, f.done = t.TempDir(), testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), make(chan error, 1)
 	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.dnsPort))
 	f.writeCorefile(t, cluster, other)
 	args := append([]string{
@@ -102,6 +111,9 @@ func startAgent(t *testing.T, cluster, other string, extra ...string) *agentFixt
 func (f *agentFixture) writeCorefile(t *testing.T, cluster, other string) {
 	t.Helper()
 	text := fmt.Sprintf(corefileTmpl, f.dnsPort, cluster, f.promPort, f.hlthPort, other)
+	if f.noReload {
+		text = strings.ReplaceAll(text, "    reload 2s\n", "")
+	}
 	tmp := filepath.Join(f.dir, "Corefile.tmp")
 	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -167,9 +179,15 @@ func TestRunServesHealthMetricsAndStops(t *testing.T) {
 	}
 	code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
 	for _, want := range []string{
-		`coredns_dns_requests_total{family="1",proto="udp",server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
-		`coredns_cache_hits_total{server="dns://:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
+		`coredns_dns_requests_total{family="1",proto="udp",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",type="A",view="",zone="cluster.local."}`,
+		`coredns_cache_hits_total{server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",type="success",view="",zones="."} 1`,
 		`coredns_forward_requests_total`,
+		`coredns_proxy_request_duration_seconds_count{proxy_name="forward"`,
+		`coredns_build_info{goversion="go`,
+		`coredns_plugin_enabled{name="cache",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",view="",zone="cluster.local."} 1`,
+		`coredns_plugin_enabled{name="loop",server="dns://127.0.0.1:` + strconv.Itoa(f.dnsPort) + `",view="",zone="cluster.local."} 1`,
+		`coredns_health_request_duration_seconds_bucket`,
+		`coredns_reload_failed_total 0`,
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %s", code, want)
@@ -221,6 +239,51 @@ func TestRunReloadsWithoutDroppingQueries(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if r, err := f.query("www.example.", "udp"); err != nil || len(r.Answer) != 1 {
 		t.Errorf("after a bad Corefile: %v, %v", r, err)
+	}
+	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", f.promPort))
+	for _, want := range []string{"coredns_reload_failed_total 1", `coredns_reload_version_info{hash="sha512",value="`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := strings.Count(body, "coredns_reload_version_info{"); n != 1 {
+		t.Errorf("%d coredns_reload_version_info series, want 1 (the configuration tried last)", n)
+	}
+}
+
+// TestRunReloadWithoutReloadPlugin checks the two ways a Corefile without
+// the reload plugin is reloaded: node-cache's -reloadwithsignal (checked
+// every -syncinterval) and CoreDNS's SIGUSR1.
+func TestRunReloadWithoutReloadPlugin(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"reloadwithsignal", []string{"-reloadwithsignal", "-syncinterval", "300ms"}},
+		{"SIGUSR1", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster := dnstest.NewServer(t, clusterZone.Handler())
+			other := dnstest.NewServer(t, otherZone.Handler())
+			f := startAgentWith(t, &agentFixture{noReload: true}, cluster.Addr, other.Addr, tc.extra...)
+			replacement := dnstest.NewServer(t, otherZone.Handler())
+			f.writeCorefile(t, cluster.Addr, replacement.Addr)
+			if tc.extra == nil {
+				if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for i := 0; replacement.Count("") == 0; i++ {
+				if time.Now().After(deadline) {
+					t.Fatal("the new Corefile was not applied within 10s")
+				}
+				if _, err := f.query(fmt.Sprintf("n%d.new.example.", i), "udp"); err != nil {
+					t.Fatalf("query %d: %v", i, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
 }
 

@@ -32,9 +32,11 @@ const (
 	ServfailTTL = 5 * time.Second
 	// defaultDenialTTL is the TTL of a negative answer without a SOA.
 	defaultDenialTTL = 5 * time.Second
-	shardCount       = 32
-	success          = 0
-	denial           = 1
+	// referralTTL is the TTL of a referral (CoreDNS's MinimalDefaultTTL).
+	referralTTL = 5 * time.Second
+	shardCount  = 32
+	success     = 0
+	denial      = 1
 )
 
 // ErrNotCacheable is returned by Set for answers the cache does not keep.
@@ -323,8 +325,18 @@ func (c *Cache) classify(m *dns.Msg) (kind int, ttl time.Duration, err error) {
 		ttl = minTTL(m.Answer, m.Ns, m.Extra)
 		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 && !hasSOA(m.Ns) && len(m.Ns) > 0:
-		// A referral: cached like a positive answer (CoreDNS's Delegation).
-		ttl = minTTL(m.Ns, m.Extra)
+		// A referral: cached like a positive answer (CoreDNS's Delegation)
+		// but, as CoreDNS's dnsutil.MinimalTTL, for 5s whatever the
+		// records' TTLs (then the block's minimum and cap).
+		return success, clamp(referralTTL, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 && !hasSOA(m.Ns):
+		// NOERROR without records or a SOA (hosts' and template's empty
+		// answers): CoreDNS's NoError, a positive entry, for the smallest
+		// TTL of the additional records or 5s without any.
+		ttl = minTTL(m.Extra)
+		if ttl == defaultDenialTTL && len(withoutOPT(m.Extra)) == 0 {
+			ttl = referralTTL
+		}
 		return success, clamp(ttl, c.cfg.SuccessMinTTL, c.cfg.SuccessTTL), nil
 	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
 		return denial, clamp(negativeTTL(m.Ns), c.cfg.DenialMinTTL, c.cfg.DenialTTL), nil
@@ -375,6 +387,17 @@ func negativeTTL(ns []dns.RR) time.Duration {
 		}
 	}
 	return defaultDenialTTL
+}
+
+// withoutOPT returns rrs without OPT records.
+func withoutOPT(rrs []dns.RR) []dns.RR {
+	var out []dns.RR
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
 }
 
 func hasSOA(ns []dns.RR) bool {
@@ -470,7 +493,8 @@ func (e *Entry) setTTLs(msg []byte, ttl uint32) {
 	}
 }
 
-// Msg unpacks the entry with every TTL set to ttl.
+// Msg unpacks the entry with every TTL set to ttl, as a cache hit: the AA
+// bit is set, as CoreDNS's cache does.
 func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(e.msg()); err != nil {
@@ -481,7 +505,7 @@ func (e *Entry) Msg(ttl uint32) (*dns.Msg, error) {
 			rr.Header().Ttl = ttl
 		}
 	}
-	m.Authoritative = false
+	m.Authoritative = true
 	return m, nil
 }
 
@@ -500,21 +524,31 @@ func (e *Entry) Size() int { return int(e.msgLen) }
 // query had EDNS, an OPT record advertising ednsSize. An answer longer than
 // limit is replaced by the header and question with TC set. Reply does not
 // allocate when dst has room.
-func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16) []byte {
+//
+// The AA bit follows CoreDNS: a cache hit (hit) sets it, for stub
+// resolvers that drop non-authoritative answers; the answer to a miss
+// keeps the upstream's.
+func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int, ednsSize uint16, hit bool) []byte {
 	need := int(e.msgLen)
 	if q.EDNS {
 		need += dnswire.OPTLen
 	}
 	start := len(dst)
-	flags := e.flags&^(dnswire.FlagAA|dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
+	flags := e.flags&^(dnswire.FlagTC|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR |
 		q.Flags&(dnswire.FlagRD|dnswire.FlagCD)
+	if hit {
+		flags |= dnswire.FlagAA
+	}
 	if need > limit {
-		dst = append(dst, e.data[:e.qEnd]...)
-		out := dst[start:]
-		for i := 1; i < 4; i++ {
-			dnswire.SetCount(out, i, 0)
+		room := limit
+		if q.EDNS {
+			room -= dnswire.OPTLen
 		}
-		flags |= dnswire.FlagTC
+		var dropped bool
+		dst, dropped = e.appendTruncated(dst, ttl, room)
+		if dropped {
+			flags |= dnswire.FlagTC
+		}
 	} else {
 		dst = append(dst, e.msg()...)
 		e.setTTLs(dst[start:], ttl)
@@ -528,6 +562,64 @@ func (e *Entry) Reply(dst, query []byte, q *dnswire.Query, ttl uint32, limit int
 		dnswire.SetCount(dst[start:], 3, dnswire.Count(dst[start:], 3)+1)
 	}
 	return dst
+}
+
+// appendTruncated appends the answer cut to at most room bytes at a record
+// boundary, as miekg/dns's Msg.Truncate (CoreDNS's scrub) does: as many
+// answer records as fit, then authority, then additional ones, with the
+// section counts and TTLs set. dropped reports that answer or authority
+// records were left out (the reply then gets TC; additional records may go
+// silently). Clients without TCP fallback (musl before 1.2.4) still get the
+// records that fit. Compression pointers only point backwards, so a prefix
+// of the packed answer is a valid message. Only truncated replies take
+// this path.
+func (e *Entry) appendTruncated(dst []byte, ttl uint32, room int) ([]byte, bool) {
+	msg := e.msg()
+	end := int(e.qEnd)
+	var kept [3]int
+	var dropped bool
+walk:
+	for sec := range 3 {
+		n := dnswire.Count(msg, sec+1)
+		for range n {
+			next, err := skipRR(msg, end)
+			if err != nil || next > room {
+				dropped = sec < 2
+				break walk
+			}
+			end = next
+			kept[sec]++
+		}
+	}
+	start := len(dst)
+	dst = append(dst, msg[:end]...)
+	out := dst[start:]
+	offs := e.data[e.offStart:]
+	for i := 0; i+1 < len(offs); i += 2 {
+		if o := int(binary.NativeEndian.Uint16(offs[i:])); o+4 <= end {
+			binary.BigEndian.PutUint32(out[o:], ttl)
+		}
+	}
+	for sec := range 3 {
+		dnswire.SetCount(out, sec+1, kept[sec])
+	}
+	return dst, dropped
+}
+
+// skipRR returns the offset after the resource record at off.
+func skipRR(msg []byte, off int) (int, error) {
+	off, err := dnswire.SkipName(msg, off)
+	if err != nil {
+		return 0, err
+	}
+	if off+10 > len(msg) {
+		return 0, dnswire.ErrShort
+	}
+	end := off + 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+	if end > len(msg) {
+		return 0, dnswire.ErrShort
+	}
+	return end, nil
 }
 
 // table is one sharded, bounded map.

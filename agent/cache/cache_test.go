@@ -88,6 +88,18 @@ func TestTTL(t *testing.T) {
 		{"nodata from SOA", defaults(), answer("a.example.", 0, "example. 900 IN SOA ns. h. 1 2 3 4 120"), 120},
 		{"denial capped", capped, answer("a.example.", dns.RcodeNameError, "example. 900 IN SOA ns. h. 1 2 3 4 60"), 5},
 		{"servfail briefly", defaults(), answer("a.example.", dns.RcodeServerFailure), 5},
+		// NOERROR with no records and no SOA (hosts' or template's empty
+		// answer) is a positive entry, as CoreDNS's NoError: the success
+		// minimum TTL applies.
+		{"empty noerror without soa", func() corefile.Cache { c := defaults(); c.SuccessMinTTL = 7 * time.Second; return c }(), answer("a.example.", 0), 7},
+		// A referral gets CoreDNS's 5s whatever its records say.
+		{"referral", defaults(), func() *dns.Msg {
+			m := answer("a.example.", 0)
+			ns, _ := dns.NewRR("example. 3600 IN NS ns.example.")
+			glue, _ := dns.NewRR("ns.example. 3600 IN A 192.0.2.53")
+			m.Ns, m.Extra = []dns.RR{ns}, []dns.RR{glue}
+			return m
+		}(), 5},
 		{"refused not cached", defaults(), answer("a.example.", dns.RcodeRefused), 0},
 		{"truncated not cached", defaults(), func() *dns.Msg { m := answer("a.example.", 0); m.Truncated = true; return m }(), 0},
 	} {
@@ -138,9 +150,13 @@ func TestCountdownAndReply(t *testing.T) {
 	}{
 		{"whole", 4096, false, 2},
 		{"truncated", 40, true, 0},
+		// Room for one record (29 header and question, 16 per A record
+		// with a compressed name, 11 OPT): the records that fit, as
+		// miekg/dns's Truncate keeps them.
+		{"one record fits", 29 + 16 + 11, true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := e.Reply(nil, upper, uq, ttl, tc.limit, 1232)
+			out := e.Reply(nil, upper, uq, ttl, tc.limit, 1232, true)
 			var m dns.Msg
 			if err := m.Unpack(out); err != nil {
 				t.Fatal(err)
@@ -161,8 +177,52 @@ func TestCountdownAndReply(t *testing.T) {
 	// Without EDNS in the query there is no OPT in the reply.
 	plain, pq := packedQuery(t, "www.example.", dns.TypeA, false)
 	var m dns.Msg
-	if err := m.Unpack(e.Reply(nil, plain, pq, ttl, 512, 1232)); err != nil || m.IsEdns0() != nil {
+	if err := m.Unpack(e.Reply(nil, plain, pq, ttl, 512, 1232, true)); err != nil || m.IsEdns0() != nil {
 		t.Errorf("reply without EDNS: %v, OPT %v", err, m.IsEdns0())
+	}
+}
+
+// TestAuthoritativeBit checks CoreDNS's AA semantics: a hit sets AA
+// whatever the upstream said, the answer to a miss keeps the upstream's.
+func TestAuthoritativeBit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		upstream bool
+		hit      bool
+		want     bool
+	}{
+		{"hit of a non-authoritative answer", false, true, true},
+		{"hit of an authoritative answer", true, true, true},
+		{"miss, upstream not authoritative", false, false, false},
+		{"miss, upstream authoritative", true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(defaults(), Options{})
+			pkt, q := packedQuery(t, "aa.example.", dns.TypeA, true)
+			key := dnswire.AppendKey(nil, pkt, q)
+			m := answer("aa.example.", 0, "aa.example. 60 IN A 192.0.2.1")
+			m.Authoritative = tc.upstream
+			e, err := c.Store(key, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r dns.Msg
+			if err := r.Unpack(e.Reply(nil, pkt, q, 60, 4096, 1232, tc.hit)); err != nil {
+				t.Fatal(err)
+			}
+			if r.Authoritative != tc.want {
+				t.Errorf("AA = %v, want %v", r.Authoritative, tc.want)
+			}
+			if tc.hit {
+				u, err := e.Msg(60)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !u.Authoritative {
+					t.Error("Msg (a hit on the miss path): AA not set")
+				}
+			}
+		})
 	}
 }
 
@@ -360,7 +420,7 @@ func TestHitReplyNoAlloc(t *testing.T) {
 		k := dnswire.AppendKey(kb[:0], pkt, q)
 		e, ttl, ok := c.Hit(k, c.Now())
 		if ok {
-			buf = e.Reply(buf[:0], pkt, q, ttl, 4096, 1232)
+			buf = e.Reply(buf[:0], pkt, q, ttl, 4096, 1232, true)
 		}
 	})
 	if allocs != 0 {

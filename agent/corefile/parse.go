@@ -243,6 +243,7 @@ func parseBlock(b caddyfile.ServerBlock, line int, opts *ParseOptions) (*Server,
 	sort.Slice(names, func(i, j int) bool {
 		return firstLine(b.Tokens[names[i]]) < firstLine(b.Tokens[names[j]])
 	})
+	s.Plugins = names
 	for _, name := range names {
 		tokens := b.Tokens[name]
 		parse, ok := plugins[name]

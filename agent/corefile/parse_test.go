@@ -65,10 +65,12 @@ func TestParseOfficialConfigMap(t *testing.T) {
 	bind := []string{"169.254.20.10", "10.96.0.10"}
 	block := func(zone string, line int, c *Cache, f *Forward) Server {
 		return Server{Zones: []string{zone}, Port: 53, Bind: bind, Errors: true, Cache: c, Forward: f,
-			Prometheus: ":9253", Reload: 30 * time.Second, ReloadJitter: 15 * time.Second, Loop: true, Line: line}
+			Prometheus: ":9253", Reload: 30 * time.Second, ReloadJitter: 15 * time.Second, Loop: true, Line: line,
+			Plugins: []string{"errors", "cache", "reload", "loop", "bind", "forward", "prometheus"}}
 	}
 	cluster := block("cluster.local.", 3, cacheFor("cluster.local.", 30*time.Second, 5*time.Second), kubeDNS)
 	cluster.Health = "169.254.20.10:8080"
+	cluster.Plugins = append(cluster.Plugins, "health")
 	want := &Config{Servers: []Server{
 		cluster,
 		block("in-addr.arpa.", 18, cacheFor("in-addr.arpa.", 30*time.Second, 30*time.Second), kubeDNS),

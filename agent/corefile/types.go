@@ -73,6 +73,9 @@ type Server struct {
 	Whoami      bool
 	// Line is the line of the block's key in the Corefile, for messages.
 	Line int
+	// Plugins names the block's plugins, in Corefile order (for
+	// coredns_plugin_enabled).
+	Plugins []string
 }
 
 // Cache is the cache plugin's configuration, with CoreDNS defaults filled in.

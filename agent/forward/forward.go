@@ -51,7 +51,8 @@ var (
 // Options are the knobs of a Forwarder that the Corefile does not set.
 // Zero values mean the defaults.
 type Options struct {
-	// Registerer receives the coredns_forward_* metrics; nil registers none.
+	// Registerer receives the coredns_proxy_* and coredns_forward_* metrics;
+	// nil registers none.
 	Registerer prometheus.Registerer
 	// Timeout bounds one Exchange (DefaultTimeout).
 	Timeout time.Duration
@@ -429,8 +430,7 @@ func (f *Forwarder) resolve(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		if err == nil {
 			rcode := rcodeName(r.Rcode)
-			f.m.responses.WithLabelValues(rcode, u.addr).Inc()
-			f.m.duration.WithLabelValues(u.addr, rcode).Observe(time.Since(start).Seconds())
+			f.m.duration.WithLabelValues(proxyName, u.addr, rcode).Observe(time.Since(start).Seconds())
 			if i < len(list)-1 && slices.Contains(f.cfg.failover, r.Rcode) {
 				failedOver = r // failover: ask the next upstream
 				continue

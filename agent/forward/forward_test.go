@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/dnstest"
@@ -357,7 +358,7 @@ func TestFailoverAndHealthCheckRecovery(t *testing.T) {
 
 	// The failed upstream is probed with `. IN NS` and marked down.
 	waitFor(t, "bad upstream marked down", func() bool { return !f.Healthy()[bad.Addr] })
-	if got := testutil.ToFloat64(f.m.healthcheckFailures.WithLabelValues(bad.Addr)); got < 2 {
+	if got := testutil.ToFloat64(f.m.healthcheckFailures.WithLabelValues(proxyName, bad.Addr)); got < 2 {
 		t.Fatalf("healthcheck_failures_total{to=%s} = %v, want >= 2", bad.Addr, got)
 	}
 	if clientQueries(bad, ".") < 2 {
@@ -384,8 +385,8 @@ func TestFailoverAndHealthCheckRecovery(t *testing.T) {
 	if got := testutil.ToFloat64(f.m.requests.WithLabelValues(good.Addr)); got != 4 {
 		t.Fatalf("requests_total{to=good} = %v, want 4", got)
 	}
-	if got := testutil.ToFloat64(f.m.responses.WithLabelValues("NOERROR", good.Addr)); got != 4 {
-		t.Fatalf("responses_total{rcode=NOERROR,to=good} = %v, want 4", got)
+	if got := histCount(t, f.m.duration.WithLabelValues(proxyName, good.Addr, "NOERROR")); got != 4 {
+		t.Fatalf("proxy_request_duration_seconds{to=good,rcode=NOERROR} count = %v, want 4", got)
 	}
 }
 
@@ -552,7 +553,7 @@ func TestSharedRegistryAndMatch(t *testing.T) {
 	if got := testutil.ToFloat64(f1.m.requests.WithLabelValues(s.Addr)); got != 2 {
 		t.Fatalf("shared coredns_forward_requests_total{to} = %v, want 2", got)
 	}
-	n, err := testutil.GatherAndCount(reg, "coredns_forward_requests_total", "coredns_forward_responses_total")
+	n, err := testutil.GatherAndCount(reg, "coredns_forward_requests_total", "coredns_proxy_request_duration_seconds")
 	if err != nil || n != 2 {
 		t.Fatalf("gathered %d series (%v), want 2", n, err)
 	}
@@ -632,6 +633,53 @@ func TestCoalescedCallerOutlivesLeader(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("follower never answered")
+	}
+}
+
+// histCount is the number of observations of one histogram.
+func histCount(t *testing.T, o prometheus.Observer) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// TestProxyMetrics checks the coredns_proxy_* families CoreDNS 1.11+
+// exports: answers timed per upstream and rcode, and the connection cache
+// counted per query (the first query dials, the next ones reuse).
+func TestProxyMetrics(t *testing.T) {
+	for _, proto := range []string{"udp", "tcp"} {
+		t.Run(proto, func(t *testing.T) {
+			s := dnstest.NewServer(t, zone.Handler())
+			reg := prometheus.NewRegistry()
+			f := newForwarder(t, corefile.Forward{To: []string{s.Addr}, ForceTCP: proto == "tcp"}, fastOpts(reg))
+			for range 3 {
+				if _, err := f.Exchange(context.Background(), query("web.default.svc.cluster.local.", dns.TypeA)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.Exchange(context.Background(), query("nx.cluster.local.", dns.TypeA)); err != nil {
+				t.Fatal(err)
+			}
+			if got := histCount(t, f.m.duration.WithLabelValues("forward", s.Addr, "NOERROR")); got != 3 {
+				t.Errorf("request_duration_seconds{rcode=NOERROR} count = %d, want 3", got)
+			}
+			if got := histCount(t, f.m.duration.WithLabelValues("forward", s.Addr, "NXDOMAIN")); got != 1 {
+				t.Errorf("request_duration_seconds{rcode=NXDOMAIN} count = %d, want 1", got)
+			}
+			if got := testutil.ToFloat64(f.m.connCacheMisses.WithLabelValues("forward", s.Addr, proto)); got != 1 {
+				t.Errorf("conn_cache_misses_total{proto=%s} = %v, want 1", proto, got)
+			}
+			if got := testutil.ToFloat64(f.m.connCacheHits.WithLabelValues("forward", s.Addr, proto)); got != 3 {
+				t.Errorf("conn_cache_hits_total{proto=%s} = %v, want 3", proto, got)
+			}
+			n, err := testutil.GatherAndCount(reg, "coredns_forward_responses_total", "coredns_forward_request_duration_seconds", "coredns_forward_healthcheck_failures_total")
+			if err != nil || n != 0 {
+				t.Errorf("pre-1.11 families still exported: %d series (%v)", n, err)
+			}
+		})
 	}
 }
 

@@ -43,6 +43,8 @@ type tcpPool struct {
 	conns  []*tcpConn
 	closed bool
 	dialMu sync.Mutex // one dial at a time
+	// cache counts the connections reused and dialed.
+	cache connCache
 }
 
 func newTCPPool(addr string, expire time.Duration, tlsConfig *tls.Config, maxIdle int) *tcpPool {
@@ -55,6 +57,7 @@ func newTCPPool(addr string, expire time.Duration, tlsConfig *tls.Config, maxIdl
 func (p *tcpPool) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.get(ctx, deadline)
+		p.cache.count(reused)
 		if err != nil {
 			return nil, err
 		}

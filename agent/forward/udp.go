@@ -25,6 +25,8 @@ type udpPool struct {
 	mu     sync.Mutex
 	idle   []udpSock // most recently used last
 	closed bool
+	// cache counts the sockets reused and opened.
+	cache connCache
 }
 
 type udpSock struct {
@@ -51,9 +53,11 @@ func (p *udpPool) get() (*net.UDPConn, error) {
 			continue
 		}
 		p.mu.Unlock()
+		p.cache.count(true)
 		return s.c, nil
 	}
 	p.mu.Unlock()
+	p.cache.count(false)
 	c, err := net.DialUDP("udp", nil, p.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial udp %s: %w", p.addr, err)

@@ -52,7 +52,7 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics, tlsConfig *tls.Con
 	if err != nil {
 		return nil, fmt.Errorf("forward: upstream %q: %w", addr, err)
 	}
-	return &upstream{
+	u := &upstream{
 		addr:       addr,
 		udp:        newUDPPool(udpAddr, cfg.expire, cfg.maxIdleConns),
 		tcp:        newTCPPool(addr, cfg.expire, tlsConfig, cfg.maxIdleConns),
@@ -61,8 +61,11 @@ func newUpstream(addr string, cfg *forwardConfig, m *metrics, tlsConfig *tls.Con
 		hcDomain:   cfg.hcDomain,
 		hcRD:       !cfg.hcNoRec,
 		requests:   m.requests.WithLabelValues(addr),
-		hcFailures: m.healthcheckFailures.WithLabelValues(addr),
-	}, nil
+		hcFailures: m.healthcheckFailures.WithLabelValues(proxyName, addr),
+	}
+	u.udp.cache = m.connCache(addr, "udp")
+	u.tcp.cache = m.connCache(addr, "tcp")
+	return u, nil
 }
 
 // down reports whether max_fails consecutive health checks failed.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestHealthHandler(t *testing.T) {
@@ -120,6 +122,45 @@ func TestStartTwinsShareAddress(t *testing.T) {
 func TestStartBadAddress(t *testing.T) {
 	if _, err := Start(map[string]Endpoints{"256.1.1.1:80": {"/ready": ReadyHandler(func() bool { return true })}}); err == nil {
 		t.Error("no error for a bad address")
+	}
+}
+
+// TestSelfCheck checks the health self-check's metrics: a live /health is
+// observed without failures, a dead address counts failures.
+func TestSelfCheck(t *testing.T) {
+	srv := httptest.NewServer(HealthHandler(func(context.Context) error { return nil }))
+	defer srv.Close()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	for _, tc := range []struct {
+		name     string
+		addr     string
+		failures bool
+	}{
+		{"live", strings.TrimPrefix(srv.URL, "http://"), false},
+		{"dead", deadAddr, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := NewSelfCheckMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), SelfCheckInterval*5/2)
+			defer cancel()
+			m.SelfCheck(ctx, tc.addr)
+			var h dto.Metric
+			if err := m.duration.(prometheus.Metric).Write(&h); err != nil {
+				t.Fatal(err)
+			}
+			n, failures := h.GetHistogram().GetSampleCount(), testutil.ToFloat64(m.failures)
+			if n < 1 || (failures > 0) != tc.failures || tc.failures && failures != float64(n) {
+				t.Errorf("%d checks observed, %v failures; want failures %v", n, failures, tc.failures)
+			}
+		})
 	}
 }
 

@@ -222,7 +222,7 @@ func (s *Server) lookup(ctx context.Context, zones *zoneMap, orig *plugin.Reques
 		rcode = resp.Rcode
 	}
 	(*rt.m.response(rcode, label)).Inc()
-	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
+	rt.m.observer().observeN(time.Since(start).Seconds(), 1)
 	return resp, err
 }
 

@@ -16,7 +16,8 @@ import (
 
 // answer handles one query with miekg/dns: cache, forwarding, stale answers,
 // and every error reply. It returns the packed reply, or nil to drop.
-func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time, client netip.AddrPort) []byte {
+func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6 bool, start time.Time, client netip.AddrPort) (out []byte) {
+	defer s.recoverAnswer(pkt, &out)
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
 		return formErr(pkt)
@@ -24,11 +25,20 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	if req.Response {
 		return nil
 	}
+	// As CoreDNS's DNS server (miekg/dns's accept function): other
+	// opcodes and malformed sections get a bare header.
 	if req.Opcode != dns.OpcodeQuery {
-		return pack(errReply(req, dns.RcodeNotImplemented), req, tcp)
+		return headerReply(pkt, dns.RcodeNotImplemented)
 	}
-	if len(req.Question) != 1 {
-		return pack(errReply(req, dns.RcodeFormatError), req, tcp)
+	// The header's counts, as miekg/dns checks them (a message may
+	// announce more records than it holds).
+	if dnswire.Count(pkt, 0) != 1 || dnswire.Count(pkt, 1) > 1 || dnswire.Count(pkt, 2) > 1 || dnswire.Count(pkt, 3) > 2 || len(req.Question) != 1 {
+		return headerReply(pkt, dns.RcodeFormatError)
+	}
+	if req.Question[0].Qclass != dns.ClassINET && (zones == nil || !zones.chaos) {
+		// CoreDNS lets other classes through only when a block of the
+		// listen address forwards (or has the chaos plugin).
+		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	if badEDNS(req) {
 		return formErr(pkt)
@@ -41,11 +51,9 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	key := appendMsgKey(kb[:0], req)
 	rt := zones.lookup(dnswire.KeyName(key))
 	if rt == nil {
-		return pack(errReply(req, dns.RcodeRefused), req, tcp)
+		return s.refuse(zones, req, pkt, tcp, v6, start)
 	}
 	capBufSize(req, rt.block.BufSize)
-	ti := typeIndex(req.Question[0].Qtype)
-	(*rt.m.request(tcp, v6, ti)).Inc()
 	var resp *dns.Msg
 	var plugin int
 	var stored *cache.Entry
@@ -54,24 +62,37 @@ func (s *Server) answer(ctx context.Context, pkt []byte, zones *zoneMap, tcp, v6
 	} else {
 		resp, plugin, stored = s.resolve(ctx, rt, req, key)
 	}
-	(*rt.m.response(resp.Rcode, plugin)).Inc()
-	rt.m.observer(ti).observeN(time.Since(start).Seconds(), 1)
-	var out []byte
+	plugin = writtenBy(plugin, rt.block.Cache != nil)
 	if stored != nil {
 		out = entryReply(stored, pkt, tcp, rt.block.BufSize)
 	}
 	if out == nil {
 		out = pack(resp, req, tcp)
 	}
+	opt := req.IsEdns0()
+	rt.m.observeAll(tcp, v6, req.Question[0].Qtype, opt != nil && opt.Do(), resp.Rcode, plugin, len(pkt), len(out), time.Since(start))
 	if rt.block.Log {
 		s.logQuery(rt.block, client, req, resp, out, tcp, len(pkt), time.Since(start))
 	}
 	return out
 }
 
+// writtenBy is the plugin label of a reply that plugin produced in a block
+// with or without a cache. CoreDNS names the plugin whose response writer
+// passed the reply on last: the cache's for every plugin below it in the
+// chain (rewrite, template, hosts, forward, whoami), dns64's or
+// loadbalance's above it.
+func writtenBy(plugin int, cached bool) int {
+	if !cached || plugin == pluginNone || pluginName[plugin] == "dns64" || pluginName[plugin] == "loadbalance" {
+		return plugin
+	}
+	return pluginCache
+}
+
 // entryReply is the reply to pkt from the cache entry just stored for it,
 // built in wire format as a cache hit's (the answer is packed once, for
-// the cache), or nil when pkt does not parse as the hit path wants it.
+// the cache) but with the upstream's AA bit, or nil when pkt does not
+// parse as the hit path wants it.
 func entryReply(e *cache.Entry, pkt []byte, tcp bool, bufSize int) []byte {
 	var q dnswire.Query
 	if err := dnswire.ParseQuery(pkt, &q); err != nil {
@@ -81,7 +102,7 @@ func entryReply(e *cache.Entry, pkt []byte, tcp bool, bufSize int) []byte {
 	if !tcp {
 		limit = udpReplyLimit(&q, bufSize)
 	}
-	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize)
+	return e.Reply(make([]byte, 0, min(limit, e.Size()+dnswire.OPTLen)), pkt, &q, e.TTL(), limit, EDNSSize, false)
 }
 
 // resolve finds the answer to req in rt's block: cache, upstream, stale
@@ -138,7 +159,9 @@ func (s *Server) resolve(ctx context.Context, rt *route, req *dns.Msg, key []byt
 		}
 	}
 	if err != nil {
-		return errReply(req, failureRcode(err)), pluginForward, nil
+		// No plugin wrote a reply: the server sends the error (CoreDNS's
+		// plugin label "").
+		return errReply(req, failureRcode(err)), pluginNone, nil
 	}
 	if b.Cache != nil {
 		_ = b.Cache.Set(key, resp) // a SERVFAIL, cached briefly
@@ -210,12 +233,23 @@ func appendMsgKey(dst []byte, req *dns.Msg) []byte {
 	return append(key, byte(q.Qtype>>8), byte(q.Qtype), byte(q.Qclass>>8), byte(q.Qclass), bits)
 }
 
-// errReply is an empty reply to req with rcode.
+// errReply is an empty reply to req with rcode, as CoreDNS's server
+// writes it (no RA bit).
 func errReply(req *dns.Msg, rcode int) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, rcode)
-	m.RecursionAvailable = true
 	return m
+}
+
+// refuse answers a query that no server block serves (or of a class other
+// than IN) with REFUSED, counted under CoreDNS's zone "dropped".
+func (s *Server) refuse(zones *zoneMap, req *dns.Msg, pkt []byte, tcp, v6 bool, start time.Time) []byte {
+	out := pack(errReply(req, dns.RcodeRefused), req, tcp)
+	if zones != nil && zones.dropped != nil {
+		opt := req.IsEdns0()
+		zones.dropped.observeAll(tcp, v6, req.Question[0].Qtype, opt != nil && opt.Do(), dns.RcodeRefused, pluginNone, len(pkt), len(out), time.Since(start))
+	}
+	return out
 }
 
 // badEDNS reports a query whose EDNS is malformed (RFC 6891 section
@@ -242,13 +276,19 @@ func badEDNS(req *dns.Msg) bool {
 
 // formErr answers a message that does not unpack with FORMERR and an empty
 // body, when its header is readable; otherwise it is dropped.
-func formErr(pkt []byte) []byte {
+func formErr(pkt []byte) []byte { return headerReply(pkt, dns.RcodeFormatError) }
+
+// headerReply is a bare header answering pkt with rcode, as miekg/dns's
+// server writes it for a rejected query: the query's ID, opcode and RD,
+// AD and CD bits, QR set, no sections. A response or a short message gets
+// nil (dropped).
+func headerReply(pkt []byte, rcode int) []byte {
 	if len(pkt) < dnswire.HeaderLen || dnswire.Flags(pkt)&dnswire.FlagQR != 0 {
 		return nil
 	}
 	out := make([]byte, dnswire.HeaderLen)
 	copy(out, pkt[:2])
-	flags := dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD) | dnswire.FlagQR | dns.RcodeFormatError
+	flags := dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD|dnswire.FlagAD|dnswire.FlagCD) | dnswire.FlagQR | uint16(rcode)
 	binary.BigEndian.PutUint16(out[2:], flags)
 	return out
 }

@@ -76,6 +76,13 @@ type route struct {
 // zoneMap maps zones in lower-case wire format to routes.
 type zoneMap struct {
 	routes map[string]*route
+	// dropped counts the queries no block of this listen address serves
+	// (CoreDNS's zone "dropped").
+	dropped *routeMetrics
+	// chaos is true when a block of this listen address forwards: CoreDNS
+	// then lets queries of other classes than IN (CHAOS) through, else it
+	// refuses them.
+	chaos bool
 	// lens marks the wire lengths of the zones, so that lookup hashes only
 	// the suffixes that can match.
 	lens [256]bool
@@ -249,17 +256,16 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 			addrs[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()] = b.Port
 		}
 	}
-	routes := map[*Block]map[string]*route{}
-	add := func(z *zoneMap, b *Block) error {
-		if routes[b] == nil {
-			routes[b] = map[string]*route{}
+	// Each listen address has routes of its own: the metrics' server label
+	// is the address the query came in on, "dns://IP:port" (or
+	// "dns://:port" for blocks without bind), as in CoreDNS.
+	add := func(z *zoneMap, b *Block, server string) error {
+		if z.dropped == nil {
+			z.dropped = &routeMetrics{m: s.metrics, server: server, zone: droppedZone}
 		}
+		z.chaos = z.chaos || b.Forward != nil
 		for _, zone := range b.Zones {
-			r := routes[b][zone]
-			if r == nil {
-				r = &route{block: b, zone: zone, m: &routeMetrics{m: s.metrics, server: "dns://:" + strconv.Itoa(b.Port), zone: zone}}
-				routes[b][zone] = r
-			}
+			r := &route{block: b, zone: zone, m: &routeMetrics{m: s.metrics, server: server, zone: zone}}
 			wire, err := zoneWire(zone)
 			if err != nil {
 				return fmt.Errorf("server block %v: zone %q: %w", b.Zones, zone, err)
@@ -273,7 +279,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 			if t.byPort[b.Port] == nil {
 				t.byPort[b.Port] = newZoneMap()
 			}
-			if err := add(t.byPort[b.Port], b); err != nil {
+			if err := add(t.byPort[b.Port], b, "dns://:"+strconv.Itoa(b.Port)); err != nil {
 				return nil, err
 			}
 		}
@@ -284,7 +290,7 @@ func (s *Server) buildTable(blocks []*Block) (*table, error) {
 			if b.Port != port || !bindsAddr(b, addr) {
 				continue
 			}
-			if err := add(z, b); err != nil {
+			if err := add(z, b, "dns://"+addr); err != nil {
 				return nil, err
 			}
 		}

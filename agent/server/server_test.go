@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -184,6 +185,11 @@ func TestTruncation(t *testing.T) {
 			}
 			if !tc.wantTC && len(r.Answer) != 40 {
 				t.Errorf("%d answers, want 40", len(r.Answer))
+			}
+			// A truncated reply keeps the records that fit (miekg/dns's
+			// Truncate, CoreDNS's scrub): about 60 bytes each here.
+			if want := (tc.maxSize - 100) / 70; tc.wantTC && len(r.Answer) < want {
+				t.Errorf("truncated reply with %d records, want at least %d that fit in %d bytes", len(r.Answer), want, tc.maxSize)
 			}
 			if (tc.edns > 0) != (r.IsEdns0() != nil) {
 				t.Errorf("OPT in reply = %v, want %v", r.IsEdns0() != nil, tc.edns > 0)
@@ -396,25 +402,52 @@ func TestMetricsAndCheck(t *testing.T) {
 		exchange(t, "udp", addr, q("www.example.", dns.TypeA))
 	}
 	exchange(t, "tcp", addr, q("www.example.", dns.TypeAAAA))
-	port := addr[strings.LastIndex(addr, ":")+1:]
-	server := "dns://:" + port
+	do := q("www.example.", dns.TypeA)
+	do.SetEdns0(1232, true)
+	exchange(t, "udp", addr, do) // a miss: the key has the DO bit
+	exchange(t, "udp", addr, do) // a hit
+	server := "dns://" + addr    // the listen address, as CoreDNS labels it
 	m := s.metrics
 	for _, tc := range []struct {
 		name string
 		c    prometheus.Collector
 		want float64
 	}{
-		{"udp A requests", m.requests.WithLabelValues(server, ".", "", "udp", "1", "A"), 3},
+		{"udp A requests", m.requests.WithLabelValues(server, ".", "", "udp", "1", "A"), 5},
 		{"tcp AAAA requests", m.requests.WithLabelValues(server, ".", "", "tcp", "1", "AAAA"), 1},
-		{"cache responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "cache"), 2},
-		{"forward responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "forward"), 2},
+		{"DO requests", m.doRequests.WithLabelValues(server, ".", ""), 2},
+		// With a cache in the block, the cache writes every answer (hits
+		// and the upstream's answers to misses): CoreDNS labels them all
+		// plugin="cache".
+		{"cache responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "cache"), 6},
+		{"forward responses", m.responses.WithLabelValues(server, ".", "", "NOERROR", "forward"), 0},
 	} {
 		if got := testutil.ToFloat64(tc.c); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	if n := testutil.CollectAndCount(m.duration); n != 2 {
-		t.Errorf("%d duration series, want 2 (A, AAAA)", n)
+	// CoreDNS's request duration has no type label: one series.
+	if n := testutil.CollectAndCount(m.duration); n != 1 {
+		t.Errorf("%d duration series, want 1", n)
+	}
+	if n := m.duration.child(server, ".", "").count.Load(); n != 6 {
+		t.Errorf("duration count %d, want 6", n)
+	}
+	for _, tc := range []struct {
+		name  string
+		h     *hist
+		count uint64
+		min   float64 // smallest size observed
+	}{
+		{"udp request size", m.requestSize.child(server, ".", "", "udp"), 5, 29},
+		{"tcp request size", m.requestSize.child(server, ".", "", "tcp"), 1, 29},
+		{"udp response size", m.responseSize.child(server, ".", "", "udp"), 5, 45},
+		{"tcp response size", m.responseSize.child(server, ".", "", "tcp"), 1, 29},
+	} {
+		sum := math.Float64frombits(tc.h.sum.Load())
+		if n := tc.h.count.Load(); n != tc.count || sum < tc.min*float64(n) {
+			t.Errorf("%s: %d observations adding up to %v bytes, want %d of at least %v", tc.name, n, sum, tc.count, tc.min)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -535,7 +568,8 @@ func TestIPv6Listener(t *testing.T) {
 			}
 		})
 	}
-	v6 := s.metrics.requests.WithLabelValues("dns://:"+p, ".", "", "udp", "2", "A")
+	// The server label is the address the query came in on, as CoreDNS's.
+	v6 := s.metrics.requests.WithLabelValues("dns://[::1]:"+p, ".", "", "udp", "2", "A")
 	if got := testutil.ToFloat64(v6); got != 2 {
 		t.Errorf("family 2 udp requests = %v, want 2", got)
 	}
@@ -859,5 +893,72 @@ func TestMissWorkerPerQuery(t *testing.T) {
 	close(release)
 	if err := <-slow; err != nil {
 		t.Errorf("slow miss: %v", err)
+	}
+}
+
+// TestAuthoritativeBit checks CoreDNS's AA semantics end to end: the
+// answer to a miss carries the upstream's AA bit, a cache hit (hit path
+// over UDP and TCP) always sets it.
+func TestAuthoritativeBit(t *testing.T) {
+	for _, upstreamAA := range []bool{false, true} {
+		t.Run(fmt.Sprintf("upstream AA %v", upstreamAA), func(t *testing.T) {
+			_, f := upstream(t, dnstest.Func(func(qq *dnstest.Query) *dns.Msg {
+				m := zone.Reply(qq.Msg)
+				m.Authoritative = upstreamAA
+				return m
+			}))
+			_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
+			for _, name := range []string{"www.example.", "nx.example."} {
+				if r := exchange(t, "udp", addr, q(name, dns.TypeA)); r.Authoritative != upstreamAA {
+					t.Errorf("%s miss: AA = %v, want the upstream's %v", name, r.Authoritative, upstreamAA)
+				}
+				for _, netw := range []string{"udp", "tcp"} {
+					if r := exchange(t, netw, addr, q(name, dns.TypeA)); !r.Authoritative {
+						t.Errorf("%s %s hit: AA not set", name, netw)
+					}
+				}
+			}
+		})
+	}
+}
+
+// panicky is an upstream whose Exchange panics for one name.
+type panicky struct{ next Exchanger }
+
+func (p panicky) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	if m.Question[0].Name == "boom.example." {
+		panic("boom")
+	}
+	return p.next.Exchange(ctx, m)
+}
+
+// TestPanicRecovered checks CoreDNS's behaviour on a panic: the query gets
+// SERVFAIL, coredns_panics_total counts it, and the server keeps serving.
+func TestPanicRecovered(t *testing.T) {
+	_, f := upstream(t, zone.Handler())
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := log.New(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), "", 0)
+	s, addr := startWith(t, Options{Timeout: 2 * time.Second, Logger: logger}, []string{"udp", "tcp"},
+		&Block{Zones: []string{"."}, Forward: panicky{f}})
+	for _, netw := range []string{"udp", "tcp"} {
+		if r := exchange(t, netw, addr, q("boom.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("%s: rcode %s, want SERVFAIL", netw, dns.RcodeToString[r.Rcode])
+		}
+	}
+	if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
+		t.Errorf("after the panics: %v", r)
+	}
+	if got := testutil.ToFloat64(s.metrics.panics); got != 2 {
+		t.Errorf("coredns_panics_total = %v, want 2", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "Recovered from panic") {
+		t.Errorf("panic not logged: %q", logged.String())
 	}
 }

@@ -245,15 +245,20 @@ func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, in
 	if h.tcp {
 		limit = dns65535
 	}
-	dst = e.Reply(dst, pkt, q, c.ReplyTTL(e, ttl), limit, EDNSSize)
-	ti := typeIndex(q.QType)
+	dst = e.Reply(dst, pkt, q, c.ReplyTTL(e, ttl), limit, EDNSSize, true)
 	t := &h.tally
-	t.inc(rt.m.request(h.tcp, h.v6, ti))
+	t.inc(rt.m.request(h.tcp, h.v6, typeIndex(q.QType)))
+	if q.DO {
+		t.inc(rt.m.do())
+	}
 	t.inc(rt.m.response(e.Rcode(), pluginCache))
 	creq, chit := c.HitCounters(e)
 	t.inc(creq)
 	t.inc(chit)
-	t.observe(rt.m.observer(ti))
+	t.observe(rt.m.observer())
+	reqSize, respSize := rt.m.sizes(h.tcp)
+	t.observeSize(reqSize, len(pkt))
+	t.observeSize(respSize, len(dst))
 	if c.ShouldPrefetch(e, ttl, now) {
 		h.s.prefetch(pkt, rt)
 	}

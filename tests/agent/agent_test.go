@@ -355,7 +355,8 @@ func TestOfficialCorefile(t *testing.T) {
 		}{
 			{"coredns_forward_requests_total", []string{`to="` + e.ip(1) + `:53"`}},
 			{"coredns_forward_requests_total", []string{`to="` + e.external.Addr + `"`}},
-			{"coredns_forward_responses_total", []string{`rcode="NXDOMAIN"`, `to="` + e.ip(1) + `:53"`}},
+			{"coredns_proxy_request_duration_seconds_count", []string{`proxy_name="forward"`, `rcode="NXDOMAIN"`, `to="` + e.ip(1) + `:53"`}},
+			{"coredns_proxy_conn_cache_misses_total", []string{`proto="tcp"`, `to="` + e.ip(1) + `:53"`}},
 			{"coredns_dns_requests_total", nil},
 			{"coredns_dns_responses_total", []string{`rcode="NOERROR"`}},
 			{"coredns_cache_misses_total", nil},
@@ -494,8 +495,8 @@ func TestFailoverToLiveUpstream(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		text := e.agent.MetricsText(t)
-		if MetricSum(text, "coredns_forward_healthcheck_failures_total", `to="`+dead+`"`) > 0 {
-			if v := MetricSum(text, "coredns_forward_responses_total", `to="`+e.external.Addr+`"`); v < 8 {
+		if MetricSum(text, "coredns_proxy_healthcheck_failures_total", `to="`+dead+`"`) > 0 {
+			if v := MetricSum(text, "coredns_proxy_request_duration_seconds_count", `to="`+e.external.Addr+`"`); v < 8 {
 				t.Fatalf("live upstream answered %v times, want 8", v)
 			}
 			return

@@ -17,9 +17,10 @@ make demo: what it needs ($(nproc) cores, load average $load)
   - etcd ($etcd, $(state "$etcd")): the API server's storage; Debian's etcd-server
     package (seconds; ETCD_FROM=source compiles it: $(est etcd))
   - webhook, agent and the demo program (bin/): this checkout, one go build
-    (about 3 min on 2 cores with a cold Go cache; seconds when cached)
+    (about 2 min on 2 cores with a cold Go cache, 3 CPU-min; seconds when cached)
   - Debian packages as root (tests/install-deps.sh): nsd, dig, iptables, iproute2, ...
     (about a minute the first time, nothing afterwards)
   They are built in parallel; nothing else (no kubectl, no helm). A first run on
-  a fresh 2-core machine takes about 9 min (docs/demo.md); later runs under 1 min.
+  a fresh idle 2-core machine takes about 7 min (9.3 CPU-min of compiling,
+  docs/demo.md); later runs well under 1 min.
 PLAN

@@ -173,7 +173,7 @@ var metricName = regexp.MustCompile(`\b((?:coredns|nodelocaldns|controller_runti
 // in the agent's or the webhook's code (agent/, webhook/, certs/, pkg/), or
 // registered on controller-runtime's registry, which the webhook serves
 // (controller-runtime's own series, Go and process collectors). Names in a
-// sentence that says they are "not exported" are left out.
+// sentence or table row that says they are "not exported" are left out.
 func TestDocumentedMetricsAreRegistered(t *testing.T) {
 	defined := definedMetrics(t)
 	var unknown []string
@@ -192,13 +192,13 @@ func TestDocumentedMetricsAreRegistered(t *testing.T) {
 		}
 	}
 	if len(unknown) > 0 {
-		t.Errorf("the docs name metrics no program registers (fix the name, or say in the same sentence that it is not exported):\n%s",
+		t.Errorf("the docs name metrics no program registers (fix the name, or say in the same sentence or table row that it is not exported):\n%s",
 			strings.Join(unknown, "\n"))
 	}
 }
 
-// sentence is a piece of text ending at ". " or a blank line, with the
-// line it starts on.
+// sentence is a piece of text ending at ". " or a blank line, or one row of
+// a Markdown table, with the line it starts on.
 type sentence struct {
 	text string
 	line int
@@ -208,16 +208,36 @@ var sentenceEnd = regexp.MustCompile(`\.\s|\n\s*\n`)
 
 func sentences(text string) []sentence {
 	var out []sentence
-	line := 1
-	for text != "" {
-		end := len(text)
-		if loc := sentenceEnd.FindStringIndex(text); loc != nil {
-			end = loc[1]
+	var para strings.Builder
+	paraLine := 1
+	flush := func() {
+		rest, line := para.String(), paraLine
+		for rest != "" {
+			end := len(rest)
+			if loc := sentenceEnd.FindStringIndex(rest); loc != nil {
+				end = loc[1]
+			}
+			out = append(out, sentence{rest[:end], line})
+			line += strings.Count(rest[:end], "\n")
+			rest = rest[end:]
 		}
-		out = append(out, sentence{text[:end], line})
-		line += strings.Count(text[:end], "\n")
-		text = text[end:]
+		para.Reset()
 	}
+	for i, l := range strings.Split(text, "\n") {
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(l), "|"):
+			flush()
+			out = append(out, sentence{l, i + 1})
+		case strings.TrimSpace(l) == "":
+			flush()
+		default:
+			if para.Len() == 0 {
+				paraLine = i + 1
+			}
+			para.WriteString(l + "\n")
+		}
+	}
+	flush()
 	return out
 }
 
@@ -314,15 +334,26 @@ func metricOf(n ast.Node) (string, bool) {
 		}
 		return prometheus.BuildFQName(parts["Namespace"], parts["Subsystem"], parts["Name"]), true
 	case *ast.CallExpr:
-		sel, ok := n.Fun.(*ast.SelectorExpr)
-		if !ok || sel.Sel.Name != "NewDesc" || len(n.Args) == 0 {
+		// prometheus.NewDesc("name", ...), and constructors of collectors
+		// that take the name first (newHistVec("name", ...)).
+		var fn string
+		switch f := n.Fun.(type) {
+		case *ast.SelectorExpr:
+			fn = f.Sel.Name
+		case *ast.Ident:
+			fn = f.Name
+		}
+		if !collectorFunc.MatchString(fn) || len(n.Args) == 0 {
 			return "", false
 		}
 		name := stringLit(n.Args[0])
-		return name, name != ""
+		return name, metricName.MatchString(name)
 	}
 	return "", false
 }
+
+// collectorFunc matches the functions whose first argument is a metric name.
+var collectorFunc = regexp.MustCompile(`(?i)desc|vec$|hist|counter|gauge|summary`)
 
 func stringLit(e ast.Expr) string {
 	if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {

@@ -37,6 +37,9 @@ var scenarios = []scenario{
 	{name: "interception", kust: Kustomization{Dir: "overlays/interception"}, values: []string{"mode=interception"}},
 	{name: "cilium", kust: Kustomization{Dir: "overlays/cilium"}, values: []string{"mode=cilium"}},
 	{name: "twin", kust: Kustomization{Dir: "overlays/twin"}, values: []string{"agent.twin=true"}},
+	{name: "cluster-wide", kust: Kustomization{Dir: "overlays/cluster-wide"}, values: []string{"webhook.namespaceSelection=cluster-wide"}},
+	{name: "hardened", kust: Kustomization{Dir: "overlays/hardened"}, values: []string{"webhook.networkPolicy=true"}},
+	{name: "iptables-legacy", kust: Kustomization{Dir: "overlays/iptables-legacy"}, values: []string{"agent.iptablesLegacy=true"}},
 	{name: "monitoring", kust: Kustomization{Dir: "overlays/monitoring"},
 		values: []string{"monitoring.serviceMonitor=true", "monitoring.prometheusRule=true", "monitoring.dashboard=true"}},
 	{
@@ -44,7 +47,7 @@ var scenarios = []scenario{
 		kust: Kustomization{
 			Resources:  []string{"webhook", "agent"},
 			Components: []string{"components/builtin-certs", "components/twin", "components/interception", "components/cluster-settings", "components/fast-fallback"},
-			Settings:   map[string]string{"kubeDNSIP": "10.100.0.10", "clusterDomain": "corp.example"},
+			Settings:   map[string]string{"kubeDNSIP": "10.100.0.10", "clusterDomain": "corp.example", "podCIDR": "10.32.0.0/12"},
 			Images: []map[string]string{
 				{"name": "nodelocaldns/agent", "newName": "registry.example/dns/agent", "newTag": "v1.2.3"},
 				{"name": "nodelocaldns/webhook", "newName": "registry.example/dns/webhook", "newTag": "v1.2.3"},
@@ -52,7 +55,7 @@ var scenarios = []scenario{
 		},
 		values: []string{
 			"webhook.certificates=builtin", "agent.twin=true", "mode=interception",
-			"kubeDNS.ip=10.100.0.10", "clusterDomain=corp.example",
+			"kubeDNS.ip=10.100.0.10", "clusterDomain=corp.example", "podCIDR=10.32.0.0/12",
 			"images.agent.repository=registry.example/dns/agent", "images.agent.tag=v1.2.3",
 			"images.webhook.repository=registry.example/dns/webhook", "images.webhook.tag=v1.2.3",
 		},
@@ -85,6 +88,25 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}
 }
 
+// TestEveryOverlayHasAScenario: a new overlay in manifests/overlays needs
+// its chart values and a scenario above, or the chart falls behind.
+func TestEveryOverlayHasAScenario(t *testing.T) {
+	dirs, err := filepath.Glob(filepath.Join(ManifestsDir(), "overlays", "*", "kustomization.yaml"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no overlays found (%v)", err)
+	}
+	covered := map[string]bool{}
+	for _, sc := range scenarios {
+		covered[sc.kust.Dir] = true
+	}
+	for _, d := range dirs {
+		rel, _ := filepath.Rel(ManifestsDir(), filepath.Dir(d))
+		if !covered[filepath.ToSlash(rel)] {
+			t.Errorf("manifests/%s has no scenario in tests/helm (and maybe no chart values)", rel)
+		}
+	}
+}
+
 // TestCompareFindsDrift shows that the comparison can fail: a changed
 // argument, a missing object and a changed selector are reported.
 func TestCompareFindsDrift(t *testing.T) {
@@ -98,7 +120,7 @@ func TestCompareFindsDrift(t *testing.T) {
 		values []string
 		want   string
 	}{
-		{"agent argument", []string{"agent.extraArgs={-iptables-backend=nft}"}, "DaemonSet/kube-system/node-local-dns: spec.template.spec.containers[0].args"},
+		{"agent argument", []string{"agent.extraArgs={-lameduck=10s}"}, "DaemonSet/kube-system/node-local-dns: spec.template.spec.containers[0].args"},
 		{"failure policy", []string{"webhook.failurePolicy=Fail"}, "webhooks[0].failurePolicy: kustomize Ignore, chart Fail"},
 		{"excluded namespaces", []string{"webhook.excludedNamespaces={kube-system}"}, "namespaceSelector.matchExpressions[1].values"},
 		{"missing object", []string{"webhook.pdbMinAvailable="}, "PodDisruptionBudget/node-local-dns/node-local-dns-webhook: rendered by kustomize, not by the chart"},
@@ -182,6 +204,9 @@ func TestCorefileOptions(t *testing.T) {
 			if strings.Contains(text, "serve_stale") || strings.Contains(text, "prefetch") {
 				t.Errorf("serve_stale/prefetch without values:\n%s", text)
 			}
+			if got := strings.Count(text, "prometheus {$POD_IP}:9253"); got != 4 {
+				t.Errorf("prometheus on {$POD_IP} in %d blocks, want 4:\n%s", got, text)
+			}
 		}},
 		{"every option", corefileValues, func(t *testing.T, cfg *corefile.Config, text string) {
 			if got := strings.Count(text, "serve_stale 1h"); got != 4 {
@@ -214,8 +239,12 @@ func TestCorefileOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			tmpl, args := corefileAndArgs(t, objs)
-			for i, a := range args { // the kubelet expands $(POD_IP) from the downward API
-				args[i] = strings.ReplaceAll(a, "$(POD_IP)", "10.0.0.7")
+			// What the kubelet ($(POD_IP) in arguments) and the Corefile
+			// parser ({$POD_IP}) fill in on a node.
+			const podIP = "10.0.0.7"
+			t.Setenv("POD_IP", podIP)
+			for i := range args {
+				args[i] = strings.ReplaceAll(args[i], "$(POD_IP)", podIP)
 			}
 			opts, err := app.ParseFlags(args)
 			if err != nil {

@@ -409,9 +409,15 @@ func TestRenderMonitoring(t *testing.T) {
 		}
 	}
 	for name, metric := range map[string]string{
-		"NodeLocalDNSAgentDown":    "up{",
-		"NodeLocalDNSHighServfail": "coredns_dns_responses_total",
-		"NodeLocalDNSSetupErrors":  "coredns_nodecache_setup_errors_total",
+		"NodeLocalDNSAgentDown":         "up{",
+		"NodeLocalDNSHighServfail":      "coredns_dns_responses_total",
+		"NodeLocalDNSSetupErrors":       "coredns_nodecache_setup_errors_total",
+		"NodeLocalDNSUpstreamsDown":     "coredns_forward_healthcheck_broken_total",
+		"NodeLocalDNSUpstreamUnhealthy": "coredns_proxy_healthcheck_failures_total",
+		"NodeLocalDNSMaxConcurrent":     "coredns_forward_max_concurrent_rejects_total",
+		"NodeLocalDNSReloadFailed":      "coredns_reload_failed_total",
+		"NodeLocalDNSPanics":            "coredns_panics_total",
+		"NodeLocalDNSSlowHealth":        "coredns_health_request_duration_seconds_bucket",
 	} {
 		if !strings.Contains(alerts[name], metric) {
 			t.Errorf("alert %s: expr %q does not use %s", name, alerts[name], metric)
@@ -438,7 +444,7 @@ func TestRenderMonitoring(t *testing.T) {
 			exprs.WriteString(tg.Expr + "\n")
 		}
 	}
-	for _, m := range []string{"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total", "coredns_dns_request_duration_seconds_bucket", "coredns_forward_requests_total", "coredns_nodecache_setup_errors_total"} {
+	for _, m := range []string{"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total", "coredns_dns_request_duration_seconds_bucket", "coredns_forward_requests_total", "coredns_nodecache_setup_errors_total", "coredns_proxy_request_duration_seconds_bucket", "coredns_proxy_healthcheck_failures_total", "coredns_proxy_conn_cache_misses_total", "coredns_dns_response_size_bytes_bucket"} {
 		if !strings.Contains(exprs.String(), m) {
 			t.Errorf("dashboard %q has no panel on %s", board.Title, m)
 		}

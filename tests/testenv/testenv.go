@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -37,14 +38,25 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// RepoRoot returns the repository root, found from this source file.
+// RepoRoot returns the repository root, found from this source file; in a
+// binary built with -trimpath (bin/demo), where that path is the module's
+// import path, from the working directory and its parents (the first with
+// this module's go.mod).
 func RepoRoot() string {
 	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		wd, _ := os.Getwd()
-		return wd
+	if ok && filepath.IsAbs(file) {
+		return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	wd, _ := os.Getwd()
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			strings.HasPrefix(string(b), "module github.com/nodelocaldns/nodelocaldns\n") {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			return wd
+		}
+	}
 }
 
 // Binary returns the path of a tool. envVar (if non-empty and set) wins, then

@@ -7,7 +7,7 @@
 # a shorter link and smaller files; stack traces still work) and
 # -gcflags=all=-l (no inlining: 23% less compile CPU in a cold build of
 # bin/webhook, 138 s instead of 180 s; these tools serve tests and the demo,
-# not production load). etcd comes from
+# not production load). A cold kube-apiserver build so took 366 CPU-seconds. etcd comes from
 # Debian's etcd-server package when ETCD_FROM=debian (the default) and apt has
 # it: seconds instead of minutes of compiling. ETCD_FROM=source builds it
 # from the Go module proxy.
@@ -42,9 +42,11 @@ about() {
 
 say() { printf '%s\n' "$*"; }
 
-# Cold-cache CPU seconds (user+sys) of each build, measured as docs/demo.md
-# describes; they only feed the estimates printed.
-declare -A cpu=([kube-apiserver]=900 [kubectl]=420 [etcd]=240 [helm]=360)
+# Cold-cache CPU seconds (user+sys) of each build; they only feed the
+# estimates printed. kube-apiserver: measured with empty GOCACHE and
+# GOMODCACHE and these flags (docs/demo.md); helm: measured with a partly warm
+# cache; kubectl (about 900 packages) and etcd: rough estimates.
+declare -A cpu=([kube-apiserver]=370 [kubectl]=200 [etcd]=150 [helm]=160)
 if [ -n "${estimate_only:-}" ]; then
 	about "${cpu[$tool]:?unknown tool $tool}"
 	exit 0
@@ -107,7 +109,7 @@ mkdir -p "$(dirname "$out")"
 case $tool in
 kube-apiserver)
 	say "==> kube-apiserver -> $out: the real API server of the demo and the integration tests;"
-	say "    k8s.io/kubernetes from the Go module proxy, about 2100 packages: $(about "${cpu[$tool]}")"
+	say "    k8s.io/kubernetes from the Go module proxy (115 MB of modules), about 2100 packages: $(about "${cpu[$tool]}")"
 	timed gobuild tests/tools/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 	;;
 kubectl)

@@ -51,8 +51,14 @@ func (lb *LoadBalance) Close() {
 // included.
 func (lb *LoadBalance) ServeDNS(ctx context.Context, r *plugin.Request, next plugin.Next) (*dns.Msg, error) {
 	m, err := next(ctx, r)
-	if err != nil || m.Rcode != dns.RcodeSuccess {
+	if err != nil {
 		return m, err
+	}
+	// CoreDNS's loadbalance writer passes every reply on, so it is named
+	// as the writer of NXDOMAIN and other rcodes too (tests/compat).
+	r.Writer = "loadbalance"
+	if m.Rcode != dns.RcodeSuccess {
+		return m, nil
 	}
 	if len(m.Question) > 0 && (m.Question[0].Qtype == dns.TypeAXFR || m.Question[0].Qtype == dns.TypeIXFR) {
 		return m, nil

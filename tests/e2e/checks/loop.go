@@ -40,6 +40,21 @@ type loopStats struct {
 	// slow are the lookups that took 500 ms or more: "at uptime U: name
 	// took D (rc R)", for the report.
 	slow []string
+	// starts and lats are each lookup's start (uptime seconds) and duration.
+	starts []float64
+	lats   []time.Duration
+}
+
+// slowestBefore is the slowest lookup that started before uptime t: the
+// machine's own noise when t is the moment of a disruption.
+func (s loopStats) slowestBefore(t float64) time.Duration {
+	var m time.Duration
+	for i, t0 := range s.starts {
+		if t0 < t && s.lats[i] > m {
+			m = s.lats[i]
+		}
+	}
+	return m
 }
 
 func (s loopStats) String() string {
@@ -62,6 +77,8 @@ func parseLoop(out string, dur time.Duration) (loopStats, error) {
 		}
 		d := time.Duration(math.Round((t1-t0)*1000)) * time.Millisecond
 		lat = append(lat, d)
+		s.starts = append(s.starts, t0)
+		s.lats = append(s.lats, d)
 		s.total++
 		if f[2] != "0" {
 			s.failed++
@@ -110,15 +127,17 @@ type loopResult struct {
 	err   error
 }
 
-// uptime is the host's /proc/uptime (the clock of the loops' lines).
-func uptime() string {
+// uptime is the host's /proc/uptime in seconds (the clock of the loops'
+// lines); 0 when unreadable.
+func uptime() float64 {
 	b, err := os.ReadFile("/proc/uptime")
 	if err != nil {
-		return "?"
+		return 0
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return "?"
+		return 0
 	}
-	return f[0]
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }

@@ -80,6 +80,12 @@ func TestParseLoop(t *testing.T) {
 	if s.total != 3 || s.failed != 1 || s.slowest != 1290*time.Millisecond || s.rate != 1.5 {
 		t.Fatalf("parseLoop = %+v", s)
 	}
+	if got := s.slowestBefore(100.005); got != 10*time.Millisecond {
+		t.Fatalf("slowestBefore(100.005) = %v, want 10ms", got)
+	}
+	if got := s.slowestBefore(102); got != 1290*time.Millisecond {
+		t.Fatalf("slowestBefore(102) = %v, want 1.29s", got)
+	}
 	if _, err := parseLoop("", time.Second); err == nil {
 		t.Fatal("parseLoop accepted no lookups")
 	}

@@ -58,12 +58,12 @@ manifests/components/cilium's).
 {{- $cilium := eq .Values.mode "cilium" -}}
 {{- $bind := "bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__" -}}
 {{- $health := "__PILLAR__LOCAL__DNS__" -}}
-{{- /* The node's own IP, not every address of the node (hostNetwork). */ -}}
-{{- $prom := "{$POD_IP}:9253" -}}
+{{- /* The node's own IP under hostNetwork (the agent expands {$POD_IP}). */ -}}
+{{- $prometheus := "prometheus {$POD_IP}:9253" -}}
 {{- if $cilium -}}
 {{- $bind = "bind 0.0.0.0" -}}
 {{- $health = "" -}}
-{{- $prom = ":9253" -}}
+{{- $prometheus = "prometheus :9253" -}}
 {{- end -}}
 {{- $opts := list -}}
 {{- with $c.serveStale }}{{ $opts = append $opts (printf "serve_stale %v" .) }}{{ end -}}
@@ -83,7 +83,7 @@ manifests/components/cilium's).
     forward . __PILLAR__CLUSTER__DNS__ {
         force_tcp
     }
-    prometheus {{ $prom }}
+    {{ $prometheus }}
     health {{ $health }}:8080
     ready {{ $health }}:8181
 }
@@ -109,7 +109,7 @@ manifests/components/cilium's).
         force_tcp
     }
 {{- end }}
-    prometheus {{ $prom }}
+    {{ $prometheus }}
 }
 {{- end }}
 {{- with .Values.agent.corefile.extraServerBlocks }}
@@ -126,8 +126,8 @@ manifests/components/cilium's).
 {{- if not (has .Values.webhook.certificates (list "cert-manager" "builtin")) -}}
 {{- fail (printf "webhook.certificates %q: want cert-manager or builtin" .Values.webhook.certificates) -}}
 {{- end -}}
-{{- if not (has .Values.webhook.namespaceSelection (list "opt-in")) -}}
-{{- fail (printf "webhook.namespaceSelection %q: want opt-in" .Values.webhook.namespaceSelection) -}}
+{{- if not (has .Values.webhook.namespaceSelection (list "opt-in" "cluster-wide")) -}}
+{{- fail (printf "webhook.namespaceSelection %q: want opt-in or cluster-wide" .Values.webhook.namespaceSelection) -}}
 {{- end -}}
 {{- if or (lt (len .Values.localDNSIPs) 1) (gt (len .Values.localDNSIPs) 2) -}}
 {{- fail "localDNSIPs: want one or two addresses" -}}
