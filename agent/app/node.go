@@ -141,6 +141,13 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 // (nil when there are none), keyed like server.Sockets.
 func (n *node) Inherited() map[string]*os.File { return n.inherited }
 
+// alone reports whether no other instance is known to run on the node (one
+// would share the listening sockets after a hand-over).
+func (n *node) alone() bool {
+	others, err := n.reg.Others()
+	return err == nil && len(others) == 0
+}
+
 // Serving is called once the agent answers, with live: the function that
 // returns the listening sockets open at the moment it is called and a done
 // function; the sockets stay open until done is called (see

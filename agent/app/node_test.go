@@ -306,7 +306,16 @@ func TestNodeSysctlFailureNotFatal(t *testing.T) {
 			if err != nil {
 				t.Fatalf("setupNode with an unwritable /proc/sys: %v, want no error", err)
 			}
-			time.Sleep(350 * time.Millisecond) // a few syncs
+			// Syncs run every 100 ms: with errors, wait (bounded) for one
+			// after the start's instead of a fixed pause a loaded machine
+			// may not schedule it in; without, give a few syncs the time.
+			if tc.wantErrors {
+				for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(n.errs.WithLabelValues("sysctl")) < 2 && time.Now().Before(deadline); {
+					time.Sleep(20 * time.Millisecond)
+				}
+			} else {
+				time.Sleep(350 * time.Millisecond)
+			}
 			n.Close()
 			got := testutil.ToFloat64(n.errs.WithLabelValues("sysctl"))
 			if tc.wantErrors && got < 2 {

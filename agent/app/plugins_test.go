@@ -19,7 +19,8 @@ import (
 
 // runCorefile runs the agent on the Corefile text (with %[1]d as the DNS
 // port) until the test ends and returns the DNS address once it answers
-// `probe`.
+// `probe` and has written its pid file (after its health, metrics and
+// pprof endpoints listen: DNS answers a moment earlier).
 func runCorefile(t *testing.T, text, probe string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -33,7 +34,8 @@ func runCorefile(t *testing.T, text, probe string) string {
 		done <- Run(ctx, []string{"-localip", "127.0.0.1", "-conf", filepath.Join(dir, "Corefile"),
 			"-basecorefile", filepath.Join(dir, "absent.base"), "-kubednscm", "",
 			"-setupinterface=false", "-setupiptables=false", "-dns.port", strconv.Itoa(port),
-			"-metrics-listen-address", "", "-rundir", filepath.Join(dir, "run"), "-lameduck", "0s"})
+			"-metrics-listen-address", "", "-rundir", filepath.Join(dir, "run"), "-lameduck", "0s",
+			"-pidfile", filepath.Join(dir, "agent.pid")})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -55,10 +57,12 @@ func runCorefile(t *testing.T, text, probe string) string {
 		m := new(dns.Msg)
 		m.SetQuestion(probe, dns.TypeA)
 		if _, _, err := c.Exchange(m, addr); err == nil {
-			return addr
+			if _, err := os.Stat(filepath.Join(dir, "agent.pid")); err == nil {
+				return addr
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("agent did not answer within 10s")
+			t.Fatal("agent did not answer (with its pid file written) within 10s")
 		}
 	}
 }

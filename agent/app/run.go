@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -275,6 +276,15 @@ func (a *agent) shutdownInjection(n *node, web *health.Server) error {
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	web.Close(hctx)
 	cancel()
+	if n.alone() {
+		// New queries are refused at once, the queued ones still answered
+		// (not with a twin: it shares the sockets).
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := a.srv.RefuseNew(rctx); err != nil {
+			a.log.Warningf("%v", err)
+		}
+		cancel()
+	}
 	err := a.stopServing()
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if terr := n.Teardown(tctx); terr != nil {
@@ -624,13 +634,33 @@ func (a *agent) liveSockets() (socks map[string]*os.File, done func()) {
 	return socks, a.sockMu.RUnlock
 }
 
-// writePIDFile writes the process ID to -pidfile.
+// writePIDFile writes the process ID to -pidfile atomically: it is
+// written to a temporary file beside it, then renamed into place, so a
+// reader never sees the file empty or half written.
 func (a *agent) writePIDFile() error {
 	if a.opts.PIDFile == "" {
 		return nil
 	}
-	if err := os.WriteFile(a.opts.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(a.opts.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write pidfile: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path with data (mode perm): a temporary file in
+// path's directory renamed over it. On error nothing is left behind.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	err = errors.Join(err, tmp.Chmod(perm), tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
 }

@@ -713,7 +713,7 @@ func TestKeysAndRouting(t *testing.T) {
 }
 
 func TestShutdownAnswersMissesInFlight(t *testing.T) {
-	_, f := upstream(t, dnstest.Delay(300*time.Millisecond, zone.Handler()))
+	up, f := upstream(t, dnstest.Delay(300*time.Millisecond, zone.Handler()))
 	s, addr := startWith(t, Options{}, []string{"udp"}, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
 	type result struct {
 		r   *dns.Msg
@@ -725,7 +725,13 @@ func TestShutdownAnswersMissesInFlight(t *testing.T) {
 		r, _, err := c.Exchange(q("www.example.", dns.TypeA), addr)
 		res <- result{r, err}
 	}()
-	time.Sleep(100 * time.Millisecond) // the miss is waiting for the upstream
+	// The miss is in flight once the upstream has it (it answers 300 ms
+	// later); a fixed pause could shut down before the query was even read.
+	for deadline := time.Now().Add(3 * time.Second); up.Count("") == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the miss did not reach the upstream within 3s")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {

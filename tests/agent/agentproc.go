@@ -184,9 +184,13 @@ func StartAgent(t testing.TB, opts AgentOptions) *Agent {
 }
 
 // waitReady waits until the agent answers on its DNS address (a REFUSED
-// or SERVFAIL counts: it is listening).
+// or SERVFAIL counts: it is listening) and has written its pid file, which
+// it does once its health and metrics endpoints listen too: DNS answers a
+// moment earlier (before the loop probes), and a test reading the metrics
+// right after the first answer could find nothing listening yet.
 func (a *Agent) waitReady(d time.Duration) error {
 	c := &dns.Client{Net: "tcp", Timeout: 300 * time.Millisecond}
+	pidfile := filepath.Join(a.dir, "agent.pid")
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if exited, err := a.Exited(); exited {
@@ -195,11 +199,13 @@ func (a *Agent) waitReady(d time.Duration) error {
 		m := new(dns.Msg)
 		m.SetQuestion("ready.invalid.", dns.TypeA)
 		if _, _, err := c.Exchange(m, a.DNS); err == nil {
-			return nil
+			if b, err := os.ReadFile(pidfile); err == nil && strings.TrimSpace(string(b)) != "" {
+				return nil
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("not answering after %v", d)
+	return fmt.Errorf("not answering with a pid file written after %v", d)
 }
 
 // PID returns the agent's process id.

@@ -121,7 +121,8 @@ type Family struct {
 }
 
 // ScrapeFamilies fetches http://addr/metrics and parses it. ip is replaced
-// by "IP" in label values, so that the two servers' series compare.
+// by "IP" in label values, so that the two servers' series compare (and
+// a second local IP, "ip,ip2", by "IP2").
 func ScrapeFamilies(addr, ip string) (map[string]*Family, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + addr + "/metrics")
@@ -152,7 +153,11 @@ func ParseFamilies(r io.Reader, ip string) (map[string]*Family, error) {
 				names[l.GetName()] = true
 				v := l.GetValue()
 				if ip != "" {
-					v = strings.ReplaceAll(v, ip, "IP")
+					first, second, two := strings.Cut(ip, ",")
+					if two {
+						v = strings.ReplaceAll(v, second, "IP2")
+					}
+					v = strings.ReplaceAll(v, first, "IP")
 				}
 				parts = append(parts, l.GetName()+"="+v)
 			}

@@ -26,6 +26,9 @@ type entry struct {
 	// monitoring checks the monitoring overlay's queries against the
 	// families both servers export after this entry's queries.
 	monitoring bool
+	// second renders __PILLAR__DNS__SERVER__ as a second local IP (the
+	// kube-dns ClusterIP of node-cache's interception mode).
+	second bool
 }
 
 // corpus is every Corefile the suite runs. Add one per plugin and option
@@ -37,6 +40,22 @@ func corpus() []entry {
 			corefile:   official,
 			queries:    officialQueries(),
 			monitoring: true,
+		},
+		{
+			// Interception mode: every block binds the link-local IP and
+			// the kube-dns ClusterIP; queries come in on both.
+			name:     "official ConfigMap, interception mode (two addresses)",
+			corefile: official,
+			second:   true,
+			queries: func() []query {
+				var qs []query
+				for _, q := range clusterQueries()[:6] {
+					qs = append(qs, q)
+					q.toSecond = true
+					qs = append(qs, q)
+				}
+				return append(qs, query{name: "www.example.test.", qtype: dns.TypeA, toSecond: true})
+			}(),
 		},
 		{
 			// The Corefile community charts (deliveryhero/node-local-dns)
@@ -366,13 +385,14 @@ func official(t *testing.T) string {
 var wildcardListen = regexp.MustCompile(`(?m)^(\s*(?:prometheus|health|ready|pprof)\s+):(\d+)`)
 
 // render fills the template's variables as node-cache would for a node
-// whose local IP is local (injection mode: no __PILLAR__DNS__SERVER__).
-func render(tpl, local, cluster, upstream string) string {
+// whose local IP is local and, in interception mode, the kube-dns ClusterIP
+// second ("" in injection mode).
+func render(tpl, local, second, cluster, upstream string) string {
 	tpl = wildcardListen.ReplaceAllString(tpl, "${1}__PILLAR__LOCAL__DNS__:${2}")
 	return strings.NewReplacer(
 		"__PILLAR__DNS__DOMAIN__", "cluster.local",
 		"__PILLAR__LOCAL__DNS__", local,
-		"__PILLAR__DNS__SERVER__", "",
+		"__PILLAR__DNS__SERVER__", second,
 		"__PILLAR__CLUSTER__DNS__", cluster,
 		"__PILLAR__UPSTREAM__SERVERS__", upstream,
 	).Replace(tpl)
@@ -394,6 +414,8 @@ type query struct {
 	once bool
 	// upstreamTC: the upstream truncates its UDP answer to this query.
 	upstreamTC bool
+	// toSecond sends the query to the second local IP.
+	toSecond bool
 	// unordered: the records of a section may come in any order
 	// (loadbalance).
 	unordered bool

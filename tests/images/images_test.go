@@ -226,8 +226,8 @@ func checkAgent(t *testing.T, c v1.Config, root, arch string, pkgs []string, run
 	testenv.RequireRoot(t)
 	// qemu-user translates no NETLINK_NETFILTER socket, so under it the nft
 	// variants stop at "Failed to initialize nft: Protocol not supported"
-	// after loading: on arm64 the nft binary's libraries are checked by its
-	// own dynamic loader, and the legacy variant (no netlink) runs fully.
+	// after loading: the nft binary's libraries are checked with the image's
+	// dynamic loader, and the legacy variant (no netlink) runs fully.
 	nftVersion := "nf_tables"
 	if arch == "arm64" {
 		nftVersion = qemuNoNetfilter
@@ -241,7 +241,7 @@ func checkAgent(t *testing.T, c v1.Config, root, arch string, pkgs []string, run
 		{"iptables --version", nil, []string{"/usr/sbin/iptables", "--version"}, []string{nftVersion}},
 		{"iptables-legacy --version", nil, []string{"/usr/sbin/iptables-legacy", "--version"}, []string{"iptables v1.", "legacy"}},
 		{"ip6tables-legacy --version", nil, []string{"/usr/sbin/ip6tables-legacy", "--version"}, []string{"ip6tables v1."}},
-		{"nft binary's libraries", []string{"LD_TRACE_LOADED_OBJECTS=1"}, []string{"/usr/sbin/xtables-nft-multi"},
+		{"nft binary's libraries", nil, []string{loaders[arch], "--list", "/usr/sbin/xtables-nft-multi"},
 			[]string{"libnftnl.so.11 => /usr/lib/", "libmnl.so.0 => /usr/lib/", "libxtables.so.12 => /usr/lib/"}},
 		{"agent -h", nil, []string{"/agent", "-h"}, []string{"-localip"}},
 	} {
@@ -268,6 +268,10 @@ func checkAgent(t *testing.T, c v1.Config, root, arch string, pkgs []string, run
 		}
 	})
 }
+
+// loaders are the images' dynamic loaders ("--list" prints what a program
+// loads, from the image's root).
+var loaders = map[string]string{"amd64": "/lib64/ld-linux-x86-64.so.2", "arm64": "/lib/ld-linux-aarch64.so.1"}
 
 // qemuNoNetfilter is what an nft program prints under qemu-user, which has
 // no NETLINK_NETFILTER sockets.
