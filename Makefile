@@ -22,6 +22,9 @@ export ETCD_FROM          ?= debian
 FUZZTIME  ?= 50000x
 # Extra arguments to `go test` (e.g. TESTARGS='-run Webhook -v').
 TESTARGS  ?=
+# Extra arguments to `golangci-lint run` (e.g. LINTARGS='--new-from-rev=main' or
+# LINTARGS='--fix'). Its cache lives in $GOLANGCI_LINT_CACHE (default ~/.cache/golangci-lint).
+LINTARGS  ?=
 
 ##@ General
 
@@ -44,10 +47,11 @@ fmt: ## Format the Go sources.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: lint
-lint: ## Check formatting (gofmt) and run go vet.
+lint: $(BIN)/golangci-lint ## Check formatting (gofmt), run go vet and golangci-lint (.golangci.yml).
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(BIN)/golangci-lint run $(LINTARGS) ./...
 
 ##@ Testing
 
@@ -99,6 +103,9 @@ $(BIN)/helm: tests/tools/helm/go.mod
 
 .PHONY: helm
 helm: $(BIN)/helm ## Build bin/helm (helm v4 from the Go module proxy) for the chart tests.
+
+$(BIN)/golangci-lint: tests/tools/golangci-lint/go.mod
+	cd tests/tools/golangci-lint && $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: coredns
 coredns: $(BIN)/coredns ## Build CoreDNS v1.13.2 with node-cache's plugins (+kubernetes, ready) from the Go module proxy: the reference for tests/compat and tests/e2e.

@@ -129,16 +129,6 @@ func (c *cluster) waitInjected(t *testing.T, within time.Duration) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // replica is one in-process webhook (app.Run).
 type replica struct {
 	port   int
@@ -149,7 +139,7 @@ type replica struct {
 
 func startReplica(t *testing.T, c *cluster, extra ...string) *replica {
 	t.Helper()
-	r := &replica{port: freePort(t), dir: t.TempDir(), done: make(chan error, 1)}
+	r := &replica{port: testenv.FreePort(t), dir: t.TempDir(), done: make(chan error, 1)}
 	args := append([]string{
 		"--kubeconfig=" + c.env.KubeconfigPath,
 		"--cert-dir=" + r.dir,
@@ -175,8 +165,6 @@ func startReplica(t *testing.T, c *cluster, extra ...string) *replica {
 	})
 	return r
 }
-
-func (r *replica) url() string { return fmt.Sprintf("https://localhost:%d/mutate-v1-pod", r.port) }
 
 // servedCert returns the leaf certificate the replica serves, verified
 // against caBundle for localhost.
@@ -298,7 +286,7 @@ func TestBuiltinCertsRealAPIServer(t *testing.T) {
 // caBundle: the replica patches it) pointed at the first replica.
 func startReplicaWhenConfigured(t *testing.T, c *cluster, flags []string) *replica {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	c.registerWebhook(t, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port), nil)
 	r := startReplica(t, c, append(flags, "--port="+strconv.Itoa(port))...)
 	r.port = port
@@ -340,7 +328,7 @@ func TestCertManagerPathRealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// "kubelet": the Secret volume in --cert-dir.
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	// "cainjector": caBundle from the Secret's ca.crt.
 	c.registerWebhook(t, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port), caPEM)
 	r := startReplicaWithDir(t, c, port, secretData)

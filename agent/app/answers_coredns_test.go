@@ -140,7 +140,8 @@ func TestAnswerPluginsLikeCoreDNS(t *testing.T) {
 	defer func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			t.Logf("agent stopped: %v", err)
 		case <-time.After(15 * time.Second):
 			t.Error("agent did not stop")
 		}
@@ -190,7 +191,7 @@ func TestAnswerPluginsLikeCoreDNS(t *testing.T) {
 		{"a.noipv6.test.", dns.TypeAAAA, false, 0, [3]int{0, 0, 0}},
 		{"a.noipv6.test.", dns.TypeA, false, 0, [3]int{1, 0, 0}},
 	} {
-		for round := 0; round < 2; round++ { // a miss, then a hit
+		for round := range 2 { // a miss, then a hit
 			want := askOnce(refAddr, tc.name, tc.qtype)
 			got := askOnce(agentAddr, tc.name, tc.qtype)
 			if want == nil || got == nil {

@@ -44,7 +44,7 @@ func hasCapability(capability int) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("capabilities: %w", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			bits, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -123,12 +124,7 @@ func cgroupMemoryLimit(root, procCgroup string) (int64, error) {
 }
 
 func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(strings.Split(list, ","), name)
 }
 
 // applyGoLimit sets the Go runtime's soft memory limit unless GOMEMLIMIT

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nodelocaldns/nodelocaldns/agent/clog"
 	"github.com/nodelocaldns/nodelocaldns/agent/instance"
 	"github.com/nodelocaldns/nodelocaldns/agent/iptables"
 	"github.com/nodelocaldns/nodelocaldns/agent/netif"
@@ -46,7 +47,7 @@ const (
 //  5. (*node).Close at the very end.
 type node struct {
 	opts   *Options
-	logger *log.Logger
+	logger clog.Logger // "node: [LEVEL] ..."
 	ips    []net.IP
 	errs   *prometheus.CounterVec
 	reg    *instance.Registry
@@ -78,7 +79,7 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, fmt.Errorf("register setup metrics: %w", err)
 	}
-	n := &node{opts: opts, errs: errs, logger: log.New(os.Stderr, "", log.LstdFlags)}
+	n := &node{opts: opts, errs: errs, logger: clog.New(log.New(os.Stderr, "", log.LstdFlags), "node: ")}
 	if opts.ICMPRateLimit != ICMPRateLimitKeep {
 		if n.sysctls, err = sysctl.NewICMPRateLimit(sysctlRoot, opts.ICMPRateLimit); err != nil {
 			return nil, err
@@ -96,8 +97,8 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 		if err != nil {
 			return nil, err
 		}
-		n.logf("iptables backend %s (-iptables-backend=%s)", chosen, opts.IPTablesBackend)
-		if err := checkNetRaw(chosen, opts.IPTablesBackend, hasCapability, n.logf); err != nil {
+		n.logger.Infof("iptables backend %s (-iptables-backend=%s)", chosen, opts.IPTablesBackend)
+		if err := checkNetRaw(chosen, opts.IPTablesBackend, hasCapability, n.logger.Infof); err != nil {
 			return nil, err
 		}
 		n.rules, err = iptables.New(iptables.Config{
@@ -115,9 +116,9 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 	cancel()
 	switch {
 	case err != nil:
-		n.logf("no socket hand-over, opening new sockets: %v", err)
+		n.logger.Infof("no socket hand-over, opening new sockets: %v", err)
 	case from != "":
-		n.logf("took over %d listening sockets from instance %s", len(socks), from)
+		n.logger.Infof("took over %d listening sockets from instance %s", len(socks), from)
 	}
 	n.inherited = socks
 
@@ -129,7 +130,7 @@ func setupNode(ctx context.Context, opts *Options, reg prometheus.Registerer) (*
 		n.closeInherited(nil)
 		return nil, err
 	}
-	n.logf("instance %s set up the node (%s mode, local IPs %v)", n.reg.ID(), opts.Mode, opts.LocalIPStrings())
+	n.logger.Infof("instance %s set up the node (%s mode, local IPs %v)", n.reg.ID(), opts.Mode, opts.LocalIPStrings())
 	sctx, stop := context.WithCancel(context.Background())
 	n.stopSync, n.syncDone = stop, make(chan struct{})
 	go n.syncLoop(sctx)
@@ -162,7 +163,7 @@ func (n *node) Serving(live func() (map[string]*os.File, func())) {
 	n.serving = true
 	n.mu.Unlock()
 	if err := n.reg.ServeHandover(live); err != nil {
-		n.logf("[WARNING] no socket hand-over for later instances: %v", err)
+		n.logger.Warningf("no socket hand-over for later instances: %v", err)
 	}
 }
 
@@ -181,7 +182,7 @@ func (n *node) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	if err := n.leave(ctx, "exit"); err != nil {
-		n.logf("[ERROR] %v", err)
+		n.logger.Errorf("%v", err)
 	}
 	n.closeInherited(nil)
 }
@@ -205,11 +206,11 @@ func (n *node) leave(ctx context.Context, why string) error {
 	case err != nil:
 		return fmt.Errorf("teardown on %s: %w", why, err)
 	case !last:
-		n.logf("%s: another instance is running, leaving rules and addresses in place", why)
+		n.logger.Infof("%s: another instance is running, leaving rules and addresses in place", why)
 	case n.opts.SkipTeardown:
-		n.logf("%s: last instance, -skipteardown: leaving rules and addresses in place", why)
+		n.logger.Infof("%s: last instance, -skipteardown: leaving rules and addresses in place", why)
 	default:
-		n.logf("%s: last instance, removed rules and interface %s", why, n.opts.InterfaceName)
+		n.logger.Infof("%s: last instance, removed rules and interface %s", why, n.opts.InterfaceName)
 	}
 	return nil
 }
@@ -240,17 +241,17 @@ func (n *node) ensure(first bool) error {
 			}
 			errs = append(errs, err)
 		case res.Fallback:
-			n.logf("interface %s: the kernel has no dummy link type, created a bridge without ports instead", n.opts.InterfaceName)
+			n.logger.Infof("interface %s: the kernel has no dummy link type, created a bridge without ports instead", n.opts.InterfaceName)
 		case res.Created:
-			n.logf("interface %s (%s) created", n.opts.InterfaceName, res.Kind)
+			n.logger.Infof("interface %s (%s) created", n.opts.InterfaceName, res.Kind)
 		case first:
-			n.logf("interface %s (%s) adopted", n.opts.InterfaceName, res.Kind)
+			n.logger.Infof("interface %s (%s) adopted", n.opts.InterfaceName, res.Kind)
 		}
 		if err == nil && len(res.Added) > 0 && !res.Created {
-			n.logf("interface %s: added back %v", n.opts.InterfaceName, res.Added)
+			n.logger.Infof("interface %s: added back %v", n.opts.InterfaceName, res.Added)
 		}
 		if err == nil && len(res.Removed) > 0 {
-			n.logf("interface %s: removed addresses no longer configured %v", n.opts.InterfaceName, res.Removed)
+			n.logger.Infof("interface %s: removed addresses no longer configured %v", n.opts.InterfaceName, res.Removed)
 		}
 	}
 	if n.rules != nil {
@@ -259,12 +260,12 @@ func (n *node) ensure(first bool) error {
 		case err != nil && first:
 			// Counted already; the sync loop retries. Serving without the
 			// rules still works where the filter policy accepts.
-			n.logf("[ERROR] iptables at start (retried every %s): %v", n.opts.SyncInterval, err)
+			n.logger.Errorf("iptables at start (retried every %s): %v", n.opts.SyncInterval, err)
 		case err != nil:
 			errs = append(errs, err)
 		}
 		if ch.Inserted > 0 || ch.Deleted > 0 || first {
-			n.logf("iptables: %d rules in place, %d inserted, %d duplicate or stale deleted", len(n.rules.Rules()), ch.Inserted, ch.Deleted)
+			n.logger.Infof("iptables: %d rules in place, %d inserted, %d duplicate or stale deleted", len(n.rules.Rules()), ch.Inserted, ch.Deleted)
 		}
 	}
 	return errors.Join(errs...)
@@ -284,16 +285,16 @@ func (n *node) ensureSysctls(first bool) {
 		n.errs.WithLabelValues("sysctl").Inc()
 		if !n.sysctlLogged {
 			n.sysctlLogged = true
-			n.logf("[WARNING] -icmp-ratelimit=%d not applied (fallback to kube-dns after a kill will be slow; set it from a privileged init container with -sysctls-only): %v", n.opts.ICMPRateLimit, err)
+			n.logger.Warningf("-icmp-ratelimit=%d not applied (fallback to kube-dns after a kill will be slow; set it from a privileged init container with -sysctls-only): %v", n.opts.ICMPRateLimit, err)
 		}
 	}
 	switch {
 	case len(res.Changed) > 0 && first:
-		n.logf("sysctl: %v", res.Changed)
+		n.logger.Infof("sysctl: %v", res.Changed)
 	case len(res.Changed) > 0:
-		n.logf("sysctl: set again after a change by someone else: %v", res.Changed)
+		n.logger.Infof("sysctl: set again after a change by someone else: %v", res.Changed)
 	case first && err == nil:
-		n.logf("sysctl: ICMP rate limits already %d ms", n.opts.ICMPRateLimit)
+		n.logger.Infof("sysctl: ICMP rate limits already %d ms", n.opts.ICMPRateLimit)
 	}
 }
 
@@ -328,7 +329,7 @@ func (n *node) syncLoop(ctx context.Context) {
 		err := n.reg.WithNodeLock(lctx, func() error { return n.ensure(false) })
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			n.logf("[ERROR] sync: %v", err)
+			n.logger.Errorf("sync: %v", err)
 		}
 	}
 }
@@ -353,12 +354,4 @@ func (n *node) closeInherited(keep map[string]*os.File) {
 		}
 	}
 	n.inherited = nil
-}
-
-func (n *node) logf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if len(msg) > 0 && msg[0] != '[' {
-		msg = "[INFO] " + msg
-	}
-	n.logger.Printf("node: %s", msg)
 }

@@ -44,7 +44,7 @@ func runInNetns(t *testing.T) bool {
 	if out, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
-	defer exec.Command(ipBin, "netns", "del", ns).Run()
+	defer func() { _ = exec.Command(ipBin, "netns", "del", ns).Run() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ipBin, "netns", "exec", ns, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
@@ -99,7 +99,7 @@ func TestNodeTwinsWithDifferentConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer newer.Close()
-	for i := 0; i < 10; i++ {
+	for i := range 10 {
 		time.Sleep(100 * time.Millisecond)
 		if n := ruleCount(t); n != 24 {
 			t.Fatalf("twins with different configs: %d rules after %d00 ms, want a stable 24", n, i+1)
@@ -163,8 +163,8 @@ func TestNodeFailedStartUndoes(t *testing.T) {
 			}
 			_ = netif.Remove(DefaultInterfaceName)
 			if tc.wantRules > 0 {
-				exec.Command("iptables", "-t", "raw", "-F").Run()
-				exec.Command("iptables", "-F").Run()
+				_ = exec.Command("iptables", "-t", "raw", "-F").Run()
+				_ = exec.Command("iptables", "-F").Run()
 			}
 		})
 	}
@@ -272,7 +272,7 @@ func TestNodeSysctls(t *testing.T) {
 	if res, err := e.Ensure(); err != nil || len(res.Changed) != 2 {
 		t.Fatalf("set to 7 ms: changed %v, %v; want both written", res.Changed, err)
 	}
-	for i := 0; i < 3; i++ {
+	for i := range 3 {
 		if res, err := e.Ensure(); err != nil || len(res.Changed) != 0 {
 			t.Fatalf("sync %d after setting 7 ms (now %s): changed %v, %v; want nothing", i, readSysctl(t, procV4), res.Changed, err)
 		}

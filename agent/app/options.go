@@ -215,6 +215,13 @@ func ParseFlags(args []string) (*Options, error) {
 	return o, nil
 }
 
+// FlagSet returns the agent's flags, bound to fresh Options: what -h
+// prints, and what the docs-drift test (tests/docs) checks the docs against.
+func FlagSet() *flag.FlagSet {
+	fs, _ := newFlagSet(&Options{})
+	return fs
+}
+
 // Usage returns the flag documentation.
 func Usage() string {
 	fs, _ := newFlagSet(&Options{})
@@ -389,7 +396,7 @@ func (o *Options) completeMode(mode string) error {
 func parseLocalIPs(s string) ([]netip.Addr, error) {
 	var ips []netip.Addr
 	seen := map[netip.Addr]bool{}
-	for _, item := range strings.Split(s, ",") {
+	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
@@ -466,7 +473,7 @@ func checkDomain(d string) error {
 	if d == "" || len(d) > 253 {
 		return fmt.Errorf("%q: not a domain name", d)
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if label == "" || len(label) > 63 {
 			return fmt.Errorf("%q: not a domain name", d)
 		}

@@ -33,7 +33,7 @@ func TestWritePIDFileNeverEmpty(t *testing.T) {
 				continue
 			}
 			if err != nil || string(b) != want {
-				errc <- fmt.Errorf("read %d: pidfile %q, %v; want %q", reads, b, err, want)
+				errc <- fmt.Errorf("read %d: pidfile %q, %w; want %q", reads, b, err, want)
 				return
 			}
 		}

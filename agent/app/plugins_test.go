@@ -40,7 +40,8 @@ func runCorefile(t *testing.T, text, probe string) string {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			t.Logf("agent stopped: %v", err)
 		case <-time.After(15 * time.Second):
 			t.Error("agent did not stop")
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/nodelocaldns/nodelocaldns/agent/cache"
+	"github.com/nodelocaldns/nodelocaldns/agent/clog"
 	"github.com/nodelocaldns/nodelocaldns/agent/corefile"
 	"github.com/nodelocaldns/nodelocaldns/agent/forward"
 	"github.com/nodelocaldns/nodelocaldns/agent/health"
@@ -41,6 +42,11 @@ const (
 	drainTimeout    = 5 * time.Second
 )
 
+// retiredGrace is how long a configuration that is replaced (or refused)
+// keeps its forwarders and caches open after it leaves the server, so that
+// queries in flight that still use them can finish.
+const retiredGrace = 10 * time.Second
+
 // Run runs the agent with the command-line args (without the program
 // name) until ctx is done, then shuts down: node teardown first, then the
 // lame-duck period (still answering), then the listeners close.
@@ -49,8 +55,13 @@ func Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	return runOptions(ctx, opts)
+}
+
+// runOptions is Run with the flags already parsed.
+func runOptions(ctx context.Context, opts *Options) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags)
-	a := &agent{opts: opts, logger: logger, reg: prometheus.NewRegistry()}
+	a := &agent{opts: opts, logger: logger, log: clog.New(logger, ""), reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a.run(ctx)
 }
@@ -58,7 +69,8 @@ func Run(ctx context.Context, args []string) error {
 // agent is one running agent.
 type agent struct {
 	opts   *Options
-	logger *log.Logger
+	logger *log.Logger // also the query log's and errors plugin's
+	log    clog.Logger // the agent's own lines, on logger
 	reg    *prometheus.Registry
 
 	srv          *server.Server
@@ -96,7 +108,7 @@ func (a *agent) run(ctx context.Context) error {
 	popts := a.opts.PillarOptions()
 	popts.OnChange = a.reload
 	popts.OnError = func(err error) {
-		a.logger.Printf("[ERROR] %v", err)
+		a.log.Errorf("%v", err)
 		var cerr *corefile.Error
 		if errors.As(err, &cerr) && a.appMetrics != nil {
 			a.appMetrics.reloadFailed.Inc() // a new Corefile refused
@@ -172,10 +184,10 @@ func (a *agent) run(ctx context.Context) error {
 	a.ready.Store(true)
 	n.Serving(a.liveSockets)
 	if err := a.writePIDFile(); err != nil {
-		a.logger.Printf("[WARNING] %v", err)
+		a.log.Warningf("%v", err)
 	}
 	if !a.opts.Quiet {
-		a.logger.Printf("[INFO] serving %v", server.Keys(cfg))
+		a.log.Infof("serving %v", server.Keys(cfg))
 	}
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -187,15 +199,13 @@ func (a *agent) run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		if err := w.Run(wctx); err != nil {
-			a.logger.Printf("[ERROR] config watcher: %v", err)
+			a.log.Errorf("config watcher: %v", err)
 		}
 	}()
 	for _, addr := range healthAddrs(cfg) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			selfCheck.SelfCheck(wctx, addr)
-		}()
+		})
 	}
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
@@ -212,17 +222,17 @@ func (a *agent) run(ctx context.Context) error {
 	if a.opts.Mode == ModeInjection {
 		return a.shutdownInjection(n, web)
 	}
-	a.logger.Printf("[INFO] shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
+	a.log.Infof("shutting down: teardown, then %s lame duck", a.lameDuck(cfg))
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
-		a.logger.Printf("[ERROR] teardown: %v", err)
+		a.log.Errorf("teardown: %v", err)
 	}
 	cancel()
 	time.Sleep(a.lameDuck(cfg))
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	web.Close(hctx)
 	cancel()
-	return a.stopServing(n)
+	return a.stopServing()
 }
 
 // reloadOnSignal checks the configuration for changes on every SIGUSR1
@@ -235,7 +245,7 @@ func (a *agent) reloadOnSignal(ctx context.Context, w *pillar.Watcher, sig <-cha
 			return
 		case <-sig:
 			if _, err := w.Check(); err != nil {
-				a.logger.Printf("[ERROR] reload on SIGUSR1: %v", err)
+				a.log.Errorf("reload on SIGUSR1: %v", err)
 			}
 		}
 	}
@@ -262,7 +272,7 @@ func healthAddrs(cfg *corefile.Config) []string {
 // glibc client that got its A answer but not its AAAA one waits out a second
 // timeout (2 s lookups on a real node, tests/e2e check 4).
 func (a *agent) shutdownInjection(n *node, web *health.Server) error {
-	a.logger.Printf("[INFO] shutting down: stop answering, then teardown (injection mode: no lame duck)")
+	a.log.Infof("shutting down: stop answering, then teardown (injection mode: no lame duck)")
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	web.Close(hctx)
 	cancel()
@@ -271,14 +281,14 @@ func (a *agent) shutdownInjection(n *node, web *health.Server) error {
 		// (not with a twin: it shares the sockets).
 		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if err := a.srv.RefuseNew(rctx); err != nil {
-			a.logger.Printf("[WARNING] %v", err)
+			a.log.Warningf("%v", err)
 		}
 		cancel()
 	}
-	err := a.stopServing(n)
+	err := a.stopServing()
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if terr := n.Teardown(tctx); terr != nil {
-		a.logger.Printf("[ERROR] teardown: %v", terr)
+		a.log.Errorf("teardown: %v", terr)
 	}
 	cancel()
 	return err
@@ -288,15 +298,15 @@ func (a *agent) shutdownInjection(n *node, web *health.Server) error {
 func (a *agent) abort(n *node) {
 	tctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	if err := n.Teardown(tctx); err != nil {
-		a.logger.Printf("[ERROR] teardown: %v", err)
+		a.log.Errorf("teardown: %v", err)
 	}
 	cancel()
-	_ = a.stopServing(n)
+	_ = a.stopServing()
 }
 
 // stopServing closes the listeners, waits (bounded) for in-flight queries
 // and releases the configuration.
-func (a *agent) stopServing(_ *node) error {
+func (a *agent) stopServing() error {
 	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	err := a.srv.Shutdown(sctx)
 	cancel()
@@ -331,13 +341,13 @@ func (a *agent) planMemory() {
 	if a.opts.MemoryLimitFromCgroup {
 		var err error
 		if limit, err = cgroupMemoryLimit("/sys/fs/cgroup", "/proc/self/cgroup"); err != nil {
-			a.logger.Printf("[WARNING] %v; sizing without a memory limit", err)
+			a.log.Warningf("%v; sizing without a memory limit", err)
 		}
 	}
 	a.mem = planMemory(limit)
 	applyGoLimit(a.mem)
 	if a.mem.Limit > 0 {
-		a.logger.Printf("[INFO] memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
+		a.log.Infof("memory limit %dMi: Go runtime limit %dMi, in-flight budget %dMi, caches %dMi", a.mem.Limit>>20, a.mem.GoLimit>>20, a.mem.Budget>>20, a.mem.CacheBytes>>20)
 	}
 }
 
@@ -559,7 +569,7 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 		}
 		a.closeSockets(opened)
 		// Queries in flight may still use the refused forwarders.
-		time.AfterFunc(10*time.Second, gen.close)
+		time.AfterFunc(retiredGrace, gen.close)
 		a.loopMetrics.Count(err)
 		return fmt.Errorf("refused, the old configuration stays in force: %w", err)
 	}
@@ -570,9 +580,9 @@ func (a *agent) apply(cfg *corefile.Config, text string) error {
 	if old != nil {
 		// Queries in flight may still use the old forwarders: close them
 		// once those have had time to finish.
-		time.AfterFunc(10*time.Second, old.close)
+		time.AfterFunc(retiredGrace, old.close)
 	}
-	a.logger.Printf("[INFO] reloaded configuration")
+	a.log.Infof("reloaded configuration")
 	return nil
 }
 
@@ -593,7 +603,7 @@ func (a *agent) releaseUnused(cfg *corefile.Config) {
 		return
 	}
 	a.closeSockets(gone)
-	a.logger.Printf("[INFO] stopped listening on %v", gone)
+	a.log.Infof("stopped listening on %v", gone)
 }
 
 // closeSockets stops serving the sockets with these keys and closes them.
@@ -620,9 +630,7 @@ func (a *agent) closeSockets(keys []string) {
 func (a *agent) liveSockets() (socks map[string]*os.File, done func()) {
 	a.sockMu.RLock()
 	socks = make(map[string]*os.File, len(a.socks))
-	for k, f := range a.socks {
-		socks[k] = f
-	}
+	maps.Copy(socks, a.socks)
 	return socks, a.sockMu.RUnlock
 }
 

@@ -81,7 +81,8 @@ func startAgentWith(t *testing.T, f *agentFixture, cluster, other string, extra 
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-f.done:
+		case err := <-f.done:
+			t.Logf("agent stopped: %v", err)
 		case <-time.After(15 * time.Second):
 			t.Error("agent did not stop")
 		}

@@ -285,7 +285,7 @@ func (c *Cache) shrink(key string, now int64) {
 	for i := range c.tables {
 		t := &c.tables[(denial+i)%2] // denials first: cheaper to lose
 		first := maphash.String(t.seed, key) % shardCount
-		for j := uint64(0); j < shardCount; j++ {
+		for j := range uint64(shardCount) {
 			s := &t.shards[(first+j)%shardCount]
 			for c.bytes.Load() > c.maxBytes {
 				freed, ok := t.evictOne(s, now)
@@ -579,9 +579,9 @@ func (e *Entry) appendTruncated(dst []byte, ttl uint32, room int) ([]byte, bool)
 	var kept [3]int
 	var dropped bool
 walk:
-	for sec := 0; sec < 3; sec++ {
+	for sec := range 3 {
 		n := dnswire.Count(msg, sec+1)
-		for i := 0; i < n; i++ {
+		for range n {
 			next, err := skipRR(msg, end)
 			if err != nil || next > room {
 				dropped = sec < 2
@@ -600,7 +600,7 @@ walk:
 			binary.BigEndian.PutUint32(out[o:], ttl)
 		}
 	}
-	for sec := 0; sec < 3; sec++ {
+	for sec := range 3 {
 		dnswire.SetCount(out, sec+1, kept[sec])
 	}
 	return dst, dropped

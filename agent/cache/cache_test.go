@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ func defaults() corefile.Cache {
 
 // packedQuery returns a packed query and its parse.
 func packedQuery(t testing.TB, name string, qtype uint16, edns bool) ([]byte, *dnswire.Query) {
+	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	if edns {
@@ -43,6 +45,7 @@ func packedQuery(t testing.TB, name string, qtype uint16, edns bool) ([]byte, *d
 }
 
 func keyOf(t testing.TB, name string, qtype uint16) []byte {
+	t.Helper()
 	b, q := packedQuery(t, name, qtype, false)
 	return dnswire.AppendKey(nil, b, q)
 }
@@ -106,7 +109,7 @@ func TestTTL(t *testing.T) {
 			key := keyOf(t, "a.example.", dns.TypeA)
 			err := c.Set(key, tc.msg)
 			if tc.wantTTL == 0 {
-				if err != ErrNotCacheable {
+				if !errors.Is(err, ErrNotCacheable) {
 					t.Fatalf("Set err = %v, want ErrNotCacheable", err)
 				}
 				return
@@ -353,7 +356,7 @@ func TestBoundedUnderFlood(t *testing.T) {
 	cfg := defaults()
 	cfg.SuccessCap, cfg.DenialCap = 640, 320
 	c := New(cfg, Options{Metrics: m, Server: "dns://:53", Zones: []string{"."}})
-	for i := 0; i < 20000; i++ {
+	for i := range 20000 {
 		name := fmt.Sprintf("n%d.example.", i)
 		rcode := 0
 		rr := []string{name + " 60 IN A 192.0.2.1"}

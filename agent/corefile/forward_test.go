@@ -41,6 +41,7 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 // tlsOpts is testOpts with PEM files: /tls/cert.pem, /tls/key.pem and
 // /tls/ca.pem (the same certificate), /tls/bad.pem (not PEM).
 func tlsOpts(t *testing.T) (ParseOptions, []byte, []byte) {
+	t.Helper()
 	cert, key := selfSigned(t)
 	files := map[string][]byte{"/tls/cert.pem": cert, "/tls/key.pem": key, "/tls/ca.pem": cert, "/tls/bad.pem": []byte("junk")}
 	base := testOpts()

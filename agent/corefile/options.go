@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,13 +85,6 @@ func (p *blockParser) consolidate(d *caddyfile.Dispenser, args []string) (ErrorR
 	return r, nil
 }
 
-// logPlaceholders are the log format placeholders the agent fills in.
-var logPlaceholders = map[string]bool{
-	"{type}": true, "{name}": true, "{class}": true, "{proto}": true, "{remote}": true, "{size}": true,
-	"{port}": true, "{duration}": true, "{rcode}": true, "{rsize}": true, "{>rflags}": true,
-	"{>bufsize}": true, "{>do}": true, "{>id}": true, "{>opcode}": true,
-}
-
 // parseLogPlugin parses `log [NAMES...] [FORMAT] { class CLASSES... }`; it
 // may appear several times, each adding rules (as CoreDNS).
 func parseLogPlugin(p *blockParser, d *caddyfile.Dispenser) error {
@@ -134,11 +128,8 @@ func parseLogPlugin(p *blockParser, d *caddyfile.Dispenser) error {
 			}
 		}
 	}
-	for _, c := range classes {
-		if c == "all" {
-			classes = nil
-			break
-		}
+	if slices.Contains(classes, "all") {
+		classes = nil
 	}
 	for _, n := range names {
 		zone, err := normalizeZone(n)
@@ -326,12 +317,7 @@ func parseBindPlugin(p *blockParser, d *caddyfile.Dispenser) error {
 }
 
 func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(list, s)
 }
 
 // bindAddrs expands bind arguments: IP addresses, or interface names.

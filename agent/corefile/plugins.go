@@ -26,7 +26,7 @@ const (
 	DefaultMaxFails    = 2
 	DefaultExpire      = 10 * time.Second
 	DefaultHealthCheck = 500 * time.Millisecond
-	DefaultPolicy      = "random"
+	DefaultPolicy      = PolicyRandom
 
 	DefaultHealthAddr     = ":8080"
 	DefaultReadyAddr      = ":8181"
@@ -35,6 +35,13 @@ const (
 	DefaultReloadJitter   = 15 * time.Second
 	MinReload             = 2 * time.Second
 	MinReloadJitter       = time.Second
+)
+
+// The forward plugin's policies (Forward.Policy).
+const (
+	PolicyRandom     = "random"
+	PolicyRoundRobin = "round_robin"
+	PolicySequential = "sequential"
 )
 
 func parseLoop(p *blockParser, d *caddyfile.Dispenser) error {
@@ -408,7 +415,7 @@ func (p *blockParser) forwardOption(d *caddyfile.Dispenser, f *Forward, tlsServe
 			return err
 		}
 		switch v {
-		case "random", "round_robin", "sequential":
+		case PolicyRandom, PolicyRoundRobin, PolicySequential:
 			f.Policy = v
 		default:
 			return p.errf(d, "forward policy %q: want random, round_robin or sequential", v)

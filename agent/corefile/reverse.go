@@ -3,6 +3,7 @@ package corefile
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -51,7 +52,7 @@ func addSubnet(base []byte, i, bits int) []byte {
 // reversed and dot-terminated: "2.0.10." for 10.0.2 with 8-bit units.
 func reverseName(addr []byte, labels, unit int) string {
 	parts := make([]string, 0, labels)
-	for k := 0; k < labels; k++ {
+	for k := range labels {
 		if unit == 8 {
 			parts = append(parts, strconv.Itoa(int(addr[k])))
 		} else {
@@ -63,8 +64,8 @@ func reverseName(addr []byte, labels, unit int) string {
 		}
 	}
 	var sb strings.Builder
-	for k := len(parts) - 1; k >= 0; k-- {
-		sb.WriteString(parts[k])
+	for _, part := range slices.Backward(parts) {
+		sb.WriteString(part)
 		sb.WriteByte('.')
 	}
 	return sb.String()

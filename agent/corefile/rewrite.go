@@ -184,7 +184,7 @@ func (r *RewriteRule) parseAnswers(args []string) error {
 				return fmt.Errorf("%s answer rule for %s rule: 2 arguments required", kind, r.Match)
 			}
 			if err := checkRegex(args[i], args[i+1]); err != nil {
-				return fmt.Errorf("%s answer rule for %s rule: %v", kind, r.Match, err)
+				return fmt.Errorf("%s answer rule for %s rule: %w", kind, r.Match, err)
 			}
 			r.Answers = append(r.Answers, RewriteAnswer{Value: kind == "value", From: args[i], To: normName(args[i+1])})
 			if kind == "name" {
@@ -347,7 +347,7 @@ func (r *RewriteRule) parseCNAME(args []string) error {
 		r.From, r.To = strings.ToLower(args[1]), strings.ToLower(args[2])
 		if r.Match == "regex" {
 			if err := checkRegex(r.From, ""); err != nil {
-				return fmt.Errorf("invalid cname rewrite regex pattern: %v", err)
+				return fmt.Errorf("invalid cname rewrite regex pattern: %w", err)
 			}
 		}
 	default:
@@ -396,7 +396,7 @@ func parseEDNS0(args []string) (*EDNS0Rule, error) {
 		if e.Type == "local" {
 			c, err := strconv.ParseUint(args[2], 0, 16)
 			if err != nil {
-				return nil, fmt.Errorf("EDNS0 local code %q: %v", args[2], err)
+				return nil, fmt.Errorf("EDNS0 local code %q: %w", args[2], err)
 			}
 			e.Code = uint16(c)
 		}
@@ -415,7 +415,7 @@ func parseEDNS0(args []string) (*EDNS0Rule, error) {
 		}
 		c, err := strconv.ParseUint(args[2], 0, 16)
 		if err != nil {
-			return nil, fmt.Errorf("EDNS0 local code %q: %v", args[2], err)
+			return nil, fmt.Errorf("EDNS0 local code %q: %w", args[2], err)
 		}
 		e.Code = uint16(c)
 		data := args[3]
@@ -439,7 +439,7 @@ func parseEDNS0(args []string) (*EDNS0Rule, error) {
 		if strings.HasPrefix(data, "0x") {
 			b, err := hex.DecodeString(data[2:])
 			if err != nil {
-				return nil, fmt.Errorf("EDNS0 local data %q: %v", data, err)
+				return nil, fmt.Errorf("EDNS0 local data %q: %w", data, err)
 			}
 			e.Data = b
 		}

@@ -237,11 +237,9 @@ func (s *Server) serveUDP() {
 		s.record(q)
 		w := &Writer{q: q, udp: s.udp, done: s.done}
 		h := *s.handler.Load()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			h(w, q)
-		}()
+		})
 	}
 }
 
@@ -293,11 +291,9 @@ func (s *Server) serveConn(c net.Conn, id int) {
 		s.record(q)
 		w := &Writer{q: q, tcp: c, tcpW: &wmu, done: s.done}
 		h := *s.handler.Load()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			h(w, q)
-		}()
+		})
 	}
 }
 

@@ -91,7 +91,9 @@ func TestSpoofSendsForgeriesFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []*dns.Msg
-	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	rb := make([]byte, 512)
 	for len(got) < 6 {
 		n, err := conn.Read(rb)

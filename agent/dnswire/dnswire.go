@@ -284,7 +284,7 @@ func WalkInto(msg []byte, offs []uint16) (Layout, error) {
 	}
 	lay.QEnd = off
 	rrs := Count(msg, 1) + Count(msg, 2) + Count(msg, 3)
-	for i := 0; i < rrs; i++ {
+	for range rrs {
 		start := off
 		end, err := SkipName(msg, off)
 		if err != nil {

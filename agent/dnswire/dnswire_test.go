@@ -3,6 +3,7 @@ package dnswire
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -37,7 +38,7 @@ func TestParseQuery(t *testing.T) {
 	longLabel = append(longLabel, bytes.Repeat([]byte{'a'}, 64)...)
 	longLabel = append(longLabel, 0, 0, 1, 0, 1)
 	longName := append([]byte(nil), ok[:12]...)
-	for i := 0; i < 5; i++ {
+	for range 5 {
 		longName = append(longName, 63)
 		longName = append(longName, bytes.Repeat([]byte{'a'}, 63)...)
 	}
@@ -80,7 +81,7 @@ func TestParseQuery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var q Query
 			err := ParseQuery(tc.pkt, &q)
-			if err != tc.wantErr {
+			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
 			if tc.check != nil {

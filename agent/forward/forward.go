@@ -7,6 +7,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,9 +35,6 @@ const (
 	DefaultHealthTimeout = time.Second
 	// DefaultUDPSize is the EDNS0 buffer size advertised to upstreams.
 	DefaultUDPSize = 1232
-
-	defaultExpire      = 10 * time.Second
-	defaultHealthCheck = 500 * time.Millisecond
 )
 
 // Errors returned by Exchange; the server answers SERVFAIL for ErrNoUpstream
@@ -132,15 +130,15 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		return nil, errors.New("forward: no upstream addresses")
 	}
 	fc := forwardConfig{
-		from:          dns.CanonicalName(cmpOr(cfg.From, ".")),
+		from:          dns.CanonicalName(cmp.Or(cfg.From, ".")),
 		forceTCP:      cfg.ForceTCP,
 		maxConcurrent: cfg.MaxConcurrent,
 		maxFails:      cfg.MaxFails,
-		expire:        cmpOr(cfg.Expire, defaultExpire),
-		healthCheck:   cmpOr(cfg.HealthCheck, defaultHealthCheck),
-		policy:        cmpOr(cfg.Policy, "random"),
+		expire:        cmp.Or(cfg.Expire, corefile.DefaultExpire),
+		healthCheck:   cmp.Or(cfg.HealthCheck, corefile.DefaultHealthCheck),
+		policy:        cmp.Or(cfg.Policy, corefile.DefaultPolicy),
 
-		hcDomain:           dns.Fqdn(cmpOr(cfg.HealthCheckDomain, ".")),
+		hcDomain:           dns.Fqdn(cmp.Or(cfg.HealthCheckDomain, ".")),
 		hcNoRec:            cfg.HealthCheckNoRec,
 		maxConnectAttempts: cfg.MaxConnectAttempts,
 		maxIdleConns:       cfg.MaxIdleConns,
@@ -152,7 +150,7 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		fc.except = append(fc.except, dns.CanonicalName(e))
 	}
 	switch fc.policy {
-	case "random", "round_robin", "sequential":
+	case corefile.PolicyRandom, corefile.PolicyRoundRobin, corefile.PolicySequential:
 	default:
 		return nil, fmt.Errorf("forward: unknown policy %q (want random, round_robin or sequential)", fc.policy)
 	}
@@ -160,10 +158,10 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 		return nil, fmt.Errorf("forward: negative max_concurrent (%d), max_fails (%d), max_connect_attempts (%d) or max_idle_conns (%d)",
 			fc.maxConcurrent, fc.maxFails, fc.maxConnectAttempts, fc.maxIdleConns)
 	}
-	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
-	opts.AttemptTimeout = min(cmpOr(opts.AttemptTimeout, DefaultAttemptTimeout), opts.Timeout)
-	opts.HealthTimeout = cmpOr(opts.HealthTimeout, DefaultHealthTimeout)
-	opts.UDPSize = cmpOr(opts.UDPSize, DefaultUDPSize)
+	opts.Timeout = cmp.Or(opts.Timeout, DefaultTimeout)
+	opts.AttemptTimeout = min(cmp.Or(opts.AttemptTimeout, DefaultAttemptTimeout), opts.Timeout)
+	opts.HealthTimeout = cmp.Or(opts.HealthTimeout, DefaultHealthTimeout)
+	opts.UDPSize = cmp.Or(opts.UDPSize, DefaultUDPSize)
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -184,15 +182,6 @@ func New(cfg corefile.Forward, opts Options) (*Forwarder, error) {
 	f.wg.Add(1)
 	go f.janitor()
 	return f, nil
-}
-
-// cmpOr returns v, or def when v is the zero value.
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Upstreams returns the upstream addresses in configuration order.
@@ -298,11 +287,7 @@ func (f *Forwarder) spawn(fn func()) bool {
 	if f.closed {
 		return false
 	}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		fn()
-	}()
+	f.wg.Go(fn)
 	return true
 }
 
@@ -484,9 +469,9 @@ func (f *Forwarder) order() []*upstream {
 	}
 	out := make([]*upstream, n)
 	switch f.cfg.policy {
-	case "sequential":
+	case corefile.PolicySequential:
 		copy(out, f.upstreams)
-	case "round_robin":
+	case corefile.PolicyRoundRobin:
 		start := int(f.rr.Add(1)-1) % n
 		for i := range n {
 			out[i] = f.upstreams[(start+i)%n]

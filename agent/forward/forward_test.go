@@ -144,15 +144,13 @@ func TestRandomIDsAndPorts(t *testing.T) {
 	const n = 20
 	var wg sync.WaitGroup
 	for i := range n { // concurrent: one socket each
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			req := query(fmt.Sprintf("q%d.default.svc.cluster.local.", i), dns.TypeA)
 			req.Id = 7
 			if _, err := f.Exchange(context.Background(), req); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
 	s.WaitCount("udp", n, time.Second)
 	close(release)
@@ -238,9 +236,7 @@ func TestCoalescing(t *testing.T) {
 			var wg sync.WaitGroup
 			errs := make(chan error, n+1)
 			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					name := "web.default.svc.cluster.local."
 					if i%2 == 1 {
 						name = "WEB.default.SVC.cluster.local."
@@ -254,16 +250,14 @@ func TestCoalescing(t *testing.T) {
 					case r.Id != req.Id || r.Question[0].Name != name:
 						errs <- fmt.Errorf("caller %d got id %d question %q", i, r.Id, r.Question[0].Name)
 					}
-				}()
+				})
 			}
 			// A different type is a different query.
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				if _, err := f.Exchange(context.Background(), query("web.default.svc.cluster.local.", dns.TypeAAAA)); err != nil {
 					errs <- err
 				}
-			}()
+			})
 			if !s.WaitCount("", 2, time.Second) {
 				t.Fatalf("upstream saw %d queries, want 2", s.Count(""))
 			}
@@ -294,13 +288,11 @@ func TestPipeliningOnOneTCPConnection(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if _, err := f.Exchange(context.Background(), query(fmt.Sprintf("p%d.default.svc.cluster.local.", i), dns.TypeA)); err != nil {
 				errs <- err
 			}
-		}()
+		})
 	}
 	if !s.WaitCount("tcp", n, time.Second) {
 		t.Fatalf("only %d of %d queries in flight before any answer", s.Count("tcp"), n)
@@ -699,15 +691,13 @@ func TestRDNotCoalesced(t *testing.T) {
 	f := newForwarder(t, corefile.Forward{To: []string{s.Addr}}, fastOpts(nil))
 	var wg sync.WaitGroup
 	for _, rd := range []bool{true, false} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			req := query("web.default.svc.cluster.local.", dns.TypeA)
 			req.RecursionDesired = rd
 			if _, err := f.Exchange(context.Background(), req); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
 	if !s.WaitCount("", 2, 2*time.Second) {
 		t.Fatalf("upstream saw %d queries for an RD=0 and an RD=1 query, want 2", s.Count(""))

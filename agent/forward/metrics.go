@@ -27,9 +27,6 @@ type metrics struct {
 	maxConcurrentRejects prometheus.Counter       // coredns_forward_max_concurrent_rejects_total
 }
 
-// timeBuckets are CoreDNS's plugin.TimeBuckets (250us .. ~8s).
-var timeBuckets = prometheus.ExponentialBuckets(0.00025, 2, 16)
-
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -38,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"to"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "coredns", Subsystem: "proxy", Name: "request_duration_seconds",
-			Buckets: timeBuckets,
+			Buckets: promreg.TimeBuckets(),
 			Help:    "Histogram of the time each request took.",
 		}, []string{"proxy_name", "to", "rcode"}),
 		healthcheckFailures: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -301,7 +301,7 @@ func (c *tcpConn) exchange(ctx context.Context, q *dns.Msg, deadline time.Time) 
 	err = c.write(buf, deadline) // copies buf
 	queryScratch.Put(sp)
 	if err != nil {
-		return nil, fmt.Errorf("%w: write: %v", errConnClosed, err)
+		return nil, fmt.Errorf("%w: write: %w", errConnClosed, err)
 	}
 	c.touch()
 	timer := getTimer(time.Until(deadline))
@@ -364,7 +364,7 @@ func (c *tcpConn) write(msg []byte, deadline time.Time) error {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.wmu.Unlock()
-		c.nc.SetWriteDeadline(deadline)
+		_ = c.nc.SetWriteDeadline(deadline) // on error, Write fails too
 		_, err := c.nc.Write(buf)
 		c.wmu.Lock()
 		c.spare = buf[:0]

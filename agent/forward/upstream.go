@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -200,7 +201,7 @@ func matches(q dns.Question, id uint16, r *dns.Msg) bool {
 // no_rec); any answer means healthy.
 func (u *upstream) check(timeout time.Duration) error {
 	q := new(dns.Msg)
-	q.SetQuestion(cmpOr(u.hcDomain, "."), dns.TypeNS)
+	q.SetQuestion(cmp.Or(u.hcDomain, "."), dns.TypeNS)
 	q.RecursionDesired = u.hcRD
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -177,14 +177,12 @@ func Start(eps map[string]Endpoints) (*Server, error) {
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: readTimeout,
 			WriteTimeout: writeTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
 		s.srvs = append(s.srvs, hs)
-		s.wg.Add(1)
 		limited := &clientLimit{Listener: l, max: MaxConnsPerClient, conns: map[netip.Addr]int{}}
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			if err := hs.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return
 			}
-		}()
+		})
 	}
 	return s, nil
 }

@@ -50,7 +50,7 @@ func TestHealthHandler(t *testing.T) {
 		})
 	}
 	before := calls.Load()
-	for i := 0; i < 10; i++ {
+	for range 10 {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/health", nil))
 	}
 	if n := calls.Load() - before; n > 1 {
@@ -194,7 +194,7 @@ func TestConnsPerClient(t *testing.T) {
 	closed := 0
 	for _, c := range held {
 		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
 			closed++
 		}
 	}

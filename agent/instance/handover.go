@@ -51,22 +51,18 @@ func (r *Registry) ServeHandover(get func() (socks map[string]*os.File, done fun
 	ln.SetUnlinkOnClose(true)
 	h := &handoverServer{ln: ln}
 	r.hand = h
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	h.wg.Go(func() {
 		for {
 			c, err := ln.AcceptUnix()
 			if err != nil {
 				return
 			}
-			h.wg.Add(1)
-			go func() {
-				defer h.wg.Done()
+			h.wg.Go(func() {
 				defer c.Close()
 				_ = serveOne(c, get)
-			}()
+			})
 		}
-	}()
+	})
 	return nil
 }
 

@@ -87,7 +87,7 @@ func TestHandoverSharesSockets(t *testing.T) {
 	}
 	defer client.Close()
 	const queries = 100
-	for i := 0; i < queries; i++ {
+	for i := range queries {
 		if _, err := client.Write([]byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 )
 
 func ctxT(t *testing.T) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -56,7 +57,7 @@ func TestLiveness(t *testing.T) {
 			}
 			waitFor(t, func() bool { _, err := os.Stat(filepath.Join(dir, "2-other.lock")); return err == nil })
 			time.Sleep(100 * time.Millisecond)
-			return func() { cmd.Process.Kill(); cmd.Wait() } // SIGKILL
+			return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() } // SIGKILL
 		}, wantOther: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,19 +105,17 @@ func TestLeaveTearsDownOnlyWhenLast(t *testing.T) {
 
 // Two instances stopping at the same moment: exactly one tears down.
 func TestConcurrentLeave(t *testing.T) {
-	for i := 0; i < 20; i++ {
+	for i := range 20 {
 		dir := t.TempDir()
 		regs := []*Registry{mustRegister(t, dir), mustRegister(t, dir), mustRegister(t, dir)}
 		var teardowns atomic.Int32
 		var wg sync.WaitGroup
 		for _, r := range regs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				if _, err := r.Leave(ctxT(t), func() error { teardowns.Add(1); return nil }); err != nil {
 					t.Error(err)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if n := teardowns.Load(); n != 1 {
@@ -130,7 +129,8 @@ func TestNodeLockBounded(t *testing.T) {
 	a, b := mustRegister(t, dir), mustRegister(t, dir)
 	release := make(chan struct{})
 	held := make(chan struct{})
-	go a.WithNodeLock(ctxT(t), func() error { close(held); <-release; return nil })
+	ctxA := ctxT(t)
+	go func() { _ = a.WithNodeLock(ctxA, func() error { close(held); <-release; return nil }) }()
 	<-held
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

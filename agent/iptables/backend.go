@@ -52,7 +52,7 @@ func Detect(save SaveFunc) string {
 			if err != nil {
 				continue
 			}
-			for _, line := range strings.Split(out, "\n") {
+			for line := range strings.SplitSeq(out, "\n") {
 				if !strings.HasPrefix(line, "-") {
 					continue
 				}

@@ -84,16 +84,6 @@ func (f *fakeRunner) total() int {
 	return n
 }
 
-func (f *fakeRunner) count(op string) int {
-	n := 0
-	for _, c := range f.calls {
-		if strings.HasPrefix(c, op+" ") {
-			n++
-		}
-	}
-	return n
-}
-
 var (
 	linkLocal = net.ParseIP("169.254.20.10")
 	kubeDNS   = net.ParseIP("10.96.0.10")
@@ -160,7 +150,7 @@ func TestEnsureAndRemove(t *testing.T) {
 		{
 			name: "duplicates removed", ips: []net.IP{linkLocal}, want4: 12, wantIns: 0, wantDel: 24,
 			preinstall: func(v4, _ *fakeRunner) {
-				for i := 0; i < 3; i++ {
+				for range 3 {
 					install(v4, Rules(linkLocal, 53, 8080))
 				}
 			},
@@ -200,7 +190,7 @@ func TestEnsureAndRemove(t *testing.T) {
 				t.Errorf("rules v4 %d v6 %d, want %d %d", v4.total(), v6.total(), tc.want4, tc.want6)
 			}
 			// Many more syncs change nothing.
-			for i := 0; i < 5; i++ {
+			for i := range 5 {
 				ch, err = m.Ensure(!tc.noPrune)
 				if err != nil || ch != (Changes{}) {
 					t.Fatalf("sync %d: changes %+v, err %v; want none", i, ch, err)
@@ -356,7 +346,7 @@ func TestRealIptables(t *testing.T) {
 				if ch, err := m.Ensure(true); err != nil || ch.Deleted != 1 || ch.Inserted != 0 {
 					t.Errorf("Ensure with a duplicate = %+v, %v; want 1 deleted", ch, err)
 				}
-				for i := 0; i < 3; i++ {
+				for range 3 {
 					if ch, err := m.Ensure(true); err != nil || ch != (Changes{}) {
 						t.Errorf("idle Ensure = %+v, %v", ch, err)
 					}

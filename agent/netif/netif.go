@@ -148,7 +148,7 @@ func create(name string) (netlink.Link, bool, error) {
 			// Raced with another instance: adopt its link below.
 		} else {
 			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
-				return nil, false, fmt.Errorf("netif: add link %q: dummy: %v; bridge: %w", name, dummyErr, err)
+				return nil, false, fmt.Errorf("netif: add link %q: dummy: %w; bridge: %w", name, dummyErr, err)
 			}
 			fallback = true
 		}

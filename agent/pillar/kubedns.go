@@ -131,7 +131,7 @@ func checkStubDomain(d string) error {
 	if d == "" || len(d) > 253 {
 		return bad
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return bad
 		}

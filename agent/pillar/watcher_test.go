@@ -128,6 +128,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, template string, kubeDNS map[string]string) *fixture {
+	t.Helper()
 	root := t.TempDir()
 	f := &fixture{
 		tmpl:    newConfigMapVolume(t, filepath.Join(root, "coredns"), map[string]string{"Corefile.base": template}),
@@ -149,6 +150,7 @@ func newFixture(t *testing.T, template string, kubeDNS map[string]string) *fixtu
 }
 
 func (f *fixture) run(t *testing.T, w *Watcher) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -272,7 +274,7 @@ func TestWatcherConfigMapSwap(t *testing.T) {
 	// 3. The kube-dns ConfigMap gets upstreamNameservers (with the good
 	// template back).
 	f.tmpl.update(map[string]string{"Corefile.base": tmpl})
-	cfg = f.rec.waitChange(t)
+	f.rec.waitChange(t)
 	f.kubeDNS.update(map[string]string{"upstreamNameservers": `["198.51.100.9"]`})
 	cfg = f.rec.waitChange(t)
 	if got := rootBlock(t, cfg).Forward.To; len(got) != 1 || got[0] != "198.51.100.9:53" {

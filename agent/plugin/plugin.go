@@ -96,8 +96,7 @@ func Fail(rcode int, err error) error { return &RcodeError{Rcode: rcode, Err: er
 // Rcode is the rcode of the reply to a chain that failed with err:
 // an RcodeError's, SERVFAIL otherwise.
 func Rcode(err error) int {
-	var re *RcodeError
-	if errors.As(err, &re) {
+	if re, ok := errors.AsType[*RcodeError](err); ok {
 		return re.Rcode
 	}
 	return dns.RcodeServerFailure

@@ -50,7 +50,7 @@ func newHitFixture(tb testing.TB, names int) *hitFixture {
 		tb.Fatal(err)
 	}
 	f := &hitFixture{s: s, cache: c, zones: s.table.Load().byPort[53]}
-	for i := 0; i < names; i++ {
+	for i := range names {
 		m := new(dns.Msg)
 		m.SetQuestion(fmt.Sprintf("Host%d.Example.COM.", i), dns.TypeA)
 		m.SetEdns0(1232, false)
@@ -128,6 +128,7 @@ func BenchmarkHitPath(b *testing.B) {
 		answers[strings.ToLower(m.Question[0].Name)] = r
 	}
 	miekgHit := func(b *testing.B, buf []byte, pkt []byte) []byte {
+		b.Helper()
 		var req dns.Msg
 		if err := req.Unpack(pkt); err != nil {
 			b.Fatal(err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,7 +47,7 @@ func TestBudgetShedsHeaviest(t *testing.T) {
 			if used := b.used.Load(); used > 1024/2+int64(attackers) {
 				t.Fatalf("the attackers hold %d of 1024 when shed, want about half", used)
 			}
-			for i := 0; i < 20; i++ { // the victim still gets in
+			for i := range 20 { // the victim still gets in
 				if r := b.admit(victim, 1, true, false, 0); r != "" {
 					t.Fatalf("victim query %d refused (%s) at %d of 1024", i, r, b.used.Load())
 				}
@@ -64,7 +65,7 @@ func TestBudgetShedsHeaviest(t *testing.T) {
 	}
 	// Many light clients fill the whole budget, then the hard limit holds.
 	b := newBudget(100, 1<<20)
-	for i := 0; i < 100; i++ {
+	for i := range 100 {
 		if r := b.admit(addr(i), 1, true, false, 0); r != "" {
 			t.Fatalf("light client %d refused (%s) at %d of 100", i, r, b.used.Load())
 		}
@@ -108,7 +109,7 @@ func TestClientTCPConnLimit(t *testing.T) {
 	closed := func(c net.Conn) bool {
 		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		_, err := c.Read(make([]byte, 1))
-		return err == io.EOF
+		return errors.Is(err, io.EOF)
 	}
 	a1, a2 := dialFrom(t, "127.0.0.1", addr), dialFrom(t, "127.0.0.1", addr)
 	time.Sleep(50 * time.Millisecond)
@@ -141,14 +142,14 @@ func TestTCPMissesLimited(t *testing.T) {
 	up, f := upstream(t, dnstest.Block(release, zone.Handler()))
 	s, addr := startWith(t, Options{MaxClientInflight: 4, Timeout: 5 * time.Second}, []string{"udp", "tcp"}, &Block{Zones: []string{"."}, Forward: f})
 	c := &dns.Conn{Conn: dialFrom(t, "127.0.0.1", addr)}
-	for i := 0; i < 10; i++ {
+	for i := range 10 {
 		m := q(fmt.Sprintf("n%d.example.", i), dns.TypeA)
 		if err := c.WriteMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for i := 0; i < 6; i++ {
+	for i := range 6 {
 		r, err := c.ReadMsg()
 		if err != nil {
 			t.Fatalf("refusal %d: %v", i, err)
@@ -180,7 +181,7 @@ func TestHealthWhenSlotsFull(t *testing.T) {
 	defer close(release)
 	up, f := upstream(t, dnstest.Block(release, zone.Handler()))
 	s, addr := startWith(t, Options{MaxInflight: 2, Timeout: 5 * time.Second}, []string{"udp"}, &Block{Zones: []string{"."}, Forward: f})
-	for i := 0; i < 2; i++ {
+	for i := range 2 {
 		go func() {
 			cl := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
 			_, _, _ = cl.Exchange(q(fmt.Sprintf("h%d.example.", i), dns.TypeA), addr)
@@ -200,7 +201,7 @@ func TestHealthWhenSlotsFull(t *testing.T) {
 // buffer size and at most 4096 bytes, with TC, whatever it asked for.
 func TestUDPRepliesCapped(t *testing.T) {
 	var rrs []string
-	for i := 0; i < 100; i++ {
+	for i := range 100 {
 		rrs = append(rrs, fmt.Sprintf("huge.example. 300 IN TXT \"%0100d\"", i))
 	}
 	_, f := upstream(t, dnstest.MustZone(rrs...).Handler())
@@ -210,7 +211,7 @@ func TestUDPRepliesCapped(t *testing.T) {
 			b.Cache = cache.New(cacheCfg(), cache.Options{})
 		}
 		_, addr := startWith(t, Options{}, []string{"udp"}, b)
-		for i := 0; i < 2; i++ { // a miss, then (with the cache) a hit
+		for i := range 2 { // a miss, then (with the cache) a hit
 			m := q("huge.example.", dns.TypeTXT)
 			m.SetEdns0(65535, false)
 			buf, _ := m.Pack()
@@ -311,7 +312,7 @@ func TestIdleClosedSoonerUnderPressure(t *testing.T) {
 	closedWithin := func(c net.Conn, d time.Duration) bool {
 		_ = c.SetReadDeadline(time.Now().Add(d))
 		_, err := c.Read(make([]byte, 1))
-		return err == io.EOF
+		return errors.Is(err, io.EOF)
 	}
 	old := dialFrom(t, "127.0.0.1", addr)
 	time.Sleep(2 * pressureIdle) // idle for longer than pressureIdle, no pressure yet

@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"server", "zone", "view", "rcode", "plugin"}),
 		duration: newHistVec("coredns_dns_request_duration_seconds",
 			"Histogram of the time (in seconds) each request took per zone.",
-			prometheus.ExponentialBuckets(0.00025, 2, 16), "server", "zone", "view"),
+			promreg.TimeBuckets(), "server", "zone", "view"),
 		requestSize: newHistVec("coredns_dns_request_size_bytes",
 			"Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
 			sizeBuckets, "server", "zone", "view", "proto"),
@@ -84,14 +84,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // monitoredTypes are the query types CoreDNS labels by name; others are
-// "other".
-var monitoredTypes = []uint16{
+// "other". An array, so that numTypes follows it.
+var monitoredTypes = [...]uint16{
 	dns.TypeA, dns.TypeAAAA, dns.TypeMX, dns.TypeSOA, dns.TypeCNAME, dns.TypePTR,
 	dns.TypeTXT, dns.TypeNS, dns.TypeSRV, dns.TypeDS, dns.TypeDNSKEY, dns.TypeRRSIG,
 	dns.TypeNSEC, dns.TypeNSEC3, dns.TypeHTTPS, dns.TypeIXFR, dns.TypeAXFR, dns.TypeANY,
 }
 
-const numTypes = 19 // len(monitoredTypes) + "other"
+const numTypes = len(monitoredTypes) + 1 // + "other"
 
 // typeIndex maps a query type to its slot in the metric tables.
 func typeIndex(t uint16) int {

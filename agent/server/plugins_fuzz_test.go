@@ -132,7 +132,7 @@ func FuzzPluginPacket(f *testing.F) {
 	client := netip.MustParseAddrPort("10.0.0.9:5353")
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var first []byte
-		for i := 0; i < 2; i++ { // a miss, then (maybe) a hit
+		for i := range 2 { // a miss, then (maybe) a hit
 			resp, v := h.handle(dst[:0], pkt, zones, time.Now().UnixNano())
 			h.tally.flush()
 			if v == verdictMiss {
@@ -199,13 +199,13 @@ func TestPluginsConcurrent(t *testing.T) {
 	s, zones := pluginFixture(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
-	for g := 0; g < 8; g++ {
+	for g := range 8 {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
 			var h hitPath
 			h.init(s, false, false)
-			for i := 0; i < 100; i++ {
+			for i := range 100 {
 				m := new(dns.Msg)
 				name := []string{"x.alias.below.test.", "t-1.below.test.", "h.below.test.", "v6.example.", "mx.example."}[(g+i)%5]
 				qtype := []uint16{dns.TypeA, dns.TypeTXT, dns.TypeA, dns.TypeAAAA, dns.TypeMX}[(g+i)%5]
@@ -218,7 +218,7 @@ func TestPluginsConcurrent(t *testing.T) {
 				}
 				var r dns.Msg
 				if err := r.Unpack(out); err != nil || len(r.Answer) == 0 {
-					errs <- fmt.Errorf("%s: %v %v", name, err, r.Answer)
+					errs <- fmt.Errorf("%s: %w %v", name, err, r.Answer)
 					return
 				}
 			}

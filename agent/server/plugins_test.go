@@ -144,7 +144,7 @@ func TestPluginRcodeAndRewrittenQuestion(t *testing.T) {
 	up := recordingUpstream{log}
 	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: up,
 		Plugins: &Plugins{Below: []plugin.Handler{rewrite}}})
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		if r := exchange(t, "udp", addr, q("fail.example.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
 			t.Fatalf("rcode-only answer: %v", r)
 		}
@@ -152,7 +152,7 @@ func TestPluginRcodeAndRewrittenQuestion(t *testing.T) {
 	if got := log.take(); got != "rewrite,rewrite" {
 		t.Errorf("calls %s: the rcode-only answer was cached", got)
 	}
-	for i := 0; i < 2; i++ {
+	for i := range 2 {
 		r := exchange(t, "udp", addr, q("Old.Example.", dns.TypeA))
 		if r.Question[0].Name != "Old.Example." || len(r.Answer) != 1 || r.Answer[0].Header().Name != "new.example." {
 			t.Fatalf("query %d: %v", i, r)

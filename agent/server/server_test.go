@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -115,7 +116,7 @@ var zone = dnstest.MustZone(
 
 func bigZone() *dnstest.Zone {
 	var rrs []string
-	for i := 0; i < 40; i++ {
+	for i := range 40 {
 		rrs = append(rrs, fmt.Sprintf("big.example. 300 IN TXT \"%s-%02d\"", strings.Repeat("x", 40), i))
 	}
 	return dnstest.MustZone(rrs...)
@@ -127,7 +128,7 @@ func TestAnswerCacheAndEcho(t *testing.T) {
 	capped := cacheCfg()
 	capped.SuccessTTL = 30 * time.Second
 	_, capAddr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(capped, cache.Options{}), Forward: f})
-	for i := 0; i < 2; i++ { // the miss and the hit both carry the capped TTL
+	for i := range 2 { // the miss and the hit both carry the capped TTL
 		if r := exchange(t, "udp", capAddr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 || r.Answer[0].Header().Ttl > 30 {
 			t.Fatalf("TTL not capped (query %d): %v", i, r)
 		}
@@ -397,7 +398,7 @@ func TestMetricsAndCheck(t *testing.T) {
 	_, f := upstream(t, zone.Handler())
 	cm, _ := cache.NewMetrics(reg)
 	s, addr := start(t, reg, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{Metrics: cm, Server: "dns://:53", Zones: []string{"."}}), Forward: f})
-	for i := 0; i < 3; i++ {
+	for range 3 {
 		exchange(t, "udp", addr, q("www.example.", dns.TypeA))
 	}
 	exchange(t, "tcp", addr, q("www.example.", dns.TypeAAAA))
@@ -460,9 +461,7 @@ func TestSwapBlocksUnderLoad(t *testing.T) {
 	s, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
 	stop := make(chan struct{})
 	var swaps sync.WaitGroup
-	swaps.Add(1)
-	go func() {
-		defer swaps.Done()
+	swaps.Go(func() {
 		for {
 			select {
 			case <-stop:
@@ -473,8 +472,8 @@ func TestSwapBlocksUnderLoad(t *testing.T) {
 			_ = s.SetBlocks([]*Block{{Zones: []string{"."}, Port: port, Bind: []string{"127.0.0.1"}, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f}})
 			time.Sleep(time.Millisecond)
 		}
-	}()
-	for i := 0; i < 200; i++ {
+	})
+	for i := range 200 {
 		if r := exchange(t, "udp", addr, q("www.example.", dns.TypeA)); len(r.Answer) != 1 {
 			t.Fatalf("query %d during swaps: %v", i, r)
 		}
@@ -556,7 +555,7 @@ func TestIPv6Listener(t *testing.T) {
 	if err := s.Serve(socks); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Shutdown(context.Background())
+	defer func() { _ = s.Shutdown(context.Background()) }()
 	for _, tc := range []struct{ name, netw, addr string }{
 		{"udp6 miss", "udp", "[::1]:" + p},
 		{"udp6 hit", "udp", "[::1]:" + p},
@@ -584,7 +583,7 @@ func TestPrefetch(t *testing.T) {
 	clk := time.Now()
 	c := cache.New(cfg, cache.Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }})
 	_, addr := start(t, nil, &Block{Zones: []string{"."}, Cache: c, Forward: f})
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		exchange(t, "udp", addr, q("www.example.", dns.TypeA)) // miss, then a hit
 	}
 	if n := up.Count(""); n != 1 {
@@ -594,7 +593,7 @@ func TestPrefetch(t *testing.T) {
 	clk = clk.Add(200 * time.Second) // 100s of 300s left: under 50%
 	mu.Unlock()
 	// Two hits within the prefetch duration make the entry popular.
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		r := exchange(t, "udp", addr, q("www.example.", dns.TypeA))
 		if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 100 {
 			t.Fatalf("hit before prefetch: %v", r)
@@ -625,10 +624,10 @@ func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
 	closedWithin := func(c net.Conn, d time.Duration) bool {
 		_ = c.SetReadDeadline(time.Now().Add(d))
 		_, err := c.Read(make([]byte, 1))
-		return err == io.EOF
+		return errors.Is(err, io.EOF)
 	}
 	var conns []net.Conn
-	for i := 0; i < 3; i++ {
+	for range 3 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -652,7 +651,7 @@ func TestTCPIdleTimeoutAndConnLimit(t *testing.T) {
 	}
 	defer c.Close()
 	dc := &dns.Conn{Conn: c}
-	for i := 0; i < 6; i++ {
+	for i := range 6 {
 		if err := dc.WriteMsg(q("www.example.", dns.TypeA)); err != nil {
 			t.Fatalf("query %d: %v", i, err)
 		}
@@ -760,7 +759,7 @@ func TestLogPluginAndDOEcho(t *testing.T) {
 	}), "", 0)
 	_, addr := startWith(t, Options{Logger: logger}, []string{"udp"},
 		&Block{Zones: []string{"."}, Log: true, Cache: cache.New(cacheCfg(), cache.Options{}), Forward: f})
-	for i := 0; i < 2; i++ { // a miss, then a hit (which logs too)
+	for i := range 2 { // a miss, then a hit (which logs too)
 		m := q("WWW.example.", dns.TypeA)
 		m.SetEdns0(1232, true)
 		r := exchange(t, "udp", addr, m)

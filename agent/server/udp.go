@@ -219,7 +219,7 @@ var errNoRoute = errors.New("server: no server block for the name")
 func (h *hitPath) handle(dst, pkt []byte, zones *zoneMap, now int64) ([]byte, int) {
 	q := &h.q
 	if err := dnswire.ParseQuery(pkt, q); err != nil {
-		if err == dnswire.ErrNotQuery || len(pkt) < dnswire.HeaderLen {
+		if errors.Is(err, dnswire.ErrNotQuery) || len(pkt) < dnswire.HeaderLen {
 			return nil, verdictDrop
 		}
 		if dnswire.Opcode(dnswire.Flags(pkt)) == opcodeStatus {
@@ -279,7 +279,7 @@ func statusReply(dst, pkt []byte) []byte {
 	dst = append(dst, pkt[:dnswire.HeaderLen]...)
 	out := dst[start:]
 	dnswire.SetFlags(out, dnswire.Flags(pkt)&(0x7800|dnswire.FlagRD)|dnswire.FlagQR|rcodeNotImp)
-	for i := 0; i < 4; i++ {
+	for i := range 4 {
 		dnswire.SetCount(out, i, 0)
 	}
 	return dst

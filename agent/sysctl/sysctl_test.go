@@ -160,7 +160,7 @@ func TestEnsurerKernelForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.kernelForm[ICMPRateLimitV4] = "8"
-	for i := 0; i < 3; i++ {
+	for i := range 3 {
 		res, err := e.Ensure()
 		if err != nil || len(res.Changed) != 0 {
 			t.Fatalf("sync %d: changed %v, %v; want no write of the kernel's form", i, res.Changed, err)

@@ -24,8 +24,7 @@ func Register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 	if err == nil {
 		return c, nil
 	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
 		if existing, ok := are.ExistingCollector.(T); ok {
 			return existing, nil
 		}
@@ -49,3 +48,8 @@ func describe(c prometheus.Collector) string {
 	}
 	return first
 }
+
+// TimeBuckets returns CoreDNS's plugin.TimeBuckets (250us doubling to about
+// 8s), the buckets of its request duration histograms, so that dashboards
+// built for CoreDNS read the agent's histograms the same way.
+func TimeBuckets() []float64 { return prometheus.ExponentialBuckets(0.00025, 2, 16) }

@@ -372,6 +372,7 @@ func TestOfficialCorefile(t *testing.T) {
 // staleTemplate is the official template with serve_stale in the cluster
 // block and a 2s success TTL, so entries expire during the test.
 func staleTemplate(t *testing.T) string {
+	t.Helper()
 	tpl := officialTemplate(t)
 	out := strings.Replace(tpl, "success 9984 30\n", "success 9984 2 1\n            serve_stale\n", 1)
 	if out == tpl {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+	"github.com/nodelocaldns/nodelocaldns/tests/yamldocs"
 )
 
 // OfficialManifest is where the official node-local-dns manifest is kept.
@@ -37,7 +38,7 @@ func BuildAgent(dir string) (string, error) {
 	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./agent: %v\n%s", err, b)
+		return "", fmt.Errorf("go build ./agent: %w\n%s", err, b)
 	}
 	return out, nil
 }
@@ -45,13 +46,17 @@ func BuildAgent(dir string) (string, error) {
 // ManifestCorefile returns the Corefile of the node-local-dns ConfigMap in
 // a multi-document manifest.
 func ManifestCorefile(manifest []byte) (string, error) {
-	for _, doc := range strings.Split(string(manifest), "\n---") {
+	docs, err := yamldocs.Split(manifest)
+	if err != nil {
+		return "", fmt.Errorf("manifest: %w", err)
+	}
+	for _, doc := range docs {
 		var obj struct {
 			Kind     string `json:"kind"`
 			Metadata struct{ Name string }
 			Data     map[string]string `json:"data"`
 		}
-		if err := yaml.Unmarshal([]byte(doc+"\n"), &obj); err != nil {
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
 			return "", fmt.Errorf("manifest: %w", err)
 		}
 		if obj.Kind == "ConfigMap" && obj.Data["Corefile"] != "" {
@@ -189,7 +194,7 @@ func (a *Agent) waitReady(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if exited, err := a.Exited(); exited {
-			return fmt.Errorf("agent exited: %v", err)
+			return fmt.Errorf("agent exited: %w", err)
 		}
 		m := new(dns.Msg)
 		m.SetQuestion("ready.invalid.", dns.TypeA)
@@ -278,7 +283,7 @@ func httpGet(t testing.TB, url string) string {
 // `key="value"` in labels (Prometheus text format).
 func MetricSum(text, name string, labels ...string) float64 {
 	var sum float64
-	for _, line := range strings.Split(text, "\n") {
+	for line := range strings.SplitSeq(text, "\n") {
 		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
 			continue
 		}

@@ -166,7 +166,7 @@ func (n *NSD) Stats() (map[string]int, error) {
 	}
 	out, err := exec.Command(ctl, "-c", n.conf, "stats_noreset").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("nsd-control stats: %v: %s", err, out)
+		return nil, fmt.Errorf("nsd-control stats: %w: %s", err, out)
 	}
 	stats := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(out))

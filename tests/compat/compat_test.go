@@ -262,7 +262,7 @@ func delta(before, after map[string]float64) map[string]float64 {
 func compareDeltas(t *testing.T, where string, q query, a, c server, abefore, cbefore map[string]float64) {
 	t.Helper()
 	var diffs []string
-	for try := 0; try < 10; try++ {
+	for range 10 {
 		ad, cd := delta(abefore, counted(t, a)), delta(cbefore, counted(t, c))
 		diffs = diffs[:0]
 		for _, k := range sortedKeys(cd) {
@@ -571,7 +571,7 @@ func familyPlugin(name string) string {
 
 // usesPlugin reports whether a line of the Corefile starts with plugin.
 func usesPlugin(corefile, plugin string) bool {
-	for _, line := range strings.Split(corefile, "\n") {
+	for line := range strings.SplitSeq(corefile, "\n") {
 		if f := strings.Fields(line); len(f) > 0 && f[0] == plugin {
 			return true
 		}

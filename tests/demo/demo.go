@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -242,9 +243,9 @@ func (d *demo) cleanup() {
 		return
 	}
 	d.printf("\n\033[1m=== Cleanup\033[0m\n")
-	for i := len(cs) - 1; i >= 0; i-- {
-		d.printf("- %s\n", cs[i].what)
-		cs[i].fn()
+	for _, c := range slices.Backward(cs) {
+		d.printf("- %s\n", c.what)
+		c.fn()
 	}
 }
 
@@ -262,7 +263,7 @@ func (d *demo) show(cmd string, output string) {
 	if output == "" {
 		return
 	}
-	for _, l := range strings.Split(output, "\n") {
+	for l := range strings.SplitSeq(output, "\n") {
 		d.printf("    %s\n", l)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,8 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
@@ -185,10 +186,10 @@ func (w *webhookProc) waitReady(ctx context.Context, timeout time.Duration) erro
 	}}
 	plain := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
-	last := "not tried"
+	var last string // why the last try failed
 	for {
 		if w.exited() {
-			return fmt.Errorf("webhook exited (%v):\n%s", w.err, w.tail(20))
+			return fmt.Errorf("webhook exited (%w):\n%s", w.err, w.tail(20))
 		}
 		if _, err := httpGet(ctx, tlsClient, w.url); err != nil && !isHTTPStatus(err) {
 			last = "admission endpoint: " + err.Error()
@@ -217,7 +218,7 @@ type httpStatusError struct {
 func (e *httpStatusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.code, e.body) }
 
 func isHTTPStatus(err error) bool {
-	_, ok := err.(*httpStatusError)
+	_, ok := errors.AsType[*httpStatusError](err)
 	return ok
 }
 
@@ -378,22 +379,22 @@ func (d *demo) printPod(p *corev1.Pod, dp demoPod, injected bool) {
 		Annotations map[string]string    `json:"annotations,omitempty"`
 	}{p.Spec.DNSPolicy, p.Spec.HostNetwork, p.Spec.DNSConfig, p.Annotations}
 	b, _ := yaml.Marshal(view)
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+	for l := range strings.SplitSeq(strings.TrimRight(string(b), "\n"), "\n") {
 		d.printf("    %s\n", l)
 	}
 	text, how := podResolvConf(p)
 	d.printf("  resolv.conf the kubelet would write (%s):\n", how)
-	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+	for l := range strings.SplitSeq(strings.TrimRight(text, "\n"), "\n") {
 		d.printf("    %s\n", l)
 	}
 }
 
-// podResolvConf renders the resolv.conf of a pod: pkg/resolvconf for
+// podResolvConf renders the resolv.conf of a pod: tests/resolvconf for
 // dnsPolicy None; the kubelet's ClusterFirst layout (without the node's own
 // search domains) otherwise.
 func podResolvConf(p *corev1.Pod) (string, string) {
 	if p.Spec.DNSPolicy == corev1.DNSNone {
-		return resolvconf.Render(p.Spec.DNSConfig), "dnsPolicy None: pkg/resolvconf.Render of the dnsConfig"
+		return resolvconf.Render(p.Spec.DNSConfig), "dnsPolicy None: tests/resolvconf.Render of the dnsConfig"
 	}
 	ndots := "5"
 	cfg := &corev1.PodDNSConfig{

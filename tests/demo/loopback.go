@@ -24,12 +24,12 @@ var skippedWithoutRoot = []string{
 
 // loopback runs NSD and the agent on 127.0.0.1 with unprivileged ports.
 type loopback struct {
-	d                           *demo
-	dir                         string
-	nsdPort, dnsPort            int
-	metricsPort, healthPort     int
-	agent                       *proc
-	dnsAddr, metricsURL, digBin string
+	d                       *demo
+	dir                     string
+	nsdPort, dnsPort        int
+	metricsPort, healthPort int
+	agent                   *proc
+	dnsAddr, metricsURL     string
 }
 
 // loopbackSteps runs step 4 without root.
@@ -155,7 +155,7 @@ func (l *loopback) startAgent(ctx context.Context) (string, error) {
 		return "", err
 	}
 	l.d.printf("Corefile %s:\n", conf)
-	for _, line := range strings.Split(strings.TrimRight(l.corefile(), "\n"), "\n") {
+	for line := range strings.SplitSeq(strings.TrimRight(l.corefile(), "\n"), "\n") {
 		l.d.printf("    %s\n", line)
 	}
 	args := []string{bin,
@@ -202,7 +202,7 @@ func (l *loopback) resolve(ctx context.Context) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			for _, line := range strings.Split(out, "\n") {
+			for line := range strings.SplitSeq(out, "\n") {
 				if f := strings.Fields(line); len(f) >= 5 && f[3] == "A" {
 					addr = f[4]
 				}

@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+	"github.com/nodelocaldns/nodelocaldns/tests/yamldocs"
 )
 
 // renderManifests returns `kustomize build manifests` (the default install),
@@ -52,15 +49,11 @@ func (d *demo) manifests() ([]byte, error) {
 // findObject decodes, strictly, the first object of kind (and name, when not
 // empty) in a multi-document YAML stream into into.
 func findObject(stream []byte, kind, name string, into any) error {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("no %s %q in the rendered manifests", kind, name)
-		}
-		if err != nil {
-			return fmt.Errorf("rendered manifests: %w", err)
-		}
+	docs, err := yamldocs.Split(stream)
+	if err != nil {
+		return fmt.Errorf("rendered manifests: %w", err)
+	}
+	for _, doc := range docs {
 		var meta struct {
 			Kind     string `json:"kind"`
 			Metadata struct {
@@ -78,6 +71,7 @@ func findObject(stream []byte, kind, name string, into any) error {
 		}
 		return nil
 	}
+	return fmt.Errorf("no %s %q in the rendered manifests", kind, name)
 }
 
 // webhookConfiguration returns the project's MutatingWebhookConfiguration

@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/netns"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
@@ -405,9 +405,9 @@ func (n *netnode) digServer(ctx context.Context, name string) (server, addr stri
 		n.diagnose(ctx)
 		return "", "", err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, ";; SERVER: ") {
-			server, _, _ = strings.Cut(strings.TrimPrefix(l, ";; SERVER: "), "#")
+	for l := range strings.SplitSeq(out, "\n") {
+		if after, ok := strings.CutPrefix(l, ";; SERVER: "); ok {
+			server, _, _ = strings.Cut(after, "#")
 		} else if f := strings.Fields(l); len(f) >= 5 && f[3] == "A" {
 			addr = f[4]
 		}
@@ -632,7 +632,7 @@ func (n *netnode) terminate(ctx context.Context) (string, error) {
 // metricSum adds up the samples of metric (Prometheus text format).
 func metricSum(text, metric string) float64 {
 	sum := 0.0
-	for _, l := range strings.Split(text, "\n") {
+	for l := range strings.SplitSeq(text, "\n") {
 		if !strings.HasPrefix(l, metric+"{") && !strings.HasPrefix(l, metric+" ") {
 			continue
 		}

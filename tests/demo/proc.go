@@ -116,7 +116,7 @@ func (p *proc) waitLog(ctx context.Context, want string, timeout time.Duration) 
 			return nil
 		}
 		if p.exited() {
-			return fmt.Errorf("%s exited (%v) before logging %q:\n%s", p.name, p.err, want, p.tail(15))
+			return fmt.Errorf("%s exited (%w) before logging %q:\n%s", p.name, p.err, want, p.tail(15))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not log %q within %v:\n%s", p.name, want, timeout, p.tail(15))
@@ -152,8 +152,7 @@ func runCmd(ctx context.Context, args ...string) (string, error) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
+		if _, ok := errors.AsType[*exec.ExitError](err); ok {
 			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 		}
 		return string(out), fmt.Errorf("%s: %w", strings.Join(args, " "), err)

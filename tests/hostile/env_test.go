@@ -3,7 +3,9 @@ package hostile
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -63,7 +65,8 @@ func TestMain(m *testing.M) {
 			cmd.Env = append(os.Environ(), "HOSTILE_NETNS=1")
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 			if err := cmd.Run(); err != nil {
-				if ee, ok := err.(*exec.ExitError); ok {
+				ee := &exec.ExitError{}
+				if errors.As(err, &ee) {
 					os.Exit(ee.ExitCode())
 				}
 				fmt.Fprintln(os.Stderr, "unshare:", err)
@@ -155,7 +158,7 @@ func bigHandler() dnstest.Handler {
 		m := new(dns.Msg)
 		m.SetReply(q.Msg)
 		name := q.Msg.Question[0].Name
-		for i := 0; i < bigAnswerSize/256; i++ {
+		for range bigAnswerSize / 256 {
 			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}, Txt: []string{txt}})
 		}
 		m.Compress = true
@@ -273,27 +276,15 @@ func writeTCP(c net.Conn, m *dns.Msg) error {
 // readTCP reads one length-prefixed message.
 func readTCP(c net.Conn) (*dns.Msg, error) {
 	var l [2]byte
-	if _, err := readFull(c, l[:]); err != nil {
+	if _, err := io.ReadFull(c, l[:]); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, binary.BigEndian.Uint16(l[:]))
-	if _, err := readFull(c, buf); err != nil {
+	if _, err := io.ReadFull(c, buf); err != nil {
 		return nil, err
 	}
 	m := new(dns.Msg)
 	return m, m.Unpack(buf)
-}
-
-func readFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := c.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // rss returns the resident set size of pid, and its peak (VmHWM).
@@ -302,7 +293,7 @@ func rss(pid int) (cur, peak int64) {
 	if err != nil {
 		return 0, 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
@@ -338,9 +329,7 @@ type victim struct {
 func startVictim(e *env) *victim {
 	v := &victim{stop: make(chan struct{})}
 	loop := func(every time.Duration, fn func(i int)) {
-		v.wg.Add(1)
-		go func() {
-			defer v.wg.Done()
+		v.wg.Go(func() {
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for i := 0; ; i++ {
@@ -351,7 +340,7 @@ func startVictim(e *env) *victim {
 				}
 				fn(i)
 			}
-		}()
+		})
 	}
 	// Cache hits: one at a time, a second each to answer.
 	loop(20*time.Millisecond, func(int) {
@@ -391,15 +380,15 @@ func (v *victim) end(t *testing.T) {
 	t.Helper()
 	close(v.stop)
 	v.wg.Wait()
-	check := func(what string, ok, n int64, min float64) {
+	check := func(what string, ok, n int64, minFrac float64) {
 		if n == 0 {
 			t.Errorf("victim: no %s measured", what)
 			return
 		}
 		frac := float64(ok) / float64(n)
 		t.Logf("victim: %s answered %d/%d (%.1f%%)", what, ok, n, 100*frac)
-		if frac < min {
-			t.Errorf("victim: %s answered %.1f%%, want >= %.0f%%", what, 100*frac, 100*min)
+		if frac < minFrac {
+			t.Errorf("victim: %s answered %.1f%%, want >= %.0f%%", what, 100*frac, 100*minFrac)
 		}
 	}
 	check("cache hits", v.hitsOK.Load(), v.hits.Load(), minHits)

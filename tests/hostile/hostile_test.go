@@ -44,11 +44,9 @@ func TestHostile(t *testing.T) {
 		attack(t, e, 3*time.Second, func(ctx context.Context) {
 			var wg sync.WaitGroup
 			for a := range 16 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					tcpPipeline(ctx, attacker(100+a), 8, 64, func(i int) string { return fmt.Sprintf("m%d-%d.hole.example.", a, i) }, dns.TypeA)
-				}()
+				})
 			}
 			wg.Wait()
 		})
@@ -284,7 +282,7 @@ func tcpPipeline(ctx context.Context, src string, conns, depth int, name func(i 
 		go func() { // writer
 			defer wg.Done()
 			defer c.Close()
-			for writes := 0; writes < 20000; writes++ {
+			for range 20000 {
 				select {
 				case <-ctx.Done():
 					return

@@ -495,7 +495,7 @@ func candidate(ctx context.Context, pkg string) string {
 	if err != nil {
 		return ""
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	for line := range strings.SplitSeq(string(out), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
 			if v = strings.TrimSpace(v); v != "(none)" {
 				return v
@@ -615,7 +615,7 @@ func copyInstalled(ctx context.Context, pkg, dir string) error {
 	if err != nil {
 		return fmt.Errorf("images: dpkg-query -L %s (is it installed?): %w", pkg, err)
 	}
-	for _, p := range strings.Split(string(out), "\n") {
+	for p := range strings.SplitSeq(string(out), "\n") {
 		p = strings.TrimSpace(p)
 		if !strings.HasPrefix(p, "/") || p == "/." {
 			continue

@@ -133,6 +133,7 @@ func TestBuildImages(t *testing.T) {
 // debCache keeps the downloaded arm64 packages between runs (bin/images/debs,
 // which `make images` uses too).
 func debCache(t *testing.T) string {
+	t.Helper()
 	dir := filepath.Join(testenv.RepoRoot(), "bin", "images", "debs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -178,6 +179,7 @@ func runner(t *testing.T, root, arch string) runFunc {
 }
 
 func checkWebhook(t *testing.T, c v1.Config, root, arch string, run runFunc) {
+	t.Helper()
 	if c.User != "65532:65532" {
 		t.Errorf("user %q, want 65532:65532", c.User)
 	}
@@ -199,6 +201,7 @@ func checkWebhook(t *testing.T, c v1.Config, root, arch string, run runFunc) {
 }
 
 func checkAgent(t *testing.T, c v1.Config, root, arch string, pkgs []string, run runFunc) {
+	t.Helper()
 	if c.User != "0:0" {
 		t.Errorf("user %q, want 0:0 (NET_ADMIN needs root)", c.User)
 	}

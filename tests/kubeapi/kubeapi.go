@@ -6,6 +6,41 @@
 //
 // Child processes are always killed: by Env.Stop, by the test's Cleanup, and
 // by the kernel (Pdeathsig) if the test binary dies.
+//
+// # Why not controller-runtime's envtest
+//
+// envtest (sigs.k8s.io/controller-runtime/pkg/envtest, v0.25 here) starts the
+// same two binaries, takes their paths (ControlPlane.APIServer.Path,
+// BinaryAssetsDirectory) and extra flags (APIServer.Configure()), and has
+// the same defaults where it matters (RBAC, ServiceAccount admission off).
+// What it lacks is what this package is for:
+//
+//   - Orphans. envtest starts its children in their own process group
+//     (Setpgid) and kills them in Stop only. When the test binary dies
+//     instead (go test -timeout, a panic in another goroutine, SIGKILL from
+//     CI), etcd and kube-apiserver keep running and keep their ports and
+//     memory on a small shared machine. Here the kernel kills them
+//     (Pdeathsig, on a locked thread: see process.go).
+//   - Port races. envtest reserves the ports it picks against other envtest
+//     users (lock files in the user cache directory), not against the other
+//     processes the tests here start on loopback ports (agents, webhooks,
+//     DNS servers), and fails when one took a port before the child bound
+//     it. Start retries on "address already in use" with fresh ports
+//     (errAddrInUse).
+//   - Readiness. envtest returns once /healthz answers; the tests here create
+//     objects in kube-system and admit pods through webhooks at once, so
+//     Start waits for /readyz and for the bootstrap namespaces.
+//   - Test-only options the suites share: the synchronous audit log that
+//     the webhook tests read admission annotations from (Options.AuditLog),
+//     a dual-stack Service range, logs kept on failure.
+//
+// Each of these could be added around envtest through its flags and by
+// wrapping its Start, at about the size of this package, while losing the
+// first two (they live in envtest's internal process package). The
+// certificates made here (client certificates carrying Kubernetes groups,
+// service-account keys) are test-only; certs/ makes production webhook
+// serving certificates and stays free of test needs. envtest would bring its
+// own third PKI (its internal tinyca), not remove one.
 package kubeapi
 
 import (
@@ -257,7 +292,7 @@ func (e *Env) writePKI() (*pki, error) {
 
 // startEtcd starts etcd on two free loopback ports and waits for /health.
 func (e *Env) startEtcd(ctx context.Context, bin string) error {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -285,7 +320,7 @@ func (e *Env) startEtcd(ctx context.Context, bin string) error {
 
 // startAPIServer starts kube-apiserver against etcd and waits for /readyz.
 func (e *Env) startAPIServer(ctx context.Context, opts Options, p *pki) error {
-	ports, err := freePorts(1)
+	ports, err := testenv.FreePorts(1)
 	if err != nil {
 		return err
 	}
@@ -367,7 +402,7 @@ func waitFor(ctx context.Context, p *process, what string, client *http.Client, 
 			}
 			return p.exitError()
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready in time (%v); last answer: %s; last lines of %s:\n%s",
+			return fmt.Errorf("%s not ready in time (%w); last answer: %s; last lines of %s:\n%s",
 				what, ctx.Err(), last, p.logPath, tail(p.logPath, 30))
 		case <-tick.C:
 		}

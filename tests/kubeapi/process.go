@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -86,7 +85,7 @@ func (p *process) stop(grace time.Duration) {
 
 // exitError describes why a process ended early, with the tail of its log.
 func (p *process) exitError() error {
-	return fmt.Errorf("%s exited during startup (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 30))
+	return fmt.Errorf("%s exited during startup (%w); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 30))
 }
 
 // addrInUse reports whether the log says a port was taken between our probe
@@ -107,27 +106,6 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment
-// ago. All listeners are held until every port is chosen so none repeats.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // errAddrInUse marks a startup failure worth retrying on other ports.

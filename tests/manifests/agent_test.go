@@ -88,7 +88,7 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, cilium bool) {
 		t.Fatalf("%s: the agent rejects its arguments %v: %v", ds.Name, c.Args, err)
 	}
 	checkCapabilities(t, ds.Name, c, opts)
-	checkWritable(t, ds.Name, spec, c, opts)
+	checkWritable(t, ds.Name, c, opts)
 	if got := opts.MetricsListenAddress; strings.HasPrefix(got, "0.0.0.0:") || strings.HasPrefix(got, ":") || strings.HasPrefix(got, "[::]:") {
 		t.Errorf("%s: -metrics-listen-address %q listens on every address of the node", ds.Name, got)
 	}
@@ -229,7 +229,7 @@ func checkCapabilities(t *testing.T, ds string, c corev1.Container, opts *app.Op
 // checkWritable: with a read-only root filesystem, every path the agent
 // writes is on a volume: the rendered Corefile (-conf), the pid file and
 // the run directory.
-func checkWritable(t *testing.T, ds string, spec corev1.PodSpec, c corev1.Container, opts *app.Options) {
+func checkWritable(t *testing.T, ds string, c corev1.Container, opts *app.Options) {
 	t.Helper()
 	for what, path := range map[string]string{"-conf": opts.Corefile, "-pidfile": opts.PIDFile, "-rundir": opts.RunDir + "/x"} {
 		if path == "" || path == "/x" {
@@ -299,6 +299,7 @@ func TestRenderAgentModes(t *testing.T) {
 		return get[*corev1.ConfigMap](t, r, "node-local-dns-settings").Data["kubeDNSIP"]
 	}
 	localIPs := func(t *testing.T, ds *appsv1.DaemonSet) []string {
+		t.Helper()
 		opts, err := app.ParseFlags(expandArgs(ds.Spec.Template.Spec.Containers[0]))
 		if err != nil {
 			t.Fatal(err)

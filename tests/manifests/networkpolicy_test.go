@@ -58,6 +58,7 @@ func admits(t *testing.T, np *networkingv1.NetworkPolicy, c corev1.Container, p 
 }
 
 func resolvePort(t *testing.T, c corev1.Container, p intstr.IntOrString) int32 {
+	t.Helper()
 	if p.Type == intstr.Int {
 		return p.IntVal
 	}

@@ -6,7 +6,6 @@
 package manifests
 
 import (
-	"bytes"
 	"fmt"
 	"io/fs"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
+	"github.com/nodelocaldns/nodelocaldns/tests/yamldocs"
 )
 
 // looseGroups are API groups whose Go types are not in this module (their
@@ -110,6 +110,7 @@ func kustomizations(t testing.TB) (builds, components []string) {
 
 // overlays are the installable kustomizations: the default and overlays/*.
 func overlays(t testing.TB) []string {
+	t.Helper()
 	builds, _ := kustomizations(t)
 	var out []string
 	for _, b := range builds {
@@ -155,11 +156,12 @@ func renderRepo(t testing.TB, dir string) rendered {
 // anything else.
 func decodeAll(s *runtime.Scheme, stream []byte) ([]object, error) {
 	strict := serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
+	docs, err := yamldocs.Split(stream)
+	if err != nil {
+		return nil, err
+	}
 	var objs []object
-	for i, doc := range bytes.Split(stream, []byte("\n---\n")) {
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
+	for i, doc := range docs {
 		u := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)

@@ -24,8 +24,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodelocaldns/nodelocaldns/pkg/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/netns"
+	"github.com/nodelocaldns/nodelocaldns/tests/resolvconf"
 	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
@@ -137,7 +137,7 @@ func (c *cluster) build() {
 }
 
 // podResolvConf is what the kubelet writes for a pod the webhook injected:
-// the webhook's own code computes the dnsConfig, pkg/resolvconf renders it.
+// the webhook's own code computes the dnsConfig, tests/resolvconf renders it.
 // In interception mode the pod is not injected: it has the plain
 // ClusterFirst resolv.conf pointing at the kube-dns ClusterIP.
 func (c *cluster) podResolvConf() string {
@@ -172,11 +172,11 @@ func (c *cluster) writeNetnsFile(ns, name, content string) {
 // namespaces are this test's own (agents are stopped by their own cleanup).
 func (c *cluster) destroy() {
 	if c.nsd != nil && c.nsd.Process != nil {
-		c.nsd.Process.Kill()
-		c.nsd.Wait()
+		_ = c.nsd.Process.Kill()
+		_ = c.nsd.Wait()
 	}
 	for _, ns := range []string{c.pod, c.node, c.kubeDNS} {
-		exec.Command("ip", "netns", "del", ns).Run()
+		_ = exec.Command("ip", "netns", "del", ns).Run()
 		os.RemoveAll(filepath.Join("/etc/netns", ns))
 	}
 }
@@ -390,7 +390,7 @@ func (a *agent) kill() {
 	select {
 	case <-a.done:
 	default:
-		a.cmd.Process.Signal(syscall.SIGKILL)
+		_ = a.cmd.Process.Signal(syscall.SIGKILL)
 		<-a.done
 	}
 }
@@ -456,7 +456,7 @@ func (c *cluster) mustIn(ns string, args ...string) string {
 func (c *cluster) digIn(ns, server, name string) (string, error) {
 	out, err := c.in(ns, "dig", "+short", "+time=1", "+tries=1", "@"+server, name, "A")
 	if err != nil {
-		return "", fmt.Errorf("dig @%s %s: %v: %s", server, name, err, out)
+		return "", fmt.Errorf("dig @%s %s: %w: %s", server, name, err, out)
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
 	return line, nil
@@ -469,7 +469,7 @@ func (c *cluster) getent(name string) (string, time.Duration, error) {
 	out, err := c.in(c.pod, "getent", "hosts", name)
 	d := time.Since(start)
 	if err != nil {
-		return "", d, fmt.Errorf("getent hosts %s: %v: %s", name, err, out)
+		return "", d, fmt.Errorf("getent hosts %s: %w: %s", name, err, out)
 	}
 	f := strings.Fields(out)
 	if len(f) == 0 {
@@ -491,7 +491,7 @@ func (c *cluster) ourRules() []string {
 		if err != nil {
 			continue // e.g. legacy tables never loaded in this netns
 		}
-		for _, l := range strings.Split(out, "\n") {
+		for l := range strings.SplitSeq(out, "\n") {
 			if strings.Contains(l, "nodelocaldns:") {
 				rules = append(rules, save+" "+l)
 			}
@@ -508,7 +508,7 @@ func (c *cluster) linkAddrs() []string {
 		return nil
 	}
 	var addrs []string
-	for _, l := range strings.Split(out, "\n") {
+	for l := range strings.SplitSeq(out, "\n") {
 		f := strings.Fields(l)
 		if len(f) >= 4 && (f[2] == "inet" || f[2] == "inet6") && !strings.HasPrefix(f[3], "fe80:") {
 			addrs = append(addrs, f[3])
@@ -596,7 +596,7 @@ func (c *cluster) startPerf(server string, qps, seconds int, misses bool) <-chan
 			fmt.Fprintf(&b, "n%d.example.com A\n", i)
 		}
 	} else {
-		for i := 0; i < 50; i++ {
+		for range 50 {
 			fmt.Fprintf(&b, "%s A\n%s A\n%s A\n", clusterFQDN, kubernetesFQDN, externalName)
 		}
 	}

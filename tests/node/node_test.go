@@ -51,7 +51,7 @@ func (c *cluster) expectNodeState(present bool) {
 		}
 		seen[r] = true
 	}
-	for _, ip := range strings.Split(c.localIPs(), ",") {
+	for ip := range strings.SplitSeq(c.localIPs(), ",") {
 		if !slices.ContainsFunc(addrs, func(a string) bool { return strings.HasPrefix(a, ip+"/") }) {
 			c.t.Fatalf("address %s missing from %s: %v", ip, ifaceName, addrs)
 		}
@@ -146,7 +146,7 @@ func TestInjectionLifecycle(t *testing.T) {
 	// falls back to kube-dns (the pod's second nameserver) quickly.
 	a.kill()
 	var worst time.Duration
-	for i := 0; i < 5; i++ {
+	for range 5 {
 		for _, q := range []struct{ name, want string }{{clusterName, clusterAddr}, {externalName, externalAddr}, {"kubernetes.default", "10.96.0.1"}} {
 			d := c.expectResolves(q.name, q.want)
 			worst = max(worst, d)

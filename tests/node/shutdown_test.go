@@ -48,7 +48,7 @@ wait; cat /tmp/nld-shutdown-loop.$$.*; rm -f /tmp/nld-shutdown-loop.$$.*`
 		t.Fatalf("lookup loop: %v: %s", r.err, r.out)
 	}
 	total, failed, slowest, slow := 0, 0, time.Duration(0), []string(nil)
-	for _, l := range strings.Split(strings.TrimSpace(r.out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(r.out), "\n") {
 		f := strings.Fields(l)
 		if len(f) != 3 {
 			continue

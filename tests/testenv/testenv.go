@@ -4,6 +4,8 @@
 package testenv
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -101,19 +103,40 @@ func LookBinary(name, envVar string) (string, error) {
 // (a DNS server binds both), or fails the test.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
+	ports, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ports[0]
+}
+
+// FreePorts returns n distinct ports of 127.0.0.1 that were free for both
+// UDP and TCP a moment ago. Every chosen port stays bound until all are
+// chosen, so none repeats.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 50*n {
+			return nil, fmt.Errorf("no %d ports free for both UDP and TCP on 127.0.0.1", n)
+		}
 		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("free port: %w", err)
 		}
 		port := u.LocalAddr().(*net.UDPAddr).Port
 		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
+		if err != nil {
+			u.Close()
+			continue
 		}
+		held = append(held, u, l)
+		ports = append(ports, port)
 	}
-	t.Fatal("no port free for both UDP and TCP on 127.0.0.1")
-	return 0
+	return ports, nil
 }

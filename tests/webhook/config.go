@@ -1,12 +1,8 @@
 package webhook
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,10 +13,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodelocaldns/nodelocaldns/tests/yamldocs"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
 )
 
@@ -64,15 +60,11 @@ func decodeConfiguration(path string) (*admissionregistrationv1.MutatingWebhookC
 	if err != nil {
 		return nil, err
 	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
+	docs, err := yamldocs.Split(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, doc := range docs {
 		var meta struct{ Kind string }
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -89,6 +81,7 @@ func decodeConfiguration(path string) (*admissionregistrationv1.MutatingWebhookC
 		}
 		return &mwc, nil
 	}
+	return nil, nil
 }
 
 // PointAt returns a copy of mwc named name whose webhooks call url with

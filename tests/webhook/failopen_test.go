@@ -286,7 +286,9 @@ func startPanicking(ctx context.Context, t *testing.T) (string, []byte) {
 	go func() { done <- s.Start(runCtx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("webhook server stopped: %v", err)
+		}
 	})
 	return "https://127.0.0.1:" + strconv.Itoa(port) + AdmissionPath, caPEM
 }

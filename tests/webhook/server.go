@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/app"
 )
 
@@ -82,7 +83,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s.CAPEM = caPEM
-	ports, err := freePorts(3)
+	ports, err := testenv.FreePorts(3)
 	if err != nil {
 		s.cleanup()
 		return nil, err
@@ -253,7 +254,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case err := <-s.done:
 			s.done <- err // keep it for Stop
-			return fmt.Errorf("app.Run returned before ready: %v", err)
+			return fmt.Errorf("app.Run returned before ready: %w", err)
 		default:
 		}
 		if last = s.probe(ctx); last == "" {
@@ -387,18 +388,4 @@ func (s *Server) cleanup() {
 		_ = os.RemoveAll(s.CertDir)
 		s.ownDir = false
 	}
-}
-
-// freePorts returns n distinct loopback TCP ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

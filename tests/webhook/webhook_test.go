@@ -374,7 +374,7 @@ func podCases() []podCase {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{
 				Nameservers: []string{"192.0.2.53"},
 				Searches:    []string{"example.com"},
-				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("5")}, {Name: "edns0"}},
+				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: new("5")}, {Name: "edns0"}},
 			}
 		}), want: &wantDNS{
 			nameservers: []string{localIP, kubeDNSIP, "192.0.2.53"},
@@ -697,5 +697,3 @@ func basePod(prefix string) *corev1.Pod {
 	}
 	return p
 }
-
-func ptr(s string) *string { return &s }

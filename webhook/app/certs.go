@@ -24,12 +24,9 @@ import (
 // certificates before giving up (the API server may still be starting).
 const firstCertsTimeout = 2 * time.Minute
 
-func init() {
-	extensions = append(extensions, func() Extension { return &builtinCerts{} })
-}
-
-// builtinCerts is the --builtin-certs extension: the certs package manages
+// builtinCerts is --builtin-certs and its flags: the certs package manages
 // the CA, the serving certificate and the caBundle instead of cert-manager.
+// Options holds one; AddFlags, Validate and Run call it.
 type builtinCerts struct {
 	enabled         bool
 	secret          string
@@ -42,7 +39,8 @@ type builtinCerts struct {
 	dnsNames []string
 }
 
-func (b *builtinCerts) AddFlags(fs *flag.FlagSet) {
+// addFlags registers the built-in certificates' flags.
+func (b *builtinCerts) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&b.enabled, "builtin-certs", false, "Manage the serving certificate without cert-manager: keep a CA and a serving certificate in --certs-secret, renew them at 2/3 of their validity, patch the caBundle of --webhook-config-name and write tls.crt/tls.key into --cert-dir.")
 	fs.StringVar(&b.secret, "certs-secret", "node-local-dns/node-local-dns-webhook-certs", "namespace/name of the Secret holding the built-in CA and serving certificate.")
 	fs.StringVar(&b.configName, "webhook-config-name", "node-local-dns-webhook", "MutatingWebhookConfiguration whose caBundle the built-in certificates keep current (empty: do not patch).")
@@ -52,22 +50,24 @@ func (b *builtinCerts) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&b.servingValidity, "cert-validity", certs.DefaultServingValidity, "Validity of the built-in serving certificate.")
 }
 
-func (b *builtinCerts) Validate(o *Options) error {
+// validate checks the flags once all are parsed (o.ClusterDomain is needed
+// for the serving certificate's names) and fills o.CertDir's default.
+func (b *builtinCerts) validate(o *Options) error {
 	if !b.enabled {
 		return nil
 	}
-	if _, _, err := splitNamespaced(b.secret); err != nil {
+	if _, _, err := parseNamespacedName(b.secret, ""); err != nil {
 		return fmt.Errorf("--certs-secret: %w", err)
 	}
 	var names []string
 	if b.service != "" {
-		ns, name, err := splitNamespaced(b.service)
+		ns, name, err := parseNamespacedName(b.service, "")
 		if err != nil {
 			return fmt.Errorf("--webhook-service: %w", err)
 		}
 		names = append(names, name+"."+ns+".svc", name+"."+ns+".svc."+strings.TrimSuffix(o.ClusterDomain, "."))
 	}
-	for _, n := range strings.Split(b.extraNames, ",") {
+	for n := range strings.SplitSeq(b.extraNames, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			names = append(names, n)
 		}
@@ -86,9 +86,10 @@ func (b *builtinCerts) Validate(o *Options) error {
 	return nil
 }
 
-// Setup writes the first certificates before the webhook server starts (it
-// reads them at start), then keeps them current as a manager runnable.
-func (b *builtinCerts) Setup(ctx context.Context, o *Options, mgr manager.Manager) error {
+// setup writes the first certificates before the webhook server starts (it
+// reads them at start), then keeps them current as a manager runnable
+// (appended to o.Runnables, with a readiness check in o.ReadyChecks).
+func (b *builtinCerts) setup(ctx context.Context, o *Options, mgr manager.Manager) error {
 	if !b.enabled {
 		return nil
 	}
@@ -96,7 +97,7 @@ func (b *builtinCerts) Setup(ctx context.Context, o *Options, mgr manager.Manage
 	if err != nil {
 		return fmt.Errorf("--builtin-certs: client: %w", err)
 	}
-	ns, name, _ := splitNamespaced(b.secret)
+	ns, name, _ := parseNamespacedName(b.secret, "")
 	log := logf.FromContext(ctx).WithName("certs")
 	m, err := certs.New(certs.Options{
 		Client:            client,
@@ -137,13 +138,4 @@ func (b *builtinCerts) Setup(ctx context.Context, o *Options, mgr manager.Manage
 		}
 	})
 	return nil
-}
-
-// splitNamespaced parses namespace/name.
-func splitNamespaced(s string) (string, string, error) {
-	ns, name, ok := strings.Cut(s, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("%q is not namespace/name", s)
-	}
-	return ns, name, nil
 }

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 	"github.com/nodelocaldns/nodelocaldns/webhook/inject"
-	"github.com/nodelocaldns/nodelocaldns/webhook/kubedns"
 	"github.com/nodelocaldns/nodelocaldns/webhook/server"
 )
 
@@ -70,19 +70,18 @@ type Options struct {
 	Zap zap.Options
 
 	// TLSOpts are applied to the webhook server's TLS configuration when it
-	// starts, after the built-in ones; extensions may append to them in
-	// Setup (e.g. to serve certificates they manage).
+	// starts, after the built-in ones (the built-in certificates' setup
+	// may append to them).
 	TLSOpts []func(*tls.Config)
 	// Runnables are added to the manager besides the built-in ones.
 	Runnables []manager.Runnable
 	// ReadyChecks are added to /readyz besides the built-in ones.
 	ReadyChecks map[string]healthz.Checker
 
-	extensions []Extension
+	certs builtinCerts // --builtin-certs and its flags
 }
 
-// NewOptions returns the defaults, with one fresh instance of every
-// registered extension.
+// NewOptions returns the defaults.
 func NewOptions() *Options {
 	o := &Options{
 		Port:                    9443,
@@ -106,9 +105,6 @@ func NewOptions() *Options {
 		RequestBodyBudget:       handler.DefaultBodyBudgetBytes,
 		TLSMinVersion:           "1.2",
 		ReadyChecks:             map[string]healthz.Checker{},
-	}
-	for _, newExt := range extensions {
-		o.extensions = append(o.extensions, newExt())
 	}
 	return o
 }
@@ -141,9 +137,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSMinVersion, "tls-min-version", o.TLSMinVersion, "Minimum TLS version of the webhook server: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3.")
 	fs.DurationVar(&o.GracefulShutdownTimeout, "graceful-shutdown-timeout", o.GracefulShutdownTimeout, "How long in-flight requests may take to finish on shutdown.")
 	o.Zap.BindFlags(fs)
-	for _, e := range o.extensions {
-		e.AddFlags(fs)
-	}
+	o.certs.addFlags(fs)
 }
 
 // ParseFlags parses args (without the program name) into fresh Options and
@@ -197,17 +191,15 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.KubeDNSIP == "" {
-		if _, _, err := kubedns.ParseService(o.KubeDNSService); err != nil {
+		if _, _, err := parseNamespacedName(o.KubeDNSService, metav1.NamespaceSystem); err != nil {
 			errs = append(errs, fmt.Errorf("--kube-dns-service: %w", err))
 		}
 	}
 	if _, err := o.InjectConfig(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, e := range o.extensions {
-		if err := e.Validate(o); err != nil {
-			errs = append(errs, err)
-		}
+	if err := o.certs.validate(o); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -250,10 +242,24 @@ func joinLabels(labels []inject.NodeLabel) string {
 
 func splitList(s string) []string {
 	var out []string
-	for _, f := range strings.Split(s, ",") {
+	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f != "" {
 			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// parseNamespacedName parses "namespace/name" (the --kube-dns-service,
+// --certs-secret and --webhook-service flags). A bare name is in
+// defaultNamespace; with defaultNamespace empty the namespace is required.
+func parseNamespacedName(s, defaultNamespace string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(s, "/")
+	if !ok {
+		namespace, name = defaultNamespace, s
+	}
+	if namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%q: want namespace/name", s)
+	}
+	return namespace, name, nil
 }

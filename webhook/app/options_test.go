@@ -157,6 +157,32 @@ func TestRunBadKubeconfig(t *testing.T) {
 	}
 }
 
+func TestParseNamespacedName(t *testing.T) {
+	for _, tc := range []struct {
+		in, def, ns, name string
+		wantErr           bool
+	}{
+		{in: "kube-system/kube-dns", def: "kube-system", ns: "kube-system", name: "kube-dns"},
+		{in: "coredns", def: "kube-system", ns: "kube-system", name: "coredns"},
+		{in: "/x", def: "kube-system", wantErr: true},
+		{in: "x/", def: "kube-system", wantErr: true},
+		{in: "a/b/c", def: "kube-system", wantErr: true},
+		{in: "", def: "kube-system", wantErr: true},
+		// No default: the namespace is required.
+		{in: "node-local-dns/certs", ns: "node-local-dns", name: "certs"},
+		{in: "certs", wantErr: true},
+		{in: "/certs", wantErr: true},
+		{in: "a/b/c", wantErr: true},
+	} {
+		t.Run(tc.def+":"+tc.in, func(t *testing.T) {
+			ns, name, err := parseNamespacedName(tc.in, tc.def)
+			if (err != nil) != tc.wantErr || ns != tc.ns || name != tc.name {
+				t.Errorf("parseNamespacedName(%q, %q) = %q, %q, %v", tc.in, tc.def, ns, name, err)
+			}
+		})
+	}
+}
+
 // TestFlagsDocumented checks every flag of the webhook and of `webhook
 // status` is named in docs/webhook.md, docs/install.md or README.md.
 func TestFlagsDocumented(t *testing.T) {

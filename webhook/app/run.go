@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"sync"
@@ -109,14 +110,10 @@ func RunOptions(ctx context.Context, o *Options) error {
 		"webhook":    mgr.GetWebhookServer().StartedChecker(),
 		"namespaces": synced(nsInformer.HasSynced),
 	}
-	for _, e := range o.extensions {
-		if err := e.Setup(ctx, o, mgr); err != nil {
-			return err
-		}
+	if err := o.certs.setup(ctx, o, mgr); err != nil {
+		return err
 	}
-	for name, check := range o.ReadyChecks {
-		ready[name] = check
-	}
+	maps.Copy(ready, o.ReadyChecks)
 	for name, check := range ready {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			return fmt.Errorf("adding readyz check %s: %w", name, err)
@@ -151,7 +148,7 @@ func newManager(o *Options, restCfg *rest.Config, logger logr.Logger) (manager.M
 		CertDir:       o.CertDir,
 		TLSMinVersion: tlsMin,
 		EnableHTTP2:   o.EnableHTTP2,
-		// Read at start, so extensions may add options in Setup.
+		// Read at start, so the built-in certificates' setup may add options.
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			for _, opt := range o.TLSOpts {
 				opt(c)
@@ -199,7 +196,7 @@ func kubeDNSWatcher(o *Options, restCfg *rest.Config) (*kubedns.Watcher, error) 
 	if ips := splitList(o.KubeDNSIP); len(ips) > 0 {
 		return kubedns.Static(ips), nil
 	}
-	ns, name, err := kubedns.ParseService(o.KubeDNSService)
+	ns, name, err := parseNamespacedName(o.KubeDNSService, metav1.NamespaceSystem)
 	if err != nil {
 		return nil, fmt.Errorf("--kube-dns-service: %w", err)
 	}

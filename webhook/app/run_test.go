@@ -24,27 +24,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodelocaldns/nodelocaldns/tests/kubeapi"
+	"github.com/nodelocaldns/nodelocaldns/tests/testenv"
 	"github.com/nodelocaldns/nodelocaldns/webhook/app"
 	"github.com/nodelocaldns/nodelocaldns/webhook/handler"
 )
-
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
 
 type webhookProc struct {
 	cancel                      context.CancelFunc
@@ -55,7 +38,10 @@ type webhookProc struct {
 // start runs app.Run in-process on loopback with the given extra flags.
 func start(t *testing.T, env *kubeapi.Env, certDir string, extra ...string) *webhookProc {
 	t.Helper()
-	ports := freePorts(t, 3)
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := &webhookProc{
 		done:       make(chan error, 1),
 		addr:       "127.0.0.1:" + strconv.Itoa(ports[0]),

@@ -155,12 +155,10 @@ func TestServeHTTPBudget(t *testing.T) {
 	for i := range 8 { // each holds 256 KiB (250 KiB read in doubling buffers): 4 fill the budget
 		b := &stallingBody{n: 250 << 10, release: release, sent: make(chan struct{})}
 		done := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer close(done)
 			codes <- serveFrom(h, fmt.Sprintf("192.0.2.%d:1234", i+1), http.MethodPost, b, -1).Code
-		}()
+		})
 		select {
 		case <-b.sent:
 		case <-done: // refused before stalling: over budget
@@ -214,12 +212,10 @@ func TestServeHTTPBudgetPerClient(t *testing.T) {
 	for range 4 { // 100 KiB each, held in 128 KiB: two fill the 256 KiB share
 		b := &stallingBody{n: 100 << 10, release: release, sent: make(chan struct{})}
 		done := make(chan struct{})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer close(done)
 			codes <- serveFrom(h, "192.0.2.66:4000", http.MethodPost, b, -1).Code
-		}()
+		})
 		select {
 		case <-b.sent:
 		case <-done:

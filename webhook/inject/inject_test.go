@@ -10,13 +10,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func strp(s string) *string { return &s }
-
 func opt(name string, value ...string) corev1.PodDNSConfigOption {
 	if len(value) == 0 {
 		return corev1.PodDNSConfigOption{Name: name}
 	}
-	return corev1.PodDNSConfigOption{Name: name, Value: strp(value[0])}
+	return corev1.PodDNSConfigOption{Name: name, Value: new(value[0])}
 }
 
 func testConfig(t testing.TB) Config {

@@ -42,7 +42,7 @@ func (l NodeLabel) String() string {
 // ParseNodeLabels parses a comma list of key=value or key (any value).
 func ParseNodeLabels(s string) ([]NodeLabel, error) {
 	var out []NodeLabel
-	for _, f := range strings.Split(s, ",") {
+	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
@@ -61,7 +61,7 @@ func ParseNodeLabels(s string) ([]NodeLabel, error) {
 // ParseTolerationKeys parses a comma list of taint keys.
 func ParseTolerationKeys(s string) ([]string, error) {
 	var out []string
-	for _, f := range strings.Split(s, ",") {
+	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
@@ -104,10 +104,8 @@ func (n NoAgentNodes) SkipReason(pod *corev1.Pod) string {
 				terms = append(terms, p.Preference)
 			}
 		}
-		for _, term := range terms {
-			if n.termMatches(term) {
-				return ReasonNoAgentNodeAffinity
-			}
+		if slices.ContainsFunc(terms, n.termMatches) {
+			return ReasonNoAgentNodeAffinity
 		}
 	}
 	for _, tol := range pod.Spec.Tolerations {

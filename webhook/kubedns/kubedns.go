@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,18 +45,6 @@ func Static(ips []string) *Watcher {
 	ips = slices.Clone(ips)
 	w.ips.Store(&ips)
 	return w
-}
-
-// ParseService parses "namespace/name" (a bare name means kube-system).
-func ParseService(s string) (namespace, name string, err error) {
-	namespace, name, ok := strings.Cut(s, "/")
-	if !ok {
-		namespace, name = metav1.NamespaceSystem, s
-	}
-	if namespace == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("service %q: want namespace/name", s)
-	}
-	return namespace, name, nil
 }
 
 // IPs returns the current kube-dns addresses (nil when unknown). The caller

@@ -131,37 +131,15 @@ func TestServiceIPs(t *testing.T) {
 	}
 }
 
-func TestParseService(t *testing.T) {
-	for _, tc := range []struct {
-		in, ns, name string
-		wantErr      bool
-	}{
-		{in: "kube-system/kube-dns", ns: "kube-system", name: "kube-dns"},
-		{in: "coredns", ns: "kube-system", name: "coredns"},
-		{in: "/x", wantErr: true},
-		{in: "x/", wantErr: true},
-		{in: "a/b/c", wantErr: true},
-		{in: "", wantErr: true},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			ns, name, err := ParseService(tc.in)
-			if (err != nil) != tc.wantErr || ns != tc.ns || name != tc.name {
-				t.Errorf("ParseService(%q) = %q, %q, %v", tc.in, ns, name, err)
-			}
-		})
-	}
-}
-
 // TestWatcherListsOnlyItsService checks the informer lists and watches with
 // fieldSelector metadata.name=<name> in the Service's namespace: RBAC with
 // resourceNames (the manifests' least-privilege Role) only allows that.
 func TestWatcherListsOnlyItsService(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	client := fake.NewClientset(service("dns", "coredns", "10.0.0.10"))
 	type seen struct{ verb, ns, fields string }
 	calls := make(chan seen, 16)
-	record := func(action k8stesting.Action) (bool, runtime.Object, error) {
+	record := func(action k8stesting.Action) {
 		var fields string
 		switch a := action.(type) {
 		case k8stesting.ListAction:
@@ -173,9 +151,11 @@ func TestWatcherListsOnlyItsService(t *testing.T) {
 		case calls <- seen{action.GetVerb(), action.GetNamespace(), fields}:
 		default:
 		}
-		return false, nil, nil
 	}
-	client.PrependReactor("list", "services", record)
+	client.PrependReactor("list", "services", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		record(action)
+		return false, nil, nil
+	})
 	client.PrependWatchReactor("services", func(action k8stesting.Action) (bool, watch.Interface, error) {
 		record(action)
 		return false, nil, nil

@@ -138,6 +138,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 	const margin = 3 * time.Second // scheduling on a loaded machine
 	r := start(t, Options{ReadTimeout: timeout, WriteTimeout: timeout, IdleTimeout: timeout})
 	dialTLS := func(t *testing.T) *tls.Conn {
+		t.Helper()
 		conn, err := tls.Dial("tcp", r.addr, &tls.Config{RootCAs: r.pool, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +18,7 @@ import (
 
 func ns(name string, labels map[string]string) *corev1.Namespace {
 	l := map[string]string{corev1.LabelMetadataName: name}
-	for k, v := range labels {
-		l[k] = v
-	}
+	maps.Copy(l, labels)
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
 }
 

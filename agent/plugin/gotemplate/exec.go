@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/template/parse"
@@ -144,7 +145,7 @@ func (s *state) rangeNode(dot any, r *parse.RangeNode) error {
 		if v > maxRange {
 			return fmt.Errorf("range over %d: more than %d iterations", v, maxRange)
 		}
-		for i := 0; i < v; i++ {
+		for i := range v {
 			keys, vals = append(keys, i), append(vals, i)
 		}
 	case nil, noValue:
@@ -221,9 +222,9 @@ func (s *state) setVar(name string, v any) error {
 }
 
 func (s *state) varValue(name string) (any, error) {
-	for i := len(s.vars) - 1; i >= 0; i-- {
-		if s.vars[i].name == name {
-			return s.vars[i].value, nil
+	for _, v := range slices.Backward(s.vars) {
+		if v.name == name {
+			return v.value, nil
 		}
 	}
 	return nil, fmt.Errorf("undefined variable: %s", name)

@@ -289,7 +289,7 @@ func compare(op string, vals []any) (any, error) {
 				if ib < 0 {
 					return 1, nil
 				}
-				kb, ub = "uint", uint64(ib)
+				ub = uint64(ib) // compared as uint below (ka is "uint")
 			default:
 				return 0, errors.New("incompatible types for comparison")
 			}

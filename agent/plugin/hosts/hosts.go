@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,11 +191,11 @@ func addrFromReverse(name string) netip.Addr {
 			return netip.Addr{}
 		}
 		var b strings.Builder
-		for i := len(l) - 1; i >= 0; i-- {
-			if len(l[i]) != 1 {
+		for i, v := range slices.Backward(l) {
+			if len(v) != 1 {
 				return netip.Addr{}
 			}
-			b.WriteString(l[i])
+			b.WriteString(v)
 			if i%4 == 0 && i > 0 {
 				b.WriteByte(':')
 			}

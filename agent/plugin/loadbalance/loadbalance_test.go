@@ -36,7 +36,7 @@ func TestLoadBalance(t *testing.T) {
 	records := []string{"x. 5 IN A 10.0.0.1", "x. 5 IN A 10.0.0.2", "x. 5 IN TXT a", "x. 5 IN A 10.0.0.3", "x. 5 IN MX 1 m.", "x. 5 IN CNAME y.", "x. 5 IN AAAA fd00::1"}
 	lb, _ := New(*plugintest.Server(t, ". {\nloadbalance\n}").LoadBalance, nil)
 	firsts := map[string]bool{}
-	for i := 0; i < 200; i++ {
+	for range 200 {
 		m, err := plugintest.Run(lb, plugintest.Query("x", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +62,7 @@ func TestLoadBalance(t *testing.T) {
 func TestLoadBalancePrefer(t *testing.T) {
 	lb, _ := New(*plugintest.Server(t, ". {\nloadbalance round_robin {\nprefer 10.9.0.0/16 fd00::/8\n}\n}").LoadBalance, nil)
 	records := []string{"x. 5 IN A 10.0.0.1", "x. 5 IN AAAA fd00::1", "x. 5 IN A 10.9.0.1", "x. 5 IN TXT t", "x. 5 IN A 10.0.0.2"}
-	for i := 0; i < 50; i++ {
+	for range 50 {
 		m, err := plugintest.Run(lb, plugintest.Query("x", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
 		if err != nil {
 			t.Fatal(err)
@@ -96,7 +96,7 @@ func TestWeighted(t *testing.T) {
 	records := []string{"www.example.com. 5 IN A 100.64.1.1", "www.example.com. 5 IN A 100.64.1.2", "www.example.com. 5 IN TXT t", "www.example.com. 5 IN A 100.64.1.3"}
 	count := func() map[string]int {
 		n := map[string]int{}
-		for i := 0; i < 6000; i++ {
+		for range 6000 {
 			m, err := plugintest.Run(lb, plugintest.Query("www.example.com", dns.TypeA, ""), &plugintest.Next{Reply: reply(0, records...)})
 			if err != nil {
 				t.Fatal(err)

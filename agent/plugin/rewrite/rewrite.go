@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -142,8 +143,8 @@ func (rw *Rewrite) revert(r *plugin.Request, m *dns.Msg, orig dns.Question, rule
 		return m
 	}
 	each := func(rr dns.RR) {
-		for i := len(rules) - 1; i >= 0; i-- {
-			rules[i].apply(m, rr)
+		for _, rule := range slices.Backward(rules) {
+			rule.apply(m, rr)
 		}
 	}
 	opt := false

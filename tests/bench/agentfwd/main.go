@@ -66,9 +66,7 @@ func run() error {
 	cpu0 := cpuTime()
 	start := time.Now()
 	for range *c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := next.Add(1)
 				if i > int64(*n) {
@@ -82,7 +80,7 @@ func run() error {
 				}
 				ok.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	el := time.Since(start)

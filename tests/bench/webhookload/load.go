@@ -160,9 +160,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (result, error) {
 	cpu0 := cpuTime()
 	start := time.Now()
 	for w := range cfg.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			wr := &results[w]
 			wr.lat = make([]time.Duration, 0, cfg.Requests/cfg.Workers+1)
 			for ctx.Err() == nil {
@@ -194,7 +192,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (result, error) {
 					wr.injected++
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	res := result{Elapsed: time.Since(start), CPU: cpuTime() - cpu0}

@@ -18,6 +18,7 @@ import (
 // fakeWebhook answers AdmissionReviews like the real one would for the two
 // pods the load sends; broken makes it answer with a wrong UID.
 func fakeWebhook(t *testing.T, broken bool, conns *atomic.Int64) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review admissionv1.AdmissionReview
 		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {

@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer srv.Stop()
+	defer func() { _ = srv.Stop() }()
 	mode := "in-process (app.Run)"
 	if bin != "" {
 		mode = "process " + bin

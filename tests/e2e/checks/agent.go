@@ -43,7 +43,7 @@ func readNodeRules(ctx context.Context) (nodeRules, error) {
 		if err != nil {
 			return r, err
 		}
-		for _, l := range strings.Split(out, "\n") {
+		for l := range strings.SplitSeq(out, "\n") {
 			if strings.HasPrefix(l, "-A") && strings.Contains(l, localDNSIP) {
 				r.rules = append(r.rules, l)
 			}
@@ -249,7 +249,7 @@ func checkDelete(ctx context.Context, e *env) (string, error) {
 	}
 	gone := time.Since(start)
 	if out, err := e.kubectl(ctx, "", "get", "mutatingwebhookconfigurations", "-o", "name"); err != nil || strings.Contains(out, "node-local-dns") {
-		return "", fmt.Errorf("MutatingWebhookConfiguration left: %q %v", out, err)
+		return "", fmt.Errorf("MutatingWebhookConfiguration left: %q %w", out, err)
 	}
 	pod := podSpec{ns: nsInjected, name: "after-delete"}
 	if err := e.createPods(ctx, pod); err != nil {
@@ -275,7 +275,7 @@ func checkDelete(ctx context.Context, e *env) (string, error) {
 		return "", fmt.Errorf("new pod's lookup: %+v, want an answer from kube-dns", r)
 	}
 	if out, err := e.exec(ctx, pod.ns, pod.name, "getent", "ahostsv4", "www.example.com"); err != nil || !strings.HasPrefix(out, "192.0.2.80 ") {
-		return "", fmt.Errorf("getent ahostsv4 www.example.com: %q %v", out, err)
+		return "", fmt.Errorf("getent ahostsv4 www.example.com: %q %w", out, err)
 	}
 	return fmt.Sprintf("interface and rules gone %s after delete -k; new pod ClusterFirst, answered by kube-dns %s", gone.Round(100*time.Millisecond), r.server), nil
 }

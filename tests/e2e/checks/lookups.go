@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -31,7 +32,7 @@ func parseDig(out string) (digResult, error) {
 		r.server = m[1]
 	}
 	inAnswer := false
-	for _, l := range strings.Split(out, "\n") {
+	for l := range strings.SplitSeq(out, "\n") {
 		switch {
 		case strings.HasPrefix(l, ";; ANSWER SECTION:"):
 			inAnswer = true
@@ -152,10 +153,8 @@ func (l lookup) verify(r digResult) error {
 		}
 		return nil
 	}
-	for _, a := range r.answers {
-		if a == l.answer {
-			return nil
-		}
+	if slices.Contains(r.answers, l.answer) {
+		return nil
 	}
 	return fmt.Errorf("answers %v, want %s", r.answers, l.answer)
 }
@@ -197,7 +196,7 @@ func counterSum(text, family string, want map[string]string) float64 {
 // whose labels include every want pair.
 func metricSum(text, family string, want map[string]string) (float64, error) {
 	sum, found := 0.0, false
-	for _, l := range strings.Split(text, "\n") {
+	for l := range strings.SplitSeq(text, "\n") {
 		if !strings.HasPrefix(l, family+"{") && !strings.HasPrefix(l, family+" ") {
 			continue
 		}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,7 +65,7 @@ func (s loopStats) String() string {
 func parseLoop(out string, dur time.Duration) (loopStats, error) {
 	var s loopStats
 	var lat []time.Duration
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
 		if len(f) < 3 {
 			continue
@@ -97,7 +97,7 @@ func parseLoop(out string, dur time.Duration) (loopStats, error) {
 	if s.total == 0 {
 		return s, fmt.Errorf("no lookups in the loop's output %q", out)
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	slices.Sort(lat)
 	s.p99 = lat[(len(lat)*99)/100]
 	if dur > 0 {
 		s.rate = float64(s.total) / dur.Seconds()

@@ -83,7 +83,7 @@ func selected(only string) map[string]bool {
 		return nil
 	}
 	m := map[string]bool{}
-	for _, id := range strings.Split(only, ",") {
+	for id := range strings.SplitSeq(only, ",") {
 		m[strings.TrimSpace(id)] = true
 	}
 	return m
@@ -132,8 +132,8 @@ func printSummary(out *os.File, results []Result) {
 }
 
 func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+	if before, _, ok := strings.Cut(s, "\n"); ok {
+		return before
 	}
 	return s
 }

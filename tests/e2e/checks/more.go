@@ -73,7 +73,7 @@ func checkWebhookRollout(ctx context.Context, e *env) (string, error) {
 		rolled <- err
 	}()
 	created := 0
-	for i := 0; i < n; i++ {
+	for i := range n {
 		y := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -102,7 +102,7 @@ spec:
 	}
 	missed := 0
 	var names []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
 		if len(f) == 2 && f[1] != "None" {
 			missed++
@@ -190,7 +190,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		for i := 0; i < n; i++ {
+		for range n {
 			name := fmt.Sprintf("int-%d.example.com", rand.Int63())
 			out, err := e.exec(ctx, pod.ns, pod.name, "dig", "+tries=1", "+time=2", name, "A")
 			if err != nil {
@@ -221,7 +221,7 @@ func checkInterception(ctx context.Context, e *env) (string, error) {
 	err = poll(ctx, 90*time.Second, time.Second, func() error {
 		pods, err := e.agentPods(ctx)
 		if err != nil || len(pods) > 0 {
-			return fmt.Errorf("agent pods left: %+v %v", pods, err)
+			return fmt.Errorf("agent pods left: %+v %w", pods, err)
 		}
 		return nil
 	})

@@ -100,7 +100,7 @@ type agentPod struct {
 
 func parseAgentPods(out string) []agentPod {
 	var pods []agentPod
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
 		if len(f) == 0 {
 			continue

@@ -21,7 +21,7 @@ type resolvConf struct {
 
 func parseResolvConf(text string) resolvConf {
 	var rc resolvConf
-	for _, l := range strings.Split(text, "\n") {
+	for l := range strings.SplitSeq(text, "\n") {
 		f := strings.Fields(l)
 		if len(f) < 2 {
 			continue

@@ -91,9 +91,7 @@ func TestHostileUploads(t *testing.T) {
 				mu.Unlock()
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer conn.Close()
 				err := run(conn)
 				d := time.Since(start)
@@ -103,7 +101,7 @@ func TestHostileUploads(t *testing.T) {
 				if err != nil {
 					failed = append(failed, err.Error())
 				}
-			}()
+			})
 		}
 		time.Sleep(time.Second) // the uploads are under way
 		got, err := cs.CoreV1().Pods("hostile").Create(ctx, &corev1.Pod{

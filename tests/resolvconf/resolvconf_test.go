@@ -6,8 +6,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-func ptr(s string) *string { return &s }
-
 func TestRender(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -22,8 +20,8 @@ func TestRender(t *testing.T) {
 				Nameservers: []string{"169.254.20.10", "10.96.0.10"},
 				Searches:    []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"},
 				Options: []corev1.PodDNSConfigOption{
-					{Name: "ndots", Value: ptr("3")}, {Name: "timeout", Value: ptr("1")},
-					{Name: "attempts", Value: ptr("2")}, {Name: "edns0"},
+					{Name: "ndots", Value: new("3")}, {Name: "timeout", Value: new("1")},
+					{Name: "attempts", Value: new("2")}, {Name: "edns0"},
 				},
 			},
 			want: "search default.svc.cluster.local svc.cluster.local cluster.local\n" +
@@ -35,7 +33,7 @@ func TestRender(t *testing.T) {
 			cfg: &corev1.PodDNSConfig{
 				Nameservers: []string{"1.1.1.1", "1.1.1.1", "fd00::1"},
 				Searches:    []string{"a.example", "a.example", "b.example"},
-				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("5")}, {Name: "rotate"}, {Name: "ndots", Value: ptr("1")}},
+				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: new("5")}, {Name: "rotate"}, {Name: "ndots", Value: new("1")}},
 			},
 			want: "search a.example b.example\nnameserver 1.1.1.1\nnameserver fd00::1\noptions ndots:1 rotate\n",
 		},
