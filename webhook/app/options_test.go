@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -183,29 +181,18 @@ func TestParseNamespacedName(t *testing.T) {
 	}
 }
 
-// TestFlagsDocumented checks every flag of the webhook and of `webhook
-// status` is named in docs/webhook.md, docs/install.md or README.md.
-func TestFlagsDocumented(t *testing.T) {
-	var docs strings.Builder
-	for _, f := range []string{"docs/webhook.md", "docs/install.md", "README.md"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs.Write(b)
-	}
+// TestStatusFlags checks that `webhook status` takes the flags that decide
+// which pods the webhook would inject, and that AddFlags registers the
+// webhook's options (tests/docs checks that each of them is documented).
+func TestStatusFlags(t *testing.T) {
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	NewOptions().AddFlags(fs)
 	var status strings.Builder
 	_ = RunStatus(context.Background(), []string{"-h"}, io.Discard, &status)
 	n := 0
 	fs.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "zap-") {
-			return
-		}
-		n++
-		if !strings.Contains(docs.String(), "--"+f.Name) {
-			t.Errorf("flag --%s is not documented", f.Name)
+		if !strings.HasPrefix(f.Name, "zap-") {
+			n++
 		}
 	})
 	for _, name := range []string{"webhook-config-name", "no-agent-node-labels", "no-agent-tolerations", "inject-host-network", "kubeconfig"} {
